@@ -1,0 +1,149 @@
+"""`messenger serve | db upgrade | user add`: parse the command line, then hand over."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from messenger.config import ConfigError, Settings
+from messenger.errors import MessengerError
+from messenger.logs import configure_logging
+
+log = logging.getLogger("messenger")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="messenger", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run a server node")
+    serve.add_argument("--host", help="address to listen on (MESSENGER_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (MESSENGER_PORT, 8080)")
+    _database_flag(serve)
+    serve.add_argument("--redis-url", help="Redis for several nodes (MESSENGER_REDIS_URL)")
+    serve.add_argument(
+        "--no-migrate", action="store_true", help="do not upgrade the database first"
+    )
+    serve.add_argument(
+        "--log-format", choices=["text", "json"], help="log line format (MESSENGER_LOG_FORMAT)"
+    )
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="run the migrations to the newest")
+    _database_flag(upgrade)
+
+    user = commands.add_parser("user", help="user accounts")
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    add = user_commands.add_parser("add", help="create a user")
+    add.add_argument("name")
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    _database_flag(add)
+    return parser
+
+
+def _database_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL (MESSENGER_DATABASE_URL, sqlite+aiosqlite:///./messenger.db)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+            database_url=args.database_url,
+            redis_url=getattr(args, "redis_url", None),
+            log_format=getattr(args, "log_format", None),
+            migrate=False if getattr(args, "no_migrate", False) else None,
+        )
+    except ConfigError as exc:
+        print(f"messenger: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format)
+    if args.command == "serve":
+        return serve(settings)
+    if args.command == "db":
+        _upgrade(settings)
+        return 0
+    return add_user(settings, args.name, args.password_stdin)
+
+
+def _upgrade(settings: Settings) -> None:
+    from messenger.store.migrate import upgrade
+
+    upgrade(settings.database_url)
+
+
+def serve(settings: Settings) -> int:
+    if settings.migrate:
+        _upgrade(settings)
+    asyncio.run(_serve(settings))
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
+    from messenger.app import Node
+
+    node = Node(settings)
+    runner = web.AppRunner(node.app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await node.start()
+    await site.start()
+    log.info("listening on http://%s:%d", settings.host, settings.port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: answering the sends already taken, then closing")
+    await site.stop()
+    await node.stop()
+    await runner.cleanup()
+    log.info("stopped")
+
+
+def add_user(settings: Settings, name: str, password_stdin: bool) -> int:
+    from messenger import protocol
+    from messenger.auth import Accounts
+    from messenger.store.db import open_database
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("messenger: the passwords differ", file=sys.stderr)
+            return 1
+
+    async def create() -> str:
+        db = open_database(settings.database_url, settings.sqlite_synchronous)
+        try:
+            username = protocol.normalize_username(name)
+            protocol.check_password(password)
+            return (await Accounts(db, settings.token_ttl).register(username, password)).username
+        finally:
+            await db.dispose()
+
+    _upgrade(settings)
+    try:
+        username = asyncio.run(create())
+    except MessengerError as exc:
+        print(f"messenger: {exc.message} ({exc.code})", file=sys.stderr)
+        return 1
+    print(f"created user {username}")
+    return 0

@@ -1,0 +1,134 @@
+"""The messenger's commands, transport-free: what `send`, `history`, `sync`, `presence`
+and the rest mean. The transports validate nothing themselves and know no SQL; this
+module knows no Socket.IO or HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from messenger.directory import Directory
+from messenger.errors import invalid, not_found
+from messenger.events import (
+    UserRef,
+    format_time,
+    message_dict,
+    sync_entry,
+    utc_now,
+)
+from messenger.live import LiveHub
+from messenger.protocol import HistoryQuery, SendCommand, SyncQuery
+from messenger.store import queries
+from messenger.store.db import Database
+from messenger.streams import StreamReader
+from messenger.writer import SendResult, Writer
+
+
+class Delivery:
+    def __init__(
+        self,
+        db: Database,
+        directory: Directory,
+        writer: Writer,
+        reader: StreamReader,
+        hub: LiveHub,
+    ) -> None:
+        self._db = db
+        self._directory = directory
+        self._writer = writer
+        self._reader = reader
+        self._hub = hub
+
+    async def send(self, sender: UserRef, command: SendCommand) -> SendResult:
+        """Store the message (answered after commit, G1); the writer pushes it."""
+        recipient = await self._peer(sender, command.to)
+        return await self._writer.send(sender, recipient, command.body, command.client_id)
+
+    async def mark(self, user: UserRef, ids: list[int], status: int) -> int:
+        """Raise the status of the user's own incoming messages; others' ids are ignored."""
+        return await self._writer.mark(user, ids, status)
+
+    async def history(self, user: UserRef, query: HistoryQuery) -> dict[str, Any]:
+        peer = await self._peer(user, query.with_user)
+        async with self._db.reader.connect() as conn:
+            rows = await queries.conversation_page(
+                conn, user.id, peer.id, query.before, query.after, query.limit + 1
+            )
+        has_more = len(rows) > query.limit
+        if has_more:
+            # One row more than asked says whether the page continues; it is the row
+            # farthest from the cursor (the oldest when paging back).
+            rows = rows[: query.limit] if query.after is not None else rows[1:]
+        names = {user.id: user.username, peer.id: peer.username}
+        messages = [
+            message_dict(row, names[row["sender_id"]], names[row["recipient_id"]]) for row in rows
+        ]
+        return {"messages": messages, "has_more": has_more}
+
+    async def sync(self, user: UserRef, query: SyncQuery) -> dict[str, Any]:
+        head = await self._reader.head(user.id)
+        if query.after > head:
+            raise invalid(f"cursor {query.after} is ahead of the stream (head {head})")
+        items = await self._reader.page(user.id, query.after, query.limit)
+        cursor = items[-1].seq if items else query.after
+        return {
+            "events": [sync_entry(item) for item in items],
+            "cursor": cursor,
+            "has_more": cursor < head,
+        }
+
+    async def block(self, user: UserRef, username: str) -> None:
+        target = await self._peer(user, username)
+        async with self._db.writer.begin() as conn:
+            await queries.add_block(conn, user.id, target.id, utc_now())
+
+    async def unblock(self, user: UserRef, username: str) -> None:
+        target = await self._peer(user, username)
+        async with self._db.writer.begin() as conn:
+            await queries.remove_block(conn, user.id, target.id)
+
+    async def presence(self, user: UserRef, usernames: list[str]) -> dict[str, Any]:
+        """Who is online; someone who blocks the caller always looks offline."""
+        found = await self._directory.resolve_many(usernames)
+        unknown = [name for name in usernames if name not in found]
+        if unknown:
+            raise not_found(f"no user {unknown[0]!r}")
+        ids = [found[name].id for name in usernames]
+        async with self._db.reader.connect() as conn:
+            rows = {row["id"]: row for row in await queries.users_by_names(conn, usernames)}
+            hidden = {
+                blocker
+                for blocker, _ in await queries.blocking_pairs(conn, ((i, user.id) for i in ids))
+            }
+        online = self._hub.online_users(ids)
+        now = format_time(utc_now())
+        answer: dict[str, Any] = {}
+        for name in usernames:
+            uid = found[name].id
+            if uid in hidden:
+                answer[name] = {"online": False, "last_seen": None}
+            elif uid in online:
+                answer[name] = {"online": True, "last_seen": now}
+            else:
+                answer[name] = {"online": False, "last_seen": format_time(rows[uid]["last_seen"])}
+        return {"users": answer}
+
+    async def conversations(self, user: UserRef, limit: int) -> list[dict[str, Any]]:
+        async with self._db.reader.connect() as conn:
+            rows = await queries.conversations(conn, user.id, limit)
+        names = await self._directory.names({row["peer"] for row in rows} | {user.id})
+        return [
+            {
+                "with": names[row["peer"]],
+                "last_message": message_dict(
+                    row, names[row["sender_id"]], names[row["recipient_id"]]
+                ),
+                "unread": int(row["unread"]),
+            }
+            for row in rows
+        ]
+
+    async def _peer(self, user: UserRef, username: str) -> UserRef:
+        if username == user.username:
+            raise invalid("that is you: name another user")
+        return await self._directory.resolve(username)

@@ -1,0 +1,90 @@
+"""The shapes the server sends: Message objects, stream events, and their seed forms.
+
+Pure functions over plain values, shared by the writer (live pushes) and the stream
+reader (backlogs and `sync`), so a replayed event is byte-for-byte the live one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from messenger.protocol import NEW_MESSAGE, RECEIPT, RECEIVED_MESSAGE, STATUS_NAMES
+
+
+@dataclass(frozen=True, slots=True)
+class UserRef:
+    id: int
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamItem:
+    """One event of one user's stream, ready to emit: `data` carries its `cursor`."""
+
+    user_id: int
+    seq: int
+    event: str
+    data: dict[str, Any]
+
+
+def utc_now() -> datetime:
+    """Now, cut to milliseconds: what is stored is exactly what clients are shown."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def format_time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def message_dict(row: Mapping[Any, Any], sender: str, recipient: str) -> dict[str, Any]:
+    """A Message object (PROTOCOL.md 3.1) from a `messages` row."""
+    return {
+        "id": row["id"],
+        "from": sender,
+        "to": recipient,
+        "body": row["body"],
+        "client_id": row["client_id"],
+        "sent_at": format_time(row["sent_at"]),
+        "status": STATUS_NAMES[row["status"]],
+        "delivered_at": format_time(row["delivered_at"]),
+        "read_at": format_time(row["read_at"]),
+    }
+
+
+def new_message_item(user_id: int, seq: int, message: dict[str, Any]) -> StreamItem:
+    return StreamItem(user_id, seq, NEW_MESSAGE, {"cursor": seq, "message": message})
+
+
+def receipt_payload(ids: list[int], status: int, by: str, at: datetime) -> dict[str, Any]:
+    """What a receipt says, without its cursor (stored as the event's payload)."""
+    return {"ids": ids, "status": STATUS_NAMES[status], "by": by, "at": format_time(at)}
+
+
+def receipt_item(user_id: int, seq: int, payload: Mapping[str, Any]) -> StreamItem:
+    return StreamItem(user_id, seq, RECEIPT, {"cursor": seq, **payload})
+
+
+def seed_form(item: StreamItem) -> tuple[str, dict[str, Any]]:
+    """The event as a seed-protocol connection gets it: `receivedMessage` for messages."""
+    if item.event != NEW_MESSAGE:
+        return item.event, item.data
+    message = item.data["message"]
+    return RECEIVED_MESSAGE, {
+        "id": message["id"],
+        "from": message["from"],
+        "to": message["to"],
+        "message": message["body"],
+        "sent_at": message["sent_at"],
+    }
+
+
+def sync_entry(item: StreamItem) -> dict[str, Any]:
+    """An element of the `sync` answer's `events` list."""
+    return {"event": item.event, "data": item.data}

@@ -1,0 +1,241 @@
+"""The live side of a node: its connections, and pushing each one its stream in order.
+
+Every connection remembers the last cursor it was sent. An event is pushed only when
+it is the next one; anything else (a gap, a connection still replaying its backlog)
+makes the connection catch up from SQL, page by page, until it reaches the head. So a
+device sees its stream in cursor order without holes, whether an event came through
+the writer of this node, through Redis from another node, or not at all (G4, G9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from messenger.events import StreamItem, UserRef, seed_form
+from messenger.metrics import Metrics
+from messenger.protocol import SYNCED
+from messenger.streams import StreamReader
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 500
+# Packets waiting in a connection's send queue before a backlog replay pauses for it.
+REPLAY_HIGH_WATER = 1_000
+# Packets waiting before a live connection counts as a consumer that stopped reading.
+MAX_PENDING = 20_000
+# How long a replay waits for a connection that does not drain before dropping it.
+DRAIN_TIMEOUT = 30.0
+
+
+class SlowConsumer(Exception):
+    """The connection stopped reading; it has been disconnected."""
+
+
+class Pusher(Protocol):
+    """What the live side needs from the transport: per-connection emits."""
+
+    async def emit(self, event: str, data: dict[str, Any], sid: str) -> None: ...
+
+    def pending(self, sid: str) -> int:
+        """Packets queued for the connection and not yet written to it."""
+        ...
+
+    async def disconnect(self, sid: str) -> None: ...
+
+
+@dataclass(eq=False)
+class Connection:
+    sid: str
+    user: UserRef
+    token_id: int
+    seed: bool
+    # The last cursor sent to this connection: the next push must be last_seq + 1.
+    last_seq: int
+    # Undelivered messages at or before this cursor are replayed first (G6).
+    replay_undelivered_to: int
+    synced: bool = False
+    catching_up: asyncio.Task[None] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class LiveHub:
+    def __init__(self, pusher: Pusher, reader: StreamReader, metrics: Metrics) -> None:
+        self._pusher = pusher
+        self._reader = reader
+        self._metrics = metrics
+        self._by_sid: dict[str, Connection] = {}
+        self._by_user: dict[int, dict[str, Connection]] = {}
+        # The highest cursor this node has heard of, per user with local connections.
+        self._known_head: dict[int, int] = {}
+        # Heads read at the previous resync tick (see `resync`).
+        self._previous_heads: dict[int, int] = {}
+
+    # -- connections --------------------------------------------------------------
+
+    def attach(self, conn: Connection, head: int) -> None:
+        """Register a connection and start replaying its backlog, then `synced`."""
+        self._by_sid[conn.sid] = conn
+        self._by_user.setdefault(conn.user.id, {})[conn.sid] = conn
+        self._known_head[conn.user.id] = max(head, self._known_head.get(conn.user.id, 0))
+        self._metrics.connections.inc()
+        self._start_catch_up(conn)
+
+    def detach(self, sid: str) -> Connection | None:
+        conn = self._by_sid.pop(sid, None)
+        if conn is None:
+            return None
+        self._metrics.connections.dec()
+        peers = self._by_user.get(conn.user.id, {})
+        peers.pop(sid, None)
+        if not peers:
+            self._by_user.pop(conn.user.id, None)
+            self._known_head.pop(conn.user.id, None)
+            self._previous_heads.pop(conn.user.id, None)
+        if conn.catching_up is not None:
+            conn.catching_up.cancel()
+        return conn
+
+    def get(self, sid: str) -> Connection | None:
+        return self._by_sid.get(sid)
+
+    def online_users(self, user_ids: Iterable[int]) -> set[int]:
+        return {uid for uid in user_ids if uid in self._by_user}
+
+    def connections(self) -> list[Connection]:
+        return list(self._by_sid.values())
+
+    def connections_of_token(self, token_id: int) -> list[Connection]:
+        return [conn for conn in self._by_sid.values() if conn.token_id == token_id]
+
+    async def close(self) -> None:
+        for conn in list(self._by_sid.values()):
+            if conn.catching_up is not None:
+                conn.catching_up.cancel()
+
+    # -- pushing ------------------------------------------------------------------
+
+    async def deliver(self, items: list[StreamItem]) -> None:
+        """Push committed events to this node's connections of their users."""
+        by_user: dict[int, list[StreamItem]] = {}
+        for item in items:
+            if item.user_id in self._by_user:
+                by_user.setdefault(item.user_id, []).append(item)
+        for user_id, user_items in by_user.items():
+            user_items.sort(key=lambda item: item.seq)
+            self._known_head[user_id] = max(self._known_head.get(user_id, 0), user_items[-1].seq)
+            for conn in list(self._by_user.get(user_id, {}).values()):
+                if conn.catching_up is not None:
+                    continue  # the replay reads up to the head, this included
+                if not await self._push(conn, user_items):
+                    self._start_catch_up(conn)
+
+    async def _push(self, conn: Connection, items: list[StreamItem]) -> bool:
+        """Emit the items that continue the connection's stream; False on a gap."""
+        async with conn.lock:
+            for item in items:
+                if item.seq <= conn.last_seq:
+                    continue  # already sent (a replay overtook the live push)
+                if item.seq != conn.last_seq + 1:
+                    return False
+                await self._emit(conn, item)
+                conn.last_seq = item.seq
+        if self._pusher.pending(conn.sid) > MAX_PENDING:
+            log.warning("dropping connection %s: it stopped reading", conn.sid)
+            await self._pusher.disconnect(conn.sid)
+        return True
+
+    async def _emit(self, conn: Connection, item: StreamItem) -> None:
+        event, data = seed_form(item) if conn.seed else (item.event, item.data)
+        await self._pusher.emit(event, data, conn.sid)
+
+    # -- replay from SQL ----------------------------------------------------------
+
+    def _start_catch_up(self, conn: Connection) -> None:
+        if conn.catching_up is None and conn.sid in self._by_sid:
+            conn.catching_up = asyncio.create_task(self._catch_up(conn))
+
+    async def _catch_up(self, conn: Connection) -> None:
+        try:
+            if conn.replay_undelivered_to:
+                await self._replay_undelivered(conn)
+            while True:
+                page = await self._reader.page(conn.user.id, conn.last_seq, PAGE_SIZE)
+                if page:
+                    self._metrics.backlog_events.inc(len(page))
+                    if not await self._push(conn, page):
+                        log.error(
+                            "stream of user %d has a hole after %d", conn.user.id, conn.last_seq
+                        )
+                        break
+                    await self._wait_for_drain(conn)
+                    continue
+                # Caught up with SQL. Anything delivered while we read was skipped for
+                # us: look again if the node heard of a newer head. No await between
+                # this check and leaving, so nothing can slip past.
+                if self._known_head.get(conn.user.id, 0) > conn.last_seq:
+                    continue
+                if not conn.synced:
+                    conn.synced = True
+                    await self._pusher.emit(SYNCED, {"cursor": conn.last_seq}, conn.sid)
+                    if self._known_head.get(conn.user.id, 0) > conn.last_seq:
+                        continue
+                break
+        except SlowConsumer:
+            pass  # already disconnected
+        except Exception:
+            # The database is away: the next resync tick tries again.
+            log.exception("catch-up of %s failed", conn.sid)
+        finally:
+            conn.catching_up = None
+
+    async def _replay_undelivered(self, conn: Connection) -> None:
+        """Messages still waiting for delivery, up to the connect-time cursor (G4, G6)."""
+        after, up_to = 0, conn.replay_undelivered_to
+        conn.replay_undelivered_to = 0
+        while True:
+            page = await self._reader.undelivered(conn.user.id, after, up_to, PAGE_SIZE)
+            if not page:
+                return
+            async with conn.lock:
+                for item in page:
+                    await self._emit(conn, item)
+            self._metrics.redeliveries.inc(len(page))
+            after = page[-1].seq
+            await self._wait_for_drain(conn)
+
+    async def _wait_for_drain(self, conn: Connection) -> None:
+        """Bound memory: let the socket write out a page before reading the next."""
+        waited = 0.0
+        while self._pusher.pending(conn.sid) > REPLAY_HIGH_WATER:
+            if waited >= DRAIN_TIMEOUT:
+                log.warning("dropping connection %s: backlog not read in %.0fs", conn.sid, waited)
+                await self._pusher.disconnect(conn.sid)
+                raise SlowConsumer(conn.sid)
+            await asyncio.sleep(0.01)
+            waited += 0.01
+
+    # -- repair (G9) --------------------------------------------------------------
+
+    async def resync(self) -> None:
+        """Catch up every connection that is behind a head seen one tick ago.
+
+        A head read now may belong to a commit whose push is still on its way; a head
+        from the previous tick has had a whole interval to arrive. So live pushes are
+        never doubled by this check, and a lost one is repaired within two ticks.
+        """
+        user_ids = list(self._by_user)
+        heads: dict[int, int] = {}
+        for start in range(0, len(user_ids), 500):
+            heads.update(await self._reader.heads(user_ids[start : start + 500]))
+        for user_id, previous in self._previous_heads.items():
+            for conn in list(self._by_user.get(user_id, {}).values()):
+                if conn.catching_up is None and conn.last_seq < previous:
+                    self._metrics.resyncs.inc()
+                    log.info("connection %s missed events; catching up from SQL", conn.sid)
+                    self._known_head[user_id] = max(self._known_head.get(user_id, 0), previous)
+                    self._start_catch_up(conn)
+        self._previous_heads = heads

@@ -1,0 +1,71 @@
+"""Prometheus metrics, on a registry of the application's own (no process globals, so
+several servers can run in one test process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.connections = Gauge(
+            "messenger_connections", "Socket.IO connections open on this node", registry=r
+        )
+        self.messages_stored = Counter(
+            "messenger_messages_stored_total", "Messages committed", registry=r
+        )
+        self.messages_delivered = Counter(
+            "messenger_messages_delivered_total", "Messages marked delivered", registry=r
+        )
+        self.messages_read = Counter(
+            "messenger_messages_read_total", "Messages marked read", registry=r
+        )
+        self.duplicate_sends = Counter(
+            "messenger_duplicate_sends_total",
+            "Sends answered with an already stored message (same client_id)",
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "messenger_rate_limited_total", "Events refused by the rate limit", registry=r
+        )
+        self.backlog_events = Counter(
+            "messenger_backlog_events_total",
+            "Events pushed from SQL on connect or catch-up (not live)",
+            registry=r,
+        )
+        self.redeliveries = Counter(
+            "messenger_redeliveries_total",
+            "Undelivered messages pushed again to a new connection",
+            registry=r,
+        )
+        self.resyncs = Counter(
+            "messenger_resyncs_total",
+            "Connections found behind their stream head and caught up from SQL",
+            registry=r,
+        )
+        self.write_batch_size = Histogram(
+            "messenger_write_batch_size",
+            "Items (sends, marks) per write transaction",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "messenger_commit_seconds",
+            "Time to run and commit one write batch",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.write_failures = Counter(
+            "messenger_write_failures_total", "Write batches that failed", ["code"], registry=r
+        )
+        self.auth_failures = Counter(
+            "messenger_auth_failures_total", "Refused logins and socket handshakes", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,224 @@
+"""Event names, payload shapes, and the validation of every inbound payload.
+
+Each `parse_*` function takes what a client sent (already JSON-decoded, of any type)
+and returns a typed command, or raises `MessengerError` with the protocol's code. The
+transports call these before anything touches the database, so bad input changes
+nothing (G8).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from messenger.errors import invalid, too_large
+
+# Client -> server events.
+SEND: Final = "send"
+DELIVERED: Final = "delivered"
+READ: Final = "read"
+HISTORY: Final = "history"
+SYNC: Final = "sync"
+PRESENCE: Final = "presence"
+BLOCK: Final = "block"
+UNBLOCK: Final = "unblock"
+PRIVATE_MESSAGE: Final = "privateMessage"
+
+# Server -> client events.
+NEW_MESSAGE: Final = "new_message"
+RECEIPT: Final = "receipt"
+SYNCED: Final = "synced"
+RECEIVED_MESSAGE: Final = "receivedMessage"
+ERROR: Final = "error"
+
+COMPAT_SEED: Final = "seed"
+
+USERNAME_PATTERN: Final = re.compile(r"[a-z0-9._%+@-]{3,64}")
+PASSWORD_MIN, PASSWORD_MAX = 8, 256
+CLIENT_ID_MAX: Final = 64
+MARK_IDS_MAX: Final = 500
+HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX = 50, 100
+SYNC_LIMIT_DEFAULT, SYNC_LIMIT_MAX = 100, 500
+PRESENCE_USERS_MAX: Final = 100
+# Ids are 64-bit signed integers in both databases.
+ID_MAX: Final = 2**63 - 1
+
+# Message status, stored as a small integer so that "only forward" is `<`.
+STATUS_SENT, STATUS_DELIVERED, STATUS_READ = 0, 1, 2
+STATUS_NAMES: Final = ("sent", "delivered", "read")
+
+
+@dataclass(frozen=True, slots=True)
+class SendCommand:
+    to: str
+    body: str
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    with_user: str
+    before: int | None
+    after: int | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyncQuery:
+    after: int
+    limit: int
+
+
+def normalize_username(value: Any, field: str = "username") -> str:
+    """Usernames are case-insensitive: stored and compared lower-case."""
+    if not isinstance(value, str):
+        raise invalid(f"{field} must be a string")
+    name = value.lower()
+    if not USERNAME_PATTERN.fullmatch(name):
+        raise invalid(f"{field} must be 3 to 64 characters of a-z 0-9 . _ % + @ -")
+    return name
+
+
+def check_password(value: Any) -> str:
+    if not isinstance(value, str):
+        raise invalid("password must be a string")
+    if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
+        raise invalid(f"password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")
+    _require_storable(value, "password")
+    return value
+
+
+def parse_send(payload: Any, max_body: int) -> SendCommand:
+    data = _object(payload)
+    return SendCommand(
+        to=normalize_username(data.get("to"), "to"),
+        body=_body(data.get("body"), max_body),
+        client_id=_client_id(data.get("client_id")),
+    )
+
+
+def parse_private_message(payload: Any, max_body: int, client_id: str) -> tuple[str, SendCommand]:
+    """The seed design's event: returns (claimed sender, command).
+
+    `client_id` is the server-chosen one, used when the client gave none.
+    """
+    data = _object(payload)
+    claimed = normalize_username(data.get("from"), "from")
+    given = data.get("client_id")
+    command = SendCommand(
+        to=normalize_username(data.get("to"), "to"),
+        body=_body(data.get("message"), max_body, field="message"),
+        client_id=client_id if given is None else _client_id(given),
+    )
+    return claimed, command
+
+
+def parse_ids(payload: Any) -> list[int]:
+    data = _object(payload)
+    ids = data.get("ids")
+    if not isinstance(ids, list) or not ids:
+        raise invalid("ids must be a non-empty list of message ids")
+    if len(ids) > MARK_IDS_MAX:
+        raise too_large(f"at most {MARK_IDS_MAX} ids per event")
+    return sorted({_positive_int(value, "ids") for value in ids})
+
+
+def parse_history(payload: Any) -> HistoryQuery:
+    data = _object(payload)
+    before = _optional_id(data.get("before"), "before")
+    after = _optional_id(data.get("after"), "after")
+    if before is not None and after is not None:
+        raise invalid("give before or after, not both")
+    return HistoryQuery(
+        with_user=normalize_username(data.get("with"), "with"),
+        before=before,
+        after=after,
+        limit=_limit(data.get("limit"), HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX),
+    )
+
+
+def parse_sync(payload: Any) -> SyncQuery:
+    data = _object(payload)
+    return SyncQuery(
+        after=parse_cursor(data.get("after")),
+        limit=_limit(data.get("limit"), SYNC_LIMIT_DEFAULT, SYNC_LIMIT_MAX),
+    )
+
+
+def parse_cursor(value: Any) -> int:
+    """A stream cursor: 0 (before the first event) or a later position."""
+    if not _is_int(value) or not 0 <= value <= ID_MAX:
+        raise invalid("cursor must be a non-negative integer")
+    return int(value)
+
+
+def parse_presence(payload: Any) -> list[str]:
+    data = _object(payload)
+    users = data.get("users")
+    if not isinstance(users, list) or not users:
+        raise invalid("users must be a non-empty list of usernames")
+    if len(users) > PRESENCE_USERS_MAX:
+        raise too_large(f"at most {PRESENCE_USERS_MAX} users per event")
+    return list(dict.fromkeys(normalize_username(user, "users") for user in users))
+
+
+def parse_block(payload: Any) -> str:
+    return normalize_username(_object(payload).get("user"), "user")
+
+
+def _object(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise invalid("the payload must be a JSON object")
+    return payload
+
+
+def _body(value: Any, max_body: int, field: str = "body") -> str:
+    if not isinstance(value, str):
+        raise invalid(f"{field} must be a string")
+    if not value:
+        raise invalid(f"{field} must not be empty")
+    if len(value) > max_body:
+        raise too_large(f"{field} is over {max_body} characters")
+    _require_storable(value, field)
+    return value
+
+
+def _client_id(value: Any) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= CLIENT_ID_MAX:
+        raise invalid(f"client_id must be a string of 1 to {CLIENT_ID_MAX} characters")
+    _require_storable(value, "client_id")
+    return value
+
+
+def _require_storable(value: str, field: str) -> None:
+    """Refuse text no database stores faithfully: NUL and unpaired surrogates."""
+    if "\x00" in value:
+        raise invalid(f"{field} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid(f"{field} must be valid Unicode text") from None
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass in Python, but true is not a message id.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(value: Any, field: str) -> int:
+    if not _is_int(value) or not 1 <= value <= ID_MAX:
+        raise invalid(f"{field} must hold positive integers")
+    return int(value)
+
+
+def _optional_id(value: Any, field: str) -> int | None:
+    return None if value is None else _positive_int(value, field)
+
+
+def _limit(value: Any, default: int, maximum: int) -> int:
+    if value is None:
+        return default
+    if not _is_int(value) or not 1 <= value <= maximum:
+        raise invalid(f"limit must be an integer from 1 to {maximum}")
+    return int(value)

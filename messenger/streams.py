@@ -1,0 +1,75 @@
+"""Reading users' event streams back from SQL: backlogs on connect, `sync`, catch-up.
+
+Every replayed event has the shape of the live one (see `events`), so a client cannot
+tell, and need not care, whether an event came live or from the database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from sqlalchemy import RowMapping
+
+from messenger.directory import Directory
+from messenger.events import (
+    StreamItem,
+    message_dict,
+    new_message_item,
+    receipt_item,
+)
+from messenger.store import queries
+from messenger.store.db import Database
+from messenger.store.models import EVENT_NEW_MESSAGE
+
+
+class StreamReader:
+    def __init__(self, db: Database, directory: Directory) -> None:
+        self._db = db
+        self._directory = directory
+
+    async def head(self, user_id: int) -> int:
+        """The cursor of the user's newest event (0 before the first)."""
+        return (await self.heads([user_id])).get(user_id, 0)
+
+    async def heads(self, user_ids: Sequence[int]) -> dict[int, int]:
+        async with self._db.reader.connect() as conn:
+            return await queries.stream_heads(conn, user_ids)
+
+    async def page(self, user_id: int, after: int, limit: int) -> list[StreamItem]:
+        """Up to `limit` events after cursor `after`, in cursor order."""
+        async with self._db.reader.connect() as conn:
+            rows = await queries.stream_page(conn, user_id, after, limit)
+        names = await self._directory.names(_people(rows))
+        items = []
+        for row in rows:
+            if row["kind"] == EVENT_NEW_MESSAGE:
+                message = message_dict(row, names[row["sender_id"]], names[row["recipient_id"]])
+                items.append(new_message_item(user_id, row["seq"], message))
+            else:
+                items.append(receipt_item(user_id, row["seq"], json.loads(row["payload"])))
+        return items
+
+    async def undelivered(
+        self, user_id: int, after: int, up_to: int, limit: int
+    ) -> list[StreamItem]:
+        """The user's messages still waiting for delivery, with cursors in (after, up_to]."""
+        async with self._db.reader.connect() as conn:
+            rows = await queries.undelivered_page(conn, user_id, after, up_to, limit)
+        names = await self._directory.names(_people(rows))
+        return [
+            new_message_item(
+                user_id,
+                row["recipient_seq"],
+                message_dict(row, names[row["sender_id"]], names[row["recipient_id"]]),
+            )
+            for row in rows
+        ]
+
+
+def _people(rows: Sequence[RowMapping]) -> set[int]:
+    people: set[int] = set()
+    for row in rows:
+        if row["sender_id"] is not None:
+            people.update((row["sender_id"], row["recipient_id"]))
+    return people

@@ -1,0 +1,1 @@
+"""The edges: Socket.IO and HTTP."""

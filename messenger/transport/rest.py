@@ -1,0 +1,249 @@
+"""The HTTP API: accounts, sessions, conversations, history, health and metrics.
+
+One middleware turns every failure into `{"error": {"code", "message"}}` with the
+status its code means; handlers raise `MessengerError` and never build error bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from messenger import protocol
+from messenger.auth import Accounts, Authenticated
+from messenger.delivery import Delivery
+from messenger.errors import ErrorCode, MessengerError, forbidden, invalid
+from messenger.events import format_time
+from messenger.live import LiveHub, Pusher
+from messenger.metrics import Metrics
+from messenger.ratelimit import RateLimiter
+from messenger.store.db import Database
+from messenger.transport.origins import origin_allowed
+
+log = logging.getLogger(__name__)
+
+STATUS_OF: dict[ErrorCode, int] = {
+    ErrorCode.INVALID: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.BAD_CREDENTIALS: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.USERNAME_TAKEN: 409,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAVAILABLE: 503,
+}
+CODE_OF_STATUS = {
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.INVALID,
+    413: ErrorCode.TOO_LARGE,
+}
+MAX_REQUEST_BYTES = 64 * 1024
+CONVERSATIONS_LIMIT_DEFAULT, CONVERSATIONS_LIMIT_MAX = 100, 500
+# Logins: per username and per client address, a few tries then one every few seconds.
+LOGIN_RATE, LOGIN_BURST = 0.2, 10
+SOCKET_IO_PATH = "/socket.io/"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(error: MessengerError) -> web.Response:
+    return web.json_response({"error": error.as_dict()}, status=STATUS_OF[error.code])
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except MessengerError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = CODE_OF_STATUS.get(exc.status, ErrorCode.INVALID)
+        return web.json_response(
+            {"error": {"code": code.value, "message": exc.reason}}, status=exc.status
+        )
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(MessengerError(ErrorCode.INTERNAL, "the server failed"))
+
+
+def cors_middleware(allowed: tuple[str, ...]) -> Any:
+    """Same origin always; other origins only when listed. The check is never off."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin is None or request.path.startswith(SOCKET_IO_PATH):
+            # No Origin: not a browser's cross-site request. Socket.IO's handshake
+            # is checked by python-engineio with the same list.
+            return await handler(request)
+        if not origin_allowed(origin, request.scheme, request.host, allowed):
+            raise forbidden(f"origin {origin!r} is not allowed")
+        if request.method == "OPTIONS":
+            response: web.StreamResponse = web.Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Max-Age"] = "600"
+        else:
+            response = await handler(request)
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+        return response
+
+    return middleware
+
+
+class RestApi:
+    def __init__(
+        self,
+        db: Database,
+        accounts: Accounts,
+        delivery: Delivery,
+        hub: LiveHub,
+        pusher: Pusher,
+        metrics: Metrics,
+        revoke_elsewhere: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
+        self._db = db
+        self._accounts = accounts
+        self._delivery = delivery
+        self._hub = hub
+        self._pusher = pusher
+        self._metrics = metrics
+        self._revoke_elsewhere = revoke_elsewhere
+        self._login_by_name = RateLimiter(LOGIN_RATE, LOGIN_BURST)
+        self._login_by_address = RateLimiter(5 * LOGIN_RATE, 5 * LOGIN_BURST)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/api/v1/users", self.register),
+            web.post("/api/v1/sessions", self.login),
+            web.delete("/api/v1/sessions/current", self.logout),
+            web.get("/api/v1/conversations", self.conversations),
+            web.get("/api/v1/conversations/{username}/messages", self.messages),
+            web.get("/healthz", self.health),
+            web.get("/metrics", self.metrics),
+        ]
+
+    async def register(self, request: web.Request) -> web.Response:
+        body = await _json_object(request)
+        username = protocol.normalize_username(body.get("username"))
+        password = protocol.check_password(body.get("password"))
+        user = await self._accounts.register(username, password)
+        log.info("registered user=%s", user.username)
+        return web.json_response({"user": {"username": user.username}}, status=201)
+
+    async def login(self, request: web.Request) -> web.Response:
+        body = await _json_object(request)
+        username = protocol.normalize_username(body.get("username"))
+        password = protocol.check_password(body.get("password"))
+        address = request.remote or "unknown"
+        if not (self._login_by_name.allow(username) and self._login_by_address.allow(address)):
+            self._metrics.rate_limited.inc()
+            log.info("login rate limited user=%s address=%s", username, address)
+            raise MessengerError(ErrorCode.RATE_LIMITED, "too many login attempts; wait a while")
+        try:
+            session = await self._accounts.login(username, password)
+        except MessengerError:
+            self._metrics.auth_failures.inc()
+            log.info("login refused user=%s address=%s", username, address)
+            raise
+        return web.json_response(
+            {
+                "token": session.token,
+                "expires_at": format_time(session.expires_at),
+                "user": {"username": session.user.username},
+            },
+            status=201,
+        )
+
+    async def logout(self, request: web.Request) -> web.Response:
+        who = await self._authenticated(request)
+        await self._accounts.revoke(who.token_id)
+        for conn in self._hub.connections_of_token(who.token_id):
+            await self._pusher.disconnect(conn.sid)
+        if self._revoke_elsewhere is not None:
+            await self._revoke_elsewhere(who.token_id)
+        log.info("logout user=%s", who.user.username)
+        return web.Response(status=204)
+
+    async def conversations(self, request: web.Request) -> web.Response:
+        who = await self._authenticated(request)
+        limit = _int_param(request, "limit")
+        if limit is None:
+            limit = CONVERSATIONS_LIMIT_DEFAULT
+        elif not 1 <= limit <= CONVERSATIONS_LIMIT_MAX:
+            raise invalid(f"limit must be 1 to {CONVERSATIONS_LIMIT_MAX}")
+        items = await self._delivery.conversations(who.user, limit)
+        return web.json_response({"conversations": items})
+
+    async def messages(self, request: web.Request) -> web.Response:
+        who = await self._authenticated(request)
+        query = protocol.parse_history(
+            {
+                "with": request.match_info["username"],
+                "before": _int_param(request, "before"),
+                "after": _int_param(request, "after"),
+                "limit": _int_param(request, "limit"),
+            }
+        )
+        return web.json_response(await self._delivery.history(who.user, query))
+
+    async def health(self, _request: web.Request) -> web.Response:
+        try:
+            await asyncio.wait_for(self._db.ping(), timeout=2.0)
+        except Exception as exc:
+            log.warning("health check: database does not answer: %s", type(exc).__name__)
+            raise MessengerError(ErrorCode.UNAVAILABLE, "the database does not answer") from None
+        return web.json_response({"status": "ok"})
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        response = web.Response(body=self._metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def _authenticated(self, request: web.Request) -> Authenticated:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise MessengerError(ErrorCode.UNAUTHORIZED, "send Authorization: Bearer <token>")
+        return await self._accounts.authenticate(token.strip())
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json(loads=_strict_loads)
+    except web.HTTPRequestEntityTooLarge:
+        raise MessengerError(ErrorCode.TOO_LARGE, "the request body is too large") from None
+    except ValueError:
+        raise invalid("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise invalid("the body must be a JSON object")
+    return body
+
+
+def _strict_loads(text: str) -> Any:
+    # NaN and Infinity are not JSON.
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _int_param(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        raise invalid(f"{name} must be a positive integer")
+    return int(raw)

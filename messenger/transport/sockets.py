@@ -1,0 +1,233 @@
+"""The Socket.IO edge: handshake auth, then each client event -> `Delivery` -> an ack.
+
+python-socketio is untyped and runs every event as its own task; this module keeps
+both facts at the edge. Every event is answered through its acknowledgement, errors
+included (G8), and on seed-protocol connections failures are also emitted as `error`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import socketio
+
+from messenger import protocol
+from messenger.auth import Accounts
+from messenger.config import Settings
+from messenger.delivery import Delivery
+from messenger.errors import ErrorCode, MessengerError, invalid
+from messenger.events import utc_now
+from messenger.live import Connection, LiveHub
+from messenger.metrics import Metrics
+from messenger.protocol import STATUS_DELIVERED, STATUS_READ
+from messenger.ratelimit import RateLimiter
+from messenger.streams import StreamReader
+from messenger.writer import Writer
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "/"
+Handler = Callable[[Connection, Any], Awaitable[dict[str, Any]]]
+
+
+class SocketPusher:
+    """`live.Pusher` over an AsyncServer: emits straight to this node's sockets."""
+
+    def __init__(self, sio: socketio.AsyncServer) -> None:
+        self._sio = sio
+
+    async def emit(self, event: str, data: dict[str, Any], sid: str) -> None:
+        # ignore_queue: the connection is on this node; with Redis configured the
+        # event would otherwise make a round trip through the queue first.
+        await self._sio.emit(event, data, to=sid, namespace=NAMESPACE, ignore_queue=True)
+
+    def pending(self, sid: str) -> int:
+        eio_sid = self._sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+        socket = self._sio.eio.sockets.get(eio_sid) if eio_sid else None
+        queue = getattr(socket, "queue", None)
+        return queue.qsize() if queue is not None else 0
+
+    async def disconnect(self, sid: str) -> None:
+        await self._sio.disconnect(sid, namespace=NAMESPACE, ignore_queue=True)
+
+
+class SocketHandlers:
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        settings: Settings,
+        accounts: Accounts,
+        delivery: Delivery,
+        writer: Writer,
+        reader: StreamReader,
+        hub: LiveHub,
+        metrics: Metrics,
+    ) -> None:
+        self._sio = sio
+        self._settings = settings
+        self._accounts = accounts
+        self._delivery = delivery
+        self._writer = writer
+        self._reader = reader
+        self._hub = hub
+        self._metrics = metrics
+        self._limiter = RateLimiter(settings.rate_limit)
+
+    def register(self) -> None:
+        sio = self._sio
+        sio.on("connect", self.connect, namespace=NAMESPACE)
+        sio.on("disconnect", self.disconnect, namespace=NAMESPACE)
+        commands: dict[str, Handler] = {
+            protocol.SEND: self._send,
+            protocol.PRIVATE_MESSAGE: self._private_message,
+            protocol.DELIVERED: self._delivered,
+            protocol.READ: self._read,
+            protocol.HISTORY: self._history,
+            protocol.SYNC: self._sync,
+            protocol.PRESENCE: self._presence,
+            protocol.BLOCK: self._block,
+            protocol.UNBLOCK: self._unblock,
+        }
+        for name, handler in commands.items():
+            sio.on(name, self._wrap(handler), namespace=NAMESPACE)
+        sio.on("*", self._unknown, namespace=NAMESPACE)
+
+    # -- connection lifecycle -----------------------------------------------------
+
+    async def connect(self, sid: str, environ: Any, auth: Any = None) -> None:
+        if self._sio.manager.is_connected(sid, NAMESPACE):
+            # A client sent an *event* named "connect": not a handshake.
+            return
+        auth = auth if isinstance(auth, dict) else {}
+        try:
+            who = await self._accounts.authenticate(auth.get("token"))
+        except MessengerError as exc:
+            self._metrics.auth_failures.inc()
+            log.info("socket handshake refused: %s", exc.message)
+            raise _refusal(exc) from None
+        head = await self._reader.head(who.user.id)
+        cursor = _optional_cursor(auth.get("cursor"), head)
+        base = head if cursor is None else cursor
+        conn = Connection(
+            sid=sid,
+            user=who.user,
+            token_id=who.token_id,
+            seed=auth.get("compat") == protocol.COMPAT_SEED,
+            last_seq=base,
+            replay_undelivered_to=base,
+        )
+        self._hub.attach(conn, head)
+        self._writer.touch(who.user.id, utc_now())
+        log.info("connect user=%s sid=%s cursor=%s", who.user.username, sid, cursor)
+
+    async def disconnect(self, sid: str, reason: Any = None) -> None:
+        if self._sio.manager.is_connected(sid, NAMESPACE):
+            return  # an *event* named "disconnect", not the socket going away
+        conn = self._hub.detach(sid)
+        if conn is not None:
+            self._writer.touch(conn.user.id, utc_now())
+            log.info("disconnect user=%s sid=%s reason=%s", conn.user.username, sid, reason)
+
+    # -- events -------------------------------------------------------------------
+
+    def _wrap(self, handler: Handler) -> Callable[..., Awaitable[dict[str, Any]]]:
+        async def on_event(sid: str, *args: Any) -> dict[str, Any]:
+            conn = self._hub.get(sid)
+            if conn is None:
+                return MessengerError(ErrorCode.UNAUTHORIZED, "not connected").answer()
+            try:
+                if not self._limiter.allow(conn.user.id):
+                    self._metrics.rate_limited.inc()
+                    log.info("rate limited user=%s", conn.user.username)
+                    raise MessengerError(ErrorCode.RATE_LIMITED, "too many events; slow down")
+                if len(args) != 1:
+                    raise invalid("an event carries exactly one payload object")
+                return {"ok": True, **await handler(conn, args[0])}
+            except MessengerError as exc:
+                return await self._fail(conn, exc)
+            except Exception:
+                log.exception("event failed for user=%s", conn.user.username)
+                return await self._fail(
+                    conn, MessengerError(ErrorCode.INTERNAL, "the server failed; retry later")
+                )
+
+        return on_event
+
+    async def _unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+        conn = self._hub.get(sid)
+        error = invalid(f"unknown event {str(event)[:64]!r}")
+        return await self._fail(conn, error) if conn is not None else error.answer()
+
+    async def _fail(self, conn: Connection, error: MessengerError) -> dict[str, Any]:
+        if conn.seed:
+            await self._sio.emit(protocol.ERROR, error.as_dict(), to=conn.sid, ignore_queue=True)
+        return error.answer()
+
+    async def _send(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        command = protocol.parse_send(payload, self._settings.max_body)
+        result = await self._delivery.send(conn.user, command)
+        return {"message": result.message}
+
+    async def _private_message(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        claimed, command = protocol.parse_private_message(
+            payload, self._settings.max_body, self._server_client_id()
+        )
+        if claimed != conn.user.username:
+            raise MessengerError(ErrorCode.FORBIDDEN, "from must be the connected user")
+        result = await self._delivery.send(conn.user, command)
+        return {"message": result.message}
+
+    async def _delivered(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        ids = protocol.parse_ids(payload)
+        return {"updated": await self._delivery.mark(conn.user, ids, STATUS_DELIVERED)}
+
+    async def _read(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        ids = protocol.parse_ids(payload)
+        return {"updated": await self._delivery.mark(conn.user, ids, STATUS_READ)}
+
+    async def _history(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        return await self._delivery.history(conn.user, protocol.parse_history(payload))
+
+    async def _sync(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        return await self._delivery.sync(conn.user, protocol.parse_sync(payload))
+
+    async def _presence(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        return await self._delivery.presence(conn.user, protocol.parse_presence(payload))
+
+    async def _block(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        await self._delivery.block(conn.user, protocol.parse_block(payload))
+        return {}
+
+    async def _unblock(self, conn: Connection, payload: Any) -> dict[str, Any]:
+        await self._delivery.unblock(conn.user, protocol.parse_block(payload))
+        return {}
+
+    @staticmethod
+    def _server_client_id() -> str:
+        """A fresh client_id for a `privateMessage` that brought none (not idempotent)."""
+        return "srv-" + secrets.token_hex(12)
+
+
+def _optional_cursor(value: Any, head: int) -> int | None:
+    """A connect-time cursor; one of the wrong type or from the future counts as absent."""
+    if value is None:
+        return None
+    try:
+        cursor = protocol.parse_cursor(value)
+    except MessengerError:
+        return None
+    return cursor if cursor <= head else None
+
+
+def _refusal(error: MessengerError) -> socketio.exceptions.ConnectionRefusedError:
+    """A handshake refusal whose `connect_error` carries {"code", "message"}.
+
+    python-socketio sends `error_args` as the CONNECT_ERROR data: Python clients see
+    the whole object; JavaScript clients see `message`, and `data` holds it again.
+    """
+    refusal = socketio.exceptions.ConnectionRefusedError(error.message)
+    refusal.error_args = {**error.as_dict(), "data": error.as_dict()}
+    return refusal

@@ -1,0 +1,109 @@
+"""Fixtures: migrated databases (SQLite files, fresh PostgreSQL databases) and running
+servers. Every test of the contract runs once per backend.
+
+PostgreSQL tests skip when the server on 127.0.0.1:5432 is missing, unless
+MESSENGER_REQUIRE_SERVICES=1 (as in CI), which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from messenger.config import Settings
+from messenger.store.migrate import upgrade
+from tests.support import Http, RunningServer, start_server
+
+PG_ADMIN_DSN = os.environ.get("MESSENGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+PG_HOST_URL = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+REQUIRE_SERVICES = os.environ.get("MESSENGER_REQUIRE_SERVICES") == "1"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def service_missing(what: str, why: object) -> None:
+    message = f"{what} is not reachable: {why}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (MESSENGER_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+async def _pg_admin(*statements: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def _pg_admin_blocking(*statements: str) -> None:
+    """For session fixtures, which may be set up from inside a test's event loop."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, _pg_admin(*statements)).result()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    name = f"messenger_tmpl_{uuid.uuid4().hex[:10]}"
+    try:
+        _pg_admin_blocking(f'CREATE DATABASE "{name}"')
+    except (OSError, asyncpg.PostgresError) as exc:
+        service_missing("PostgreSQL", exc)
+    upgrade(f"{PG_HOST_URL}/{name}")
+    yield name
+    _pg_admin_blocking(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def database_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[str]:
+    """A freshly migrated database of the test's backend, dropped afterwards."""
+    if backend == "sqlite":
+        path = tmp_path / "messenger.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    template = request.getfixturevalue("pg_template")
+    name = f"messenger_test_{uuid.uuid4().hex[:12]}"
+    await _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    yield f"{PG_HOST_URL}/{name}"
+    await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    # Rate limit off unless a test turns it on; fast resync so repairs show quickly.
+    return Settings(database_url=database_url, rate_limit=0, resync_interval=0.5)
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[RunningServer]:
+    running = await start_server(settings)
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+def http(server: RunningServer) -> Http:
+    return Http(server.url)
