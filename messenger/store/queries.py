@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     RowMapping,
+    Select,
     bindparam,
     case,
     delete,
@@ -235,22 +236,18 @@ async def mark_status(
     return sorted(result.mappings(), key=lambda row: row["id"])
 
 
-async def conversation_page(
-    conn: AsyncConnection,
-    user_id: int,
-    peer_id: int,
-    before: int | None,
-    after: int | None,
-    limit: int,
-) -> list[RowMapping]:
-    """Up to `limit` messages between two users next to a cursor, ascending by id.
+def conversation_statement(
+    user_id: int, peer_id: int, before: int | None, after: int | None, limit: int
+) -> Select[Any]:
+    """Up to `limit` messages between two users next to a cursor: newest first unless
+    paging forward with `after`.
 
     One index range per direction (UNION ALL), each cut to `limit`, so a page costs
     the same at a million messages as at ten.
     """
     newest_first = after is None
 
-    def direction(sender: int, recipient: int) -> Any:
+    def direction(sender: int, recipient: int) -> Select[Any]:
         query = select(messages).where(
             messages.c.sender_id == sender, messages.c.recipient_id == recipient
         )
@@ -266,16 +263,28 @@ async def conversation_page(
         direction(peer_id, user_id).subquery().select(),
     ).subquery()
     order = both.c.id.desc() if newest_first else both.c.id.asc()
-    result = await conn.execute(select(both).order_by(order).limit(limit))
-    rows = list(result.mappings())
-    return rows[::-1] if newest_first else rows
+    return select(both).order_by(order).limit(limit)
 
 
-async def undelivered_page(
-    conn: AsyncConnection, recipient_id: int, after_seq: int, up_to_seq: int, limit: int
+async def conversation_page(
+    conn: AsyncConnection,
+    user_id: int,
+    peer_id: int,
+    before: int | None,
+    after: int | None,
+    limit: int,
 ) -> list[RowMapping]:
+    """A page of a conversation (see `conversation_statement`), ascending by id."""
+    statement = conversation_statement(user_id, peer_id, before, after, limit)
+    rows = list((await conn.execute(statement)).mappings())
+    return rows if after is not None else rows[::-1]
+
+
+def undelivered_statement(
+    recipient_id: int, after_seq: int, up_to_seq: int, limit: int
+) -> Select[Any]:
     """The recipient's messages still `sent`, in stream order, within (after, up_to]."""
-    result = await conn.execute(
+    return (
         select(messages)
         .where(
             messages.c.recipient_id == recipient_id,
@@ -286,14 +295,18 @@ async def undelivered_page(
         .order_by(messages.c.recipient_seq)
         .limit(limit)
     )
-    return list(result.mappings())
 
 
-async def stream_page(
-    conn: AsyncConnection, user_id: int, after_seq: int, limit: int
+async def undelivered_page(
+    conn: AsyncConnection, recipient_id: int, after_seq: int, up_to_seq: int, limit: int
 ) -> list[RowMapping]:
+    statement = undelivered_statement(recipient_id, after_seq, up_to_seq, limit)
+    return list((await conn.execute(statement)).mappings())
+
+
+def stream_statement(user_id: int, after_seq: int, limit: int) -> Select[Any]:
     """Events of a user's stream after a cursor, with their messages joined in."""
-    result = await conn.execute(
+    return (
         select(
             stream_events.c.seq,
             stream_events.c.kind,
@@ -305,7 +318,12 @@ async def stream_page(
         .order_by(stream_events.c.seq)
         .limit(limit)
     )
-    return list(result.mappings())
+
+
+async def stream_page(
+    conn: AsyncConnection, user_id: int, after_seq: int, limit: int
+) -> list[RowMapping]:
+    return list((await conn.execute(stream_statement(user_id, after_seq, limit))).mappings())
 
 
 async def conversations(conn: AsyncConnection, user_id: int, limit: int) -> list[RowMapping]:

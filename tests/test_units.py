@@ -1,0 +1,59 @@
+"""Pure pieces: settings from the environment, and the token-bucket rate limiter."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from messenger.config import ConfigError, Settings
+from messenger.ratelimit import RateLimiter
+
+
+def test_settings_read_the_environment_and_flags_win() -> None:
+    env = {
+        "MESSENGER_PORT": "9000",
+        "MESSENGER_CORS_ORIGINS": "https://a.example/, https://b.example",
+        "MESSENGER_RATE_LIMIT": "0",
+        "MESSENGER_MAX_BODY": "100",
+        "MESSENGER_TOKEN_TTL": "60",
+    }
+    settings = Settings.from_env(env, port=9001)
+    assert settings.port == 9001
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+    assert settings.rate_limit == 0 and settings.max_body == 100
+    assert settings.token_ttl == timedelta(seconds=60)
+    assert Settings.from_env({}).database_url == "sqlite+aiosqlite:///./messenger.db"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"MESSENGER_PORT": "eighty"},
+        {"MESSENGER_PORT": "0"},
+        {"MESSENGER_CORS_ORIGINS": "*"},
+        {"MESSENGER_RATE_LIMIT": "-1"},
+        {"MESSENGER_SQLITE_SYNCHRONOUS": "sometimes"},
+    ],
+)
+def test_bad_settings_are_refused(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        Settings.from_env(env)
+
+
+def test_empty_cors_origins_means_same_origin_only() -> None:
+    assert Settings.from_env({"MESSENGER_CORS_ORIGINS": ""}).cors_origins == ()
+
+
+def test_rate_limiter_allows_bursts_then_the_steady_rate() -> None:
+    now = [0.0]
+    limiter = RateLimiter(rate=10, burst=20, clock=lambda: now[0])
+    assert sum(limiter.allow("u") for _ in range(30)) == 20
+    now[0] += 0.5  # five more tokens
+    assert sum(limiter.allow("u") for _ in range(30)) == 5
+    assert limiter.allow("someone else")
+
+
+def test_rate_limit_zero_is_off() -> None:
+    limiter = RateLimiter(rate=0)
+    assert all(limiter.allow("u") for _ in range(10_000))
