@@ -5,6 +5,7 @@ module knows no Socket.IO or HTTP.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from messenger.directory import Directory
@@ -16,7 +17,7 @@ from messenger.events import (
     sync_entry,
     utc_now,
 )
-from messenger.live import LiveHub
+from messenger.presence import Presence
 from messenger.protocol import HistoryQuery, SendCommand, SyncQuery
 from messenger.store import queries
 from messenger.store.db import Database
@@ -31,22 +32,27 @@ class Delivery:
         directory: Directory,
         writer: Writer,
         reader: StreamReader,
-        hub: LiveHub,
+        presence: Presence,
     ) -> None:
         self._db = db
         self._directory = directory
         self._writer = writer
         self._reader = reader
-        self._hub = hub
+        self._presence = presence
 
-    async def send(self, sender: UserRef, command: SendCommand) -> SendResult:
-        """Store the message (answered after commit, G1); the writer pushes it."""
+    async def submit_send(
+        self, sender: UserRef, command: SendCommand
+    ) -> asyncio.Future[SendResult]:
+        """Check the recipient and queue the message for storing; the future resolves
+        after the commit (G1), and the writer pushes it then. Callers that submit in
+        order are stored in order."""
         recipient = await self._peer(sender, command.to)
-        return await self._writer.send(sender, recipient, command.body, command.client_id)
+        return self._writer.submit_send(sender, recipient, command.body, command.client_id)
 
-    async def mark(self, user: UserRef, ids: list[int], status: int) -> int:
-        """Raise the status of the user's own incoming messages; others' ids are ignored."""
-        return await self._writer.mark(user, ids, status)
+    def submit_mark(self, user: UserRef, ids: list[int], status: int) -> asyncio.Future[int]:
+        """Queue raising the status of the user's own incoming messages among `ids`;
+        others' ids are ignored."""
+        return self._writer.submit_mark(user, ids, status)
 
     async def history(self, user: UserRef, query: HistoryQuery) -> dict[str, Any]:
         peer = await self._peer(user, query.with_user)
@@ -100,7 +106,7 @@ class Delivery:
                 blocker
                 for blocker, _ in await queries.blocking_pairs(conn, ((i, user.id) for i in ids))
             }
-        online = self._hub.online_users(ids)
+        online = await self._presence.online(ids)
         now = format_time(utc_now())
         answer: dict[str, Any] = {}
         for name in usernames:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -59,12 +59,24 @@ class Connection:
     replay_undelivered_to: int
     synced: bool = False
     catching_up: asyncio.Task[None] | None = None
+    # Held while pushing, so live pushes and replays never interleave.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Held from an event's arrival until it is queued for the writer. python-socketio
+    # runs each event as its own task; this FIFO lock keeps the connection's writes
+    # in the order they arrived even when one of them waits for the database.
+    admission: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class LiveHub:
-    def __init__(self, pusher: Pusher, reader: StreamReader, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        pusher: Pusher,
+        reader: StreamReader,
+        metrics: Metrics,
+        on_users_changed: Callable[[], None] | None = None,
+    ) -> None:
         self._pusher = pusher
+        self._on_users_changed = on_users_changed
         self._reader = reader
         self._metrics = metrics
         self._by_sid: dict[str, Connection] = {}
@@ -79,6 +91,8 @@ class LiveHub:
     def attach(self, conn: Connection, head: int) -> None:
         """Register a connection and start replaying its backlog, then `synced`."""
         self._by_sid[conn.sid] = conn
+        if conn.user.id not in self._by_user and self._on_users_changed is not None:
+            self._on_users_changed()
         self._by_user.setdefault(conn.user.id, {})[conn.sid] = conn
         self._known_head[conn.user.id] = max(head, self._known_head.get(conn.user.id, 0))
         self._metrics.connections.inc()
@@ -95,6 +109,8 @@ class LiveHub:
             self._by_user.pop(conn.user.id, None)
             self._known_head.pop(conn.user.id, None)
             self._previous_heads.pop(conn.user.id, None)
+            if self._on_users_changed is not None:
+                self._on_users_changed()
         if conn.catching_up is not None:
             conn.catching_up.cancel()
         return conn
@@ -102,8 +118,9 @@ class LiveHub:
     def get(self, sid: str) -> Connection | None:
         return self._by_sid.get(sid)
 
-    def online_users(self, user_ids: Iterable[int]) -> set[int]:
-        return {uid for uid in user_ids if uid in self._by_user}
+    def local_user_ids(self) -> list[int]:
+        """Users with at least one connection on this node."""
+        return list(self._by_user)
 
     def connections(self) -> list[Connection]:
         return list(self._by_sid.values())

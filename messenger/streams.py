@@ -18,6 +18,7 @@ from messenger.events import (
     new_message_item,
     receipt_item,
 )
+from messenger.protocol import STATUS_SENT
 from messenger.store import queries
 from messenger.store.db import Database
 from messenger.store.models import EVENT_NEW_MESSAGE
@@ -44,7 +45,10 @@ class StreamReader:
         items = []
         for row in rows:
             if row["kind"] == EVENT_NEW_MESSAGE:
-                message = message_dict(row, names[row["sender_id"]], names[row["recipient_id"]])
+                # The event as it was pushed: the message as sent. What happened to
+                # it since comes as the receipt events after it.
+                as_sent = {**row, "status": STATUS_SENT, "delivered_at": None, "read_at": None}
+                message = message_dict(as_sent, names[row["sender_id"]], names[row["recipient_id"]])
                 items.append(new_message_item(user_id, row["seq"], message))
             else:
                 items.append(receipt_item(user_id, row["seq"], json.loads(row["payload"])))

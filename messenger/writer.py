@@ -118,18 +118,23 @@ class Writer:
             await self._task
             self._task = None
 
-    async def send(
+    def submit_send(
         self, sender: UserRef, recipient: UserRef, body: str, client_id: str
-    ) -> SendResult:
+    ) -> asyncio.Future[SendResult]:
+        """Queue a send; the future resolves once its batch has committed.
+
+        Queueing is synchronous, so callers that queue in order are stored in order.
+        """
         future: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
         self._enqueue(_Send(sender, recipient, body, client_id, future))
-        return await future
+        return future
 
-    async def mark(self, user: UserRef, ids: list[int], status: int) -> int:
-        """Raise the status of the user's messages among `ids`; returns how many changed."""
+    def submit_mark(self, user: UserRef, ids: list[int], status: int) -> asyncio.Future[int]:
+        """Queue a status mark of the user's messages among `ids`; resolves to how many
+        changed."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._enqueue(_Mark(user, ids, status, future))
-        return await future
+        return future
 
     def touch(self, user_id: int, at: datetime) -> None:
         """Record that the user was seen (presence), batched with the next writes."""

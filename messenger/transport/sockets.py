@@ -168,8 +168,9 @@ class SocketHandlers:
 
     async def _send(self, conn: Connection, payload: Any) -> dict[str, Any]:
         command = protocol.parse_send(payload, self._settings.max_body)
-        result = await self._delivery.send(conn.user, command)
-        return {"message": result.message}
+        async with conn.admission:
+            stored = await self._delivery.submit_send(conn.user, command)
+        return {"message": (await stored).message}
 
     async def _private_message(self, conn: Connection, payload: Any) -> dict[str, Any]:
         claimed, command = protocol.parse_private_message(
@@ -177,16 +178,20 @@ class SocketHandlers:
         )
         if claimed != conn.user.username:
             raise MessengerError(ErrorCode.FORBIDDEN, "from must be the connected user")
-        result = await self._delivery.send(conn.user, command)
-        return {"message": result.message}
+        async with conn.admission:
+            stored = await self._delivery.submit_send(conn.user, command)
+        return {"message": (await stored).message}
 
     async def _delivered(self, conn: Connection, payload: Any) -> dict[str, Any]:
-        ids = protocol.parse_ids(payload)
-        return {"updated": await self._delivery.mark(conn.user, ids, STATUS_DELIVERED)}
+        return await self._mark(conn, protocol.parse_ids(payload), STATUS_DELIVERED)
 
     async def _read(self, conn: Connection, payload: Any) -> dict[str, Any]:
-        ids = protocol.parse_ids(payload)
-        return {"updated": await self._delivery.mark(conn.user, ids, STATUS_READ)}
+        return await self._mark(conn, protocol.parse_ids(payload), STATUS_READ)
+
+    async def _mark(self, conn: Connection, ids: list[int], status: int) -> dict[str, Any]:
+        async with conn.admission:
+            updated = self._delivery.submit_mark(conn.user, ids, status)
+        return {"updated": await updated}
 
     async def _history(self, conn: Connection, payload: Any) -> dict[str, Any]:
         return await self._delivery.history(conn.user, protocol.parse_history(payload))

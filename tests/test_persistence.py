@@ -1,0 +1,247 @@
+"""G1 persist first: a `send` answered ok is committed. A real `messenger serve` process
+is killed (SIGKILL, and SIGTERM for the graceful stop) while sends are in flight; after a
+restart on the same database every acknowledged message is there, with its id and body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+from tests.support import Account, Device, Http
+
+CLIENTS = 4
+PER_CLIENT = 50
+WINDOW = 8  # sends each client keeps in flight
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    process: asyncio.subprocess.Process
+    url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+async def wait_healthy(url: str, process: asyncio.subprocess.Process, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                raise AssertionError(f"server exited with {process.returncode}")
+            try:
+                async with session.get(url + "/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("server did not become healthy")
+
+
+@pytest.fixture
+async def spawn(tmp_path: Path) -> AsyncIterator[Callable[[str], Any]]:
+    """Starts `python -m messenger serve` processes; any left running are killed."""
+    started: list[asyncio.subprocess.Process] = []
+
+    async def start(database_url: str) -> ServerProcess:
+        port = free_port()
+        log = tmp_path / f"server-{len(started)}.log"
+        env = {**os.environ, "MESSENGER_RATE_LIMIT": "0"}
+        with log.open("wb") as out:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "messenger",
+                "serve",
+                "--port",
+                str(port),
+                "--database-url",
+                database_url,
+                env=env,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        started.append(process)
+        server = ServerProcess(process, f"http://127.0.0.1:{port}", log)
+        try:
+            await wait_healthy(server.url, process)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{server.output()}") from None
+        return server
+
+    yield start
+    for process in started:
+        if process.returncode is None:
+            process.kill()
+            await asyncio.wait_for(process.wait(), 10)
+
+
+@dataclass
+class Load:
+    """Several devices of one sender, each keeping a window of sends in flight."""
+
+    url: str
+    sender: Account
+    to: str
+    acks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: list[Any] = field(default_factory=list)
+    devices: list[Device] = field(default_factory=list)
+
+    async def run(self, on_ack: Callable[[int], None]) -> None:
+        self.devices = [await Device(self.url).connect(self.sender.token) for _ in range(CLIENTS)]
+        await asyncio.gather(*(self._client(n, d, on_ack) for n, d in enumerate(self.devices)))
+
+    async def _client(self, n: int, device: Device, on_ack: Callable[[int], None]) -> None:
+        window = asyncio.Semaphore(WINDOW)
+        for i in range(PER_CLIENT):
+            await window.acquire()
+            client_id = f"c{n}-{i}"
+
+            def record(answer: dict[str, Any], client_id: str = client_id) -> None:
+                window.release()
+                if answer.get("ok"):
+                    self.acks[client_id] = answer["message"]
+                    on_ack(len(self.acks))
+                else:
+                    self.errors.append(answer)
+
+            payload = {"to": self.to, "body": f"body of {client_id}", "client_id": client_id}
+            await device.sio.emit("send", payload, callback=record)
+        # Wait for the last answers of this client.
+        for _ in range(WINDOW):
+            await window.acquire()
+
+    async def close(self) -> None:
+        for device in self.devices:
+            if device.sio.connected:
+                await device.disconnect()
+
+
+async def stored_messages(url: str, reader: Account, peer: str) -> dict[int, dict[str, Any]]:
+    """Every message of the conversation, paged backwards through the REST history."""
+    http = Http(url)
+    found: dict[int, dict[str, Any]] = {}
+    before: int | None = None
+    while True:
+        query = "limit=100" + (f"&before={before}" if before is not None else "")
+        status, body = await http.request(
+            "GET", f"/api/v1/conversations/{quote(peer)}/messages?{query}", token=reader.token
+        )
+        assert status == 200, body
+        for message in body["messages"]:
+            found[message["id"]] = message
+        if not body["has_more"]:
+            return found
+        before = body["messages"][0]["id"]
+
+
+def assert_all_acked_stored(
+    acks: dict[str, dict[str, Any]], stored: dict[int, dict[str, Any]]
+) -> None:
+    for client_id, message in acks.items():
+        assert message["id"] in stored, f"acked {client_id} (id {message['id']}) was lost"
+        row = stored[message["id"]]
+        assert row["client_id"] == client_id
+        assert row["body"] == f"body of {client_id}"
+        assert row["sent_at"] == message["sent_at"]
+    # And nothing was stored twice.
+    client_ids = [row["client_id"] for row in stored.values()]
+    assert len(client_ids) == len(set(client_ids))
+
+
+async def accounts(url: str) -> tuple[Account, Account]:
+    http = Http(url)
+    return await http.account("ann"), await http.account("bob")
+
+
+async def test_acked_sends_survive_kill_9(spawn: Callable[[str], Any], database_url: str) -> None:
+    """G1: SIGKILL right after the 150th ack, with more sends in flight; after a restart
+    every acknowledged message is stored with its id and body."""
+    server: ServerProcess = await spawn(database_url)
+    ann, bob = await accounts(server.url)
+    killed = asyncio.Event()
+
+    def on_ack(count: int) -> None:
+        if count >= 150 and not killed.is_set():
+            os.kill(server.process.pid, signal.SIGKILL)
+            killed.set()
+
+    load = Load(server.url, ann, bob.username)
+    task = asyncio.create_task(load.run(on_ack))
+    await asyncio.wait_for(killed.wait(), 60)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert await asyncio.wait_for(server.process.wait(), 10) == -signal.SIGKILL
+    acked = dict(load.acks)
+    await load.close()
+    assert len(acked) >= 150
+
+    restarted: ServerProcess = await spawn(database_url)
+    stored = await stored_messages(restarted.url, bob, ann.username)
+    assert_all_acked_stored(acked, stored)
+
+    # The recipient's backlog, too, holds every acknowledged message.
+    device = await Device(restarted.url).connect(bob.token)
+    await device.wait_synced(timeout=30)
+    backlog = {m["id"] for m in device.messages()}
+    assert {m["id"] for m in acked.values()} <= backlog
+    await device.disconnect()
+
+
+async def test_sigterm_stops_gracefully_keeping_acked_sends(
+    spawn: Callable[[str], Any], database_url: str
+) -> None:
+    """G1: SIGTERM mid-load: the process exits 0 within seconds, and every send it
+    acknowledged is stored."""
+    server: ServerProcess = await spawn(database_url)
+    ann, bob = await accounts(server.url)
+    stopped = asyncio.Event()
+
+    def on_ack(count: int) -> None:
+        if count >= 100 and not stopped.is_set():
+            os.kill(server.process.pid, signal.SIGTERM)
+            stopped.set()
+
+    load = Load(server.url, ann, bob.username)
+    task = asyncio.create_task(load.run(on_ack))
+    await asyncio.wait_for(stopped.wait(), 60)
+    started = time.monotonic()
+    # Awaiting keeps the loop running, so the clients read the last acks meanwhile.
+    exit_code: int | None = None
+    with contextlib.suppress(TimeoutError):
+        exit_code = await asyncio.wait_for(server.process.wait(), 10)
+    elapsed = time.monotonic() - started
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    acked = dict(load.acks)
+    await load.close()
+    assert exit_code == 0, f"exit {exit_code} after {elapsed:.1f}s\n{server.output()}"
+    assert elapsed < 10
+    # Refusals during shutdown are `unavailable`, never a silent loss.
+    assert all(error["error"]["code"] == "unavailable" for error in load.errors), load.errors
+
+    restarted: ServerProcess = await spawn(database_url)
+    stored = await stored_messages(restarted.url, bob, ann.username)
+    assert_all_acked_stored(acked, stored)
