@@ -12,12 +12,14 @@ import socketio
 from aiohttp import web
 
 from messenger.auth import Accounts
+from messenger.cluster import Cluster, ClusterManager
 from messenger.config import Settings
 from messenger.delivery import Delivery
 from messenger.directory import Directory
 from messenger.events import StreamItem
 from messenger.live import LiveHub
 from messenger.metrics import Metrics
+from messenger.presence import LocalPresence, RedisPresence
 from messenger.store.db import open_database
 from messenger.streams import StreamReader
 from messenger.transport.origins import engineio_origin_check
@@ -48,8 +50,17 @@ class Node:
         self.metrics = Metrics()
         self.db = open_database(settings.database_url, settings.sqlite_synchronous)
         self.directory = Directory(self.db)
+        self.cluster: Cluster | None = None
+        self.presence: LocalPresence | RedisPresence
+        manager: socketio.AsyncManager | None = None
+        if settings.redis_url:
+            manager = ClusterManager(settings.redis_url)
+            manager.on_stream = self._deliver_from_cluster
+            manager.on_revoke = self._disconnect_token
+            self.cluster = Cluster(manager)
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
+            client_manager=manager,
             cors_allowed_origins=engineio_origin_check(settings.cors_origins),
             max_http_buffer_size=max_packet_bytes(settings),
             logger=False,
@@ -57,10 +68,14 @@ class Node:
         )
         self.pusher = SocketPusher(self.sio)
         self.reader = StreamReader(self.db, self.directory)
-        self.hub = LiveHub(self.pusher, self.reader, self.metrics)
+        self.hub = LiveHub(self.pusher, self.reader, self.metrics, self._users_changed)
+        if settings.redis_url:
+            self.presence = RedisPresence(settings.redis_url, self.hub.local_user_ids)
+        else:
+            self.presence = LocalPresence(self.hub.local_user_ids)
         self.writer = Writer(self.db, self._publish, self.metrics, settings.write_batch_max)
         self.accounts = Accounts(self.db, settings.token_ttl)
-        self.delivery = Delivery(self.db, self.directory, self.writer, self.reader, self.hub)
+        self.delivery = Delivery(self.db, self.directory, self.writer, self.reader, self.presence)
         SocketHandlers(
             self.sio,
             settings,
@@ -75,16 +90,45 @@ class Node:
             middlewares=[error_middleware, cors_middleware(settings.cors_origins)],
             client_max_size=MAX_REQUEST_BYTES,
         )
-        rest = RestApi(self.db, self.accounts, self.delivery, self.hub, self.pusher, self.metrics)
+        rest = RestApi(
+            self.db,
+            self.accounts,
+            self.delivery,
+            self.metrics,
+            disconnect_token=self._revoke_everywhere,
+        )
         self.app.add_routes(rest.routes())
         self.sio.attach(self.app)
         self._maintenance: asyncio.Task[None] | None = None
 
     async def _publish(self, items: list[StreamItem]) -> None:
+        """After a commit: this node's connections now, the other nodes' through Redis."""
         await self.hub.deliver(items)
+        if self.cluster is not None:
+            self.cluster.publish_stream(items)
+
+    async def _deliver_from_cluster(self, items: list[StreamItem]) -> None:
+        await self.hub.deliver(items)
+
+    async def _disconnect_token(self, token_id: int) -> None:
+        for conn in self.hub.connections_of_token(token_id):
+            await self.pusher.disconnect(conn.sid)
+
+    async def _revoke_everywhere(self, token_id: int) -> None:
+        await self._disconnect_token(token_id)
+        if self.cluster is not None:
+            self.cluster.publish_revoke(token_id)
+
+    def _users_changed(self) -> None:
+        if isinstance(self.presence, RedisPresence):
+            self.presence.changed()
 
     async def start(self) -> None:
         self.writer.start()
+        if self.cluster is not None:
+            self.cluster.start()
+        if isinstance(self.presence, RedisPresence):
+            self.presence.start()
         self._maintenance = asyncio.create_task(self._maintain(), name="messenger-maintenance")
 
     async def stop(self) -> None:
@@ -99,6 +143,10 @@ class Node:
         if self.sio.eio.sockets:  # python-engineio fails on an empty server
             await self.sio.eio.disconnect()
         await self.sio.shutdown()
+        if self.cluster is not None:
+            await self.cluster.stop()
+        if isinstance(self.presence, RedisPresence):
+            await self.presence.stop()
         await self.db.dispose()
 
     async def _maintain(self) -> None:

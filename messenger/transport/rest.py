@@ -20,7 +20,6 @@ from messenger.auth import Accounts, Authenticated
 from messenger.delivery import Delivery
 from messenger.errors import ErrorCode, MessengerError, forbidden, invalid
 from messenger.events import format_time
-from messenger.live import LiveHub, Pusher
 from messenger.metrics import Metrics
 from messenger.ratelimit import RateLimiter
 from messenger.store.db import Database
@@ -108,18 +107,15 @@ class RestApi:
         db: Database,
         accounts: Accounts,
         delivery: Delivery,
-        hub: LiveHub,
-        pusher: Pusher,
         metrics: Metrics,
-        revoke_elsewhere: Callable[[int], Awaitable[None]] | None = None,
+        disconnect_token: Callable[[int], Awaitable[None]],
     ) -> None:
         self._db = db
         self._accounts = accounts
         self._delivery = delivery
-        self._hub = hub
-        self._pusher = pusher
         self._metrics = metrics
-        self._revoke_elsewhere = revoke_elsewhere
+        # Drops the sockets opened with a token, on every node.
+        self._disconnect_token = disconnect_token
         self._login_by_name = RateLimiter(LOGIN_RATE, LOGIN_BURST)
         self._login_by_address = RateLimiter(5 * LOGIN_RATE, 5 * LOGIN_BURST)
 
@@ -169,10 +165,7 @@ class RestApi:
     async def logout(self, request: web.Request) -> web.Response:
         who = await self._authenticated(request)
         await self._accounts.revoke(who.token_id)
-        for conn in self._hub.connections_of_token(who.token_id):
-            await self._pusher.disconnect(conn.sid)
-        if self._revoke_elsewhere is not None:
-            await self._revoke_elsewhere(who.token_id)
+        await self._disconnect_token(who.token_id)
         log.info("logout user=%s", who.user.username)
         return web.Response(status=204)
 
