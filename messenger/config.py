@@ -31,6 +31,8 @@ class Settings:
     # Events per second per user; 0 turns the limit off. Bursts of twice that pass.
     rate_limit: float = 20.0
     max_body: int = 4096
+    # Socket.IO connections one user may hold on one node; 0 means no cap.
+    max_connections_per_user: int = 20
     token_ttl: timedelta = timedelta(days=30)
     # FULL: an acknowledged send survives power loss, not only a process crash.
     sqlite_synchronous: str = "FULL"
@@ -47,6 +49,8 @@ class Settings:
             raise ConfigError(f"port must be 1-65535, not {self.port}")
         if self.rate_limit < 0:
             raise ConfigError("rate limit must be 0 (off) or positive")
+        if self.max_connections_per_user < 0:
+            raise ConfigError("max connections per user must be 0 (no cap) or positive")
         if self.max_body < 1:
             raise ConfigError("max body must be at least 1 character")
         if self.sqlite_synchronous not in SQLITE_SYNCHRONOUS_LEVELS:
@@ -71,6 +75,7 @@ class Settings:
             "cors_origins": ("MESSENGER_CORS_ORIGINS", _split_origins),
             "rate_limit": ("MESSENGER_RATE_LIMIT", float),
             "max_body": ("MESSENGER_MAX_BODY", int),
+            "max_connections_per_user": ("MESSENGER_MAX_CONNECTIONS_PER_USER", int),
             "token_ttl": ("MESSENGER_TOKEN_TTL", _seconds),
             "sqlite_synchronous": ("MESSENGER_SQLITE_SYNCHRONOUS", str.upper),
             "write_batch_max": ("MESSENGER_WRITE_BATCH_MAX", int),

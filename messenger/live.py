@@ -115,6 +115,9 @@ class LiveHub:
             conn.catching_up.cancel()
         return conn
 
+    def count_of_user(self, user_id: int) -> int:
+        return len(self._by_user.get(user_id, ()))
+
     def get(self, sid: str) -> Connection | None:
         return self._by_sid.get(sid)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from messenger.errors import ErrorCode, MessengerError, forbidden
@@ -38,7 +38,7 @@ from messenger.events import (
 from messenger.metrics import Metrics
 from messenger.protocol import STATUS_READ, STATUS_SENT
 from messenger.store import queries
-from messenger.store.db import Database
+from messenger.store.db import Database, classify_failure
 from messenger.store.models import EVENT_NEW_MESSAGE, EVENT_RECEIPT
 
 log = logging.getLogger(__name__)
@@ -171,9 +171,15 @@ class Writer:
         try:
             outcome = await self._apply_with_retry(batch)
         except Exception as exc:  # every waiting item must hear of it
-            error = _classify(exc)
+            error = classify_failure(exc)
             log.error("write batch of %d failed: %s (%s)", len(batch), error.code, exc)
             self._metrics.write_failures.labels(error.code.value).inc()
+            if error.code == ErrorCode.INTERNAL and len(batch) > 1:
+                # Not the database being away but something in the batch: run each
+                # item alone, so one bad item fails only itself.
+                for item in batch:
+                    await self._commit([item])
+                return
             for item in batch:
                 if not isinstance(item, _Touch) and not item.future.done():
                     item.future.set_exception(error)
@@ -216,16 +222,6 @@ def _drain(queue: asyncio.Queue[_Item | None]) -> list[_Item | None]:
     while not queue.empty():
         items.append(queue.get_nowait())
     return items
-
-
-def _classify(exc: Exception) -> MessengerError:
-    if isinstance(exc, MessengerError):
-        return exc
-    if isinstance(exc, OperationalError | OSError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    ):
-        return MessengerError(ErrorCode.UNAVAILABLE, "the database is unavailable; retry later")
-    return MessengerError(ErrorCode.INTERNAL, "the message could not be stored")
 
 
 async def _apply(

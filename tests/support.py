@@ -122,9 +122,7 @@ class Device:
         payload = dict(auth)
         if token is not None:
             payload["token"] = token
-        await self.sio.connect(
-            self.url, auth=payload, transports=self.transports, wait_timeout=10
-        )
+        await self.sio.connect(self.url, auth=payload, transports=self.transports, wait_timeout=10)
         return self
 
     async def call(self, event: str, payload: Any = None, timeout: float = 15) -> Any:
@@ -150,9 +148,7 @@ class Device:
         return [data["message"] for data in self.of("new_message")]
 
     def cursors(self) -> list[int]:
-        return [
-            data["cursor"] for name, data in self.events if name in ("new_message", "receipt")
-        ]
+        return [data["cursor"] for name, data in self.events if name in ("new_message", "receipt")]
 
     async def wait_synced(self, timeout: float = 10) -> int:
         await self.wait_for(lambda: bool(self.of("synced")), timeout)

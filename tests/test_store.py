@@ -25,9 +25,7 @@ async def _plan(database_url: str, statement: Select[Any]) -> str:
     try:
         async with engine.connect() as conn:
             sql = str(
-                statement.compile(
-                    dialect=engine.dialect, compile_kwargs={"literal_binds": True}
-                )
+                statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
             )
             if engine.dialect.name == "sqlite":
                 rows = await conn.execute(text("EXPLAIN QUERY PLAN " + sql))

@@ -22,7 +22,7 @@ from messenger.errors import ErrorCode, MessengerError, forbidden, invalid
 from messenger.events import format_time
 from messenger.metrics import Metrics
 from messenger.ratelimit import RateLimiter
-from messenger.store.db import Database
+from messenger.store.db import Database, classify_failure
 from messenger.transport.origins import origin_allowed
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.json_response(
             {"error": {"code": code.value, "message": exc.reason}}, status=exc.status
         )
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        return error_response(MessengerError(ErrorCode.INTERNAL, "the server failed"))
+    except Exception as exc:
+        error = classify_failure(exc)
+        log.error("%s %s failed: %s (%r)", request.method, request.path, error.code, exc)
+        return error_response(error)
 
 
 def cors_middleware(allowed: tuple[str, ...]) -> Any:

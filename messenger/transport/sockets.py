@@ -24,6 +24,7 @@ from messenger.live import Connection, LiveHub
 from messenger.metrics import Metrics
 from messenger.protocol import STATUS_DELIVERED, STATUS_READ
 from messenger.ratelimit import RateLimiter
+from messenger.store.db import classify_failure
 from messenger.streams import StreamReader
 from messenger.writer import Writer
 
@@ -108,6 +109,12 @@ class SocketHandlers:
             self._metrics.auth_failures.inc()
             log.info("socket handshake refused: %s", exc.message)
             raise _refusal(exc) from None
+        cap = self._settings.max_connections_per_user
+        if cap and self._hub.count_of_user(who.user.id) >= cap:
+            log.info("socket handshake refused: user=%s has %d connections", who.user.username, cap)
+            raise _refusal(
+                MessengerError(ErrorCode.RATE_LIMITED, f"at most {cap} connections per user")
+            )
         head = await self._reader.head(who.user.id)
         cursor = _optional_cursor(auth.get("cursor"), head)
         base = head if cursor is None else cursor
@@ -148,11 +155,10 @@ class SocketHandlers:
                 return {"ok": True, **await handler(conn, args[0])}
             except MessengerError as exc:
                 return await self._fail(conn, exc)
-            except Exception:
-                log.exception("event failed for user=%s", conn.user.username)
-                return await self._fail(
-                    conn, MessengerError(ErrorCode.INTERNAL, "the server failed; retry later")
-                )
+            except Exception as exc:
+                error = classify_failure(exc)
+                log.error("event failed for user=%s: %s (%r)", conn.user.username, error.code, exc)
+                return await self._fail(conn, error)
 
         return on_event
 
