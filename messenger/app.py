@@ -11,7 +11,7 @@ import logging
 import socketio
 from aiohttp import web
 
-from messenger.auth import Accounts
+from messenger.auth import Accounts, password_hasher
 from messenger.cluster import Cluster, ClusterManager
 from messenger.config import Settings
 from messenger.delivery import Delivery
@@ -29,19 +29,23 @@ from messenger.transport.rest import (
     cors_middleware,
     error_middleware,
 )
-from messenger.transport.sockets import SocketHandlers, SocketPusher
+from messenger.transport.sockets import SocketHandlers, SocketPusher, TextOnlyServer
+from messenger.transport.web import add_web_routes
 from messenger.writer import Writer
 
 log = logging.getLogger(__name__)
 
 # Engine.IO packets larger than this close the connection. The largest valid event
-# is a body of `max_body` characters, each up to 6 bytes as a JSON escape, plus room
-# for the rest of the payload; far below python-engineio's 1 MB default.
+# is a body of `max_body` characters, each up to 12 bytes as JSON escapes (a character
+# outside the BMP is a surrogate pair, two \uXXXX), plus room for the rest of the
+# payload; far below python-engineio's 1 MB default.
 MIN_PACKET_BYTES = 16 * 1024
+# How long a stopping node waits for sockets to take their last packets.
+CLOSE_GRACE_SECONDS = 5.0
 
 
 def max_packet_bytes(settings: Settings) -> int:
-    return max(MIN_PACKET_BYTES, settings.max_body * 6 + 4096)
+    return max(MIN_PACKET_BYTES, settings.max_body * 12 + 4096)
 
 
 class Node:
@@ -54,11 +58,11 @@ class Node:
         self.presence: LocalPresence | RedisPresence
         manager: socketio.AsyncManager | None = None
         if settings.redis_url:
-            manager = ClusterManager(settings.redis_url)
+            manager = ClusterManager(settings.redis_url, channel=settings.redis_prefix)
             manager.on_stream = self._deliver_from_cluster
             manager.on_revoke = self._disconnect_token
             self.cluster = Cluster(manager)
-        self.sio = socketio.AsyncServer(
+        self.sio = TextOnlyServer(
             async_mode="aiohttp",
             client_manager=manager,
             cors_allowed_origins=engineio_origin_check(settings.cors_origins),
@@ -70,11 +74,14 @@ class Node:
         self.reader = StreamReader(self.db, self.directory)
         self.hub = LiveHub(self.pusher, self.reader, self.metrics, self._users_changed)
         if settings.redis_url:
-            self.presence = RedisPresence(settings.redis_url, self.hub.local_user_ids)
+            self.presence = RedisPresence(
+                settings.redis_url, self.hub.local_user_ids, prefix=settings.redis_prefix
+            )
         else:
             self.presence = LocalPresence(self.hub.local_user_ids)
         self.writer = Writer(self.db, self._publish, self.metrics, settings.write_batch_max)
-        self.accounts = Accounts(self.db, settings.token_ttl)
+        hasher = password_hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
+        self.accounts = Accounts(self.db, settings.token_ttl, hasher)
         self.delivery = Delivery(self.db, self.directory, self.writer, self.reader, self.presence)
         SocketHandlers(
             self.sio,
@@ -99,6 +106,7 @@ class Node:
         )
         self.app.add_routes(rest.routes())
         self.sio.attach(self.app)
+        add_web_routes(self.app)
         self._maintenance: asyncio.Task[None] | None = None
 
     async def _publish(self, items: list[StreamItem]) -> None:
@@ -139,15 +147,28 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
         await self.hub.close()
-        # Closing waits for each socket's queue to flush, so the last acks go out.
-        if self.sio.eio.sockets:  # python-engineio fails on an empty server
-            await self.sio.eio.disconnect()
+        await self._close_sockets()
         await self.sio.shutdown()
         if self.cluster is not None:
             await self.cluster.stop()
         if isinstance(self.presence, RedisPresence):
             await self.presence.stop()
         await self.db.dispose()
+
+    async def _close_sockets(self) -> None:
+        """Close every socket, giving each a grace period to flush its queue (the last
+        acks); a polling client that never polls again cannot hold the stop up."""
+        eio = self.sio.eio
+        if not eio.sockets:  # python-engineio fails on an empty server
+            return
+        try:
+            await asyncio.wait_for(eio.disconnect(), CLOSE_GRACE_SECONDS)
+        except TimeoutError:
+            log.warning("%d sockets did not flush in time; dropping them", len(eio.sockets))
+            for socket in list(eio.sockets.values()):
+                await socket.close(wait=False, abort=True)
+                socket.queue.put_nowait(None)  # wakes a pending long poll or ws writer
+            eio.sockets.clear()
 
     async def _maintain(self) -> None:
         """Periodic repair: connections behind their stream head catch up from SQL

@@ -33,15 +33,21 @@ class Authenticated:
     user: UserRef
 
 
+def password_hasher(time_cost: int, memory_kib: int) -> PasswordHasher:
+    """argon2id with the given cost. Hashes record their parameters, so changing the
+    cost later still verifies the passwords stored before."""
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Accounts:
-    def __init__(self, db: Database, token_ttl: timedelta, hasher: PasswordHasher | None = None):
+    def __init__(self, db: Database, token_ttl: timedelta, hasher: PasswordHasher) -> None:
         self._db = db
         self._ttl = token_ttl
-        self._hasher = hasher or PasswordHasher()
+        self._hasher = hasher
         # Verified against when the username is unknown, so a login takes as long
         # whether or not the user exists.
         self._decoy_hash = self._hasher.hash(secrets.token_urlsafe(16))
@@ -71,7 +77,9 @@ class Accounts:
 
     async def authenticate(self, token: object) -> Authenticated:
         """The user a bearer token belongs to, or `unauthorized`."""
-        if not isinstance(token, str) or not 16 <= len(token) <= 256:
+        if not isinstance(token, str) or not 16 <= len(token) <= 256 or not token.isascii():
+            # Tokens are URL-safe ASCII; anything else (unpaired surrogates from a
+            # mangled header included) cannot be one.
             raise MessengerError(ErrorCode.UNAUTHORIZED, "a valid token is required")
         async with self._db.reader.connect() as conn:
             row = await queries.live_token(conn, hash_token(token), utc_now())

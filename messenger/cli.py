@@ -1,4 +1,4 @@
-"""`messenger serve | db upgrade | user add`: parse the command line, then hand over."""
+"""`messenger serve | db upgrade | user add | chat`: parse the command line, then hand over."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from messenger.errors import MessengerError
 from messenger.logs import configure_logging
 
 log = logging.getLogger("messenger")
+
+# After the sockets are closed, how long open HTTP requests may take to finish.
+SHUTDOWN_SECONDS = 5.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
     _database_flag(add)
+
+    from messenger import chat
+
+    chat.add_arguments(commands.add_parser("chat", help="a terminal chat client"))
     return parser
 
 
@@ -60,6 +67,10 @@ def _database_flag(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "chat":
+        from messenger import chat
+
+        return chat.main(args)
     try:
         settings = Settings.from_env(
             host=getattr(args, "host", None),
@@ -98,7 +109,9 @@ async def _serve(settings: Settings) -> None:
     from messenger.app import Node
 
     node = Node(settings)
-    runner = web.AppRunner(node.app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        node.app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await node.start()
@@ -119,7 +132,7 @@ async def _serve(settings: Settings) -> None:
 
 def add_user(settings: Settings, name: str, password_stdin: bool) -> int:
     from messenger import protocol
-    from messenger.auth import Accounts
+    from messenger.auth import Accounts, password_hasher
     from messenger.store.db import open_database
 
     if password_stdin:
@@ -135,7 +148,9 @@ def add_user(settings: Settings, name: str, password_stdin: bool) -> int:
         try:
             username = protocol.normalize_username(name)
             protocol.check_password(password)
-            return (await Accounts(db, settings.token_ttl).register(username, password)).username
+            hasher = password_hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
+            accounts = Accounts(db, settings.token_ttl, hasher)
+            return (await accounts.register(username, password)).username
         finally:
             await db.dispose()
 

@@ -26,6 +26,9 @@ class Settings:
     port: int = 8080
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
+    # Prefix of the Redis channel and keys: deployments sharing a Redis server must
+    # differ here, or they would hear each other's wake-ups (pub/sub ignores the db).
+    redis_prefix: str = "messenger"
     # Origins allowed at the HTTP and Socket.IO handshake; empty means same origin only.
     cors_origins: tuple[str, ...] = ()
     # Events per second per user; 0 turns the limit off. Bursts of twice that pass.
@@ -34,6 +37,9 @@ class Settings:
     # Socket.IO connections one user may hold on one node; 0 means no cap.
     max_connections_per_user: int = 20
     token_ttl: timedelta = timedelta(days=30)
+    # argon2id cost: the library's defaults (RFC 9106's second recommendation).
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
     # FULL: an acknowledged send survives power loss, not only a process crash.
     sqlite_synchronous: str = "FULL"
     # Group commit: the most items one write transaction takes.
@@ -55,6 +61,8 @@ class Settings:
             raise ConfigError("max body must be at least 1 character")
         if self.sqlite_synchronous not in SQLITE_SYNCHRONOUS_LEVELS:
             raise ConfigError(f"sqlite synchronous must be one of {SQLITE_SYNCHRONOUS_LEVELS}")
+        if self.argon2_time_cost < 1 or self.argon2_memory_kib < 8:
+            raise ConfigError("argon2 needs a time cost >= 1 and memory >= 8 KiB")
         if self.write_batch_max < 1:
             raise ConfigError("write batch max must be at least 1")
         if "" in self.cors_origins or "*" in self.cors_origins:
@@ -72,11 +80,14 @@ class Settings:
             "port": ("MESSENGER_PORT", int),
             "database_url": ("MESSENGER_DATABASE_URL", str),
             "redis_url": ("MESSENGER_REDIS_URL", str),
+            "redis_prefix": ("MESSENGER_REDIS_PREFIX", str),
             "cors_origins": ("MESSENGER_CORS_ORIGINS", _split_origins),
             "rate_limit": ("MESSENGER_RATE_LIMIT", float),
             "max_body": ("MESSENGER_MAX_BODY", int),
             "max_connections_per_user": ("MESSENGER_MAX_CONNECTIONS_PER_USER", int),
             "token_ttl": ("MESSENGER_TOKEN_TTL", _seconds),
+            "argon2_time_cost": ("MESSENGER_ARGON2_TIME_COST", int),
+            "argon2_memory_kib": ("MESSENGER_ARGON2_MEMORY_KIB", int),
             "sqlite_synchronous": ("MESSENGER_SQLITE_SYNCHRONOUS", str.upper),
             "write_batch_max": ("MESSENGER_WRITE_BATCH_MAX", int),
             "resync_interval": ("MESSENGER_RESYNC_INTERVAL", float),

@@ -93,8 +93,15 @@ async def database_url(
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    # Rate limit off unless a test turns it on; fast resync so repairs show quickly.
-    return Settings(database_url=database_url, rate_limit=0, resync_interval=0.5)
+    # Rate limit off unless a test turns it on; fast resync so repairs show quickly;
+    # argon2 at its lowest cost (the same code, far less CPU per account).
+    return Settings(
+        database_url=database_url,
+        rate_limit=0,
+        resync_interval=0.5,
+        argon2_time_cost=1,
+        argon2_memory_kib=1024,
+    )
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ class RunningServer:
 
 async def start_server(settings: Settings) -> RunningServer:
     node = Node(settings)
-    runner = web.AppRunner(node.app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(node.app, handle_signals=False, access_log=None, shutdown_timeout=5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await node.start()

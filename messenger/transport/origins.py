@@ -7,7 +7,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 
-def origin_allowed(origin: str, scheme: str, host: str, allowed: tuple[str, ...]) -> bool:
+def origin_allowed(origin: str | None, scheme: str, host: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a browser page from `origin` may talk to this server. No Origin header
+    means no browser page (or a same-origin GET): there is nothing to allow, and
+    python-engineio asks only to decide on CORS headers, which then stay off."""
+    if not origin:
+        return False
     origin = origin.rstrip("/")
     return origin == f"{scheme}://{host}" or origin in allowed
 
@@ -16,7 +21,7 @@ def engineio_origin_check(allowed: tuple[str, ...]) -> Callable[[str, Mapping[st
     """python-engineio's `cors_allowed_origins` as a callable (it gets the WSGI-style
     environ). A callable, because a list would drop engineio's same-origin default."""
 
-    def check(origin: str, environ: Mapping[str, Any]) -> bool:
+    def check(origin: str | None, environ: Mapping[str, Any]) -> bool:
         return origin_allowed(
             origin,
             str(environ.get("wsgi.url_scheme", "http")),
