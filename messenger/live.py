@@ -44,7 +44,7 @@ class Pusher(Protocol):
         """Packets queued for the connection and not yet written to it."""
         ...
 
-    async def disconnect(self, sid: str) -> None: ...
+    async def disconnect(self, sid: str, abort: bool = False) -> None: ...
 
 
 @dataclass(eq=False)
@@ -165,7 +165,7 @@ class LiveHub:
                 conn.last_seq = item.seq
         if self._pusher.pending(conn.sid) > MAX_PENDING:
             log.warning("dropping connection %s: it stopped reading", conn.sid)
-            await self._pusher.disconnect(conn.sid)
+            await self._pusher.disconnect(conn.sid, abort=True)
         return True
 
     async def _emit(self, conn: Connection, item: StreamItem) -> None:
@@ -233,7 +233,7 @@ class LiveHub:
         while self._pusher.pending(conn.sid) > REPLAY_HIGH_WATER:
             if waited >= DRAIN_TIMEOUT:
                 log.warning("dropping connection %s: backlog not read in %.0fs", conn.sid, waited)
-                await self._pusher.disconnect(conn.sid)
+                await self._pusher.disconnect(conn.sid, abort=True)
                 raise SlowConsumer(conn.sid)
             await asyncio.sleep(0.01)
             waited += 0.01

@@ -86,7 +86,9 @@ def cors_middleware(allowed: tuple[str, ...]) -> Any:
             # No Origin: not a browser's cross-site request. Socket.IO's handshake
             # is checked by python-engineio with the same list.
             return await handler(request)
-        if not origin_allowed(origin, request.scheme, request.host, allowed):
+        if not origin_allowed(origin, request.scheme, request.host, allowed) and not (
+            origin_allowed(origin, *_forwarded(request), allowed)
+        ):
             raise forbidden(f"origin {origin!r} is not allowed")
         if request.method == "OPTIONS":
             response: web.StreamResponse = web.Response(status=204)
@@ -100,6 +102,14 @@ def cors_middleware(allowed: tuple[str, ...]) -> Any:
         return response
 
     return middleware
+
+
+def _forwarded(request: web.Request) -> tuple[str, str]:
+    """The scheme and host a reverse proxy says the client used (as python-engineio
+    honours them at the Socket.IO handshake, so both edges agree)."""
+    proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
+    return proto, host
 
 
 class RestApi:
@@ -218,8 +228,8 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
         body = await request.json(loads=_strict_loads)
     except web.HTTPRequestEntityTooLarge:
         raise MessengerError(ErrorCode.TOO_LARGE, "the request body is too large") from None
-    except ValueError:
-        raise invalid("the body must be a JSON object") from None
+    except (ValueError, LookupError):  # bad JSON, bad bytes, an unknown charset
+        raise invalid("the body must be a JSON object in UTF-8") from None
     if not isinstance(body, dict):
         raise invalid("the body must be a JSON object")
     return body

@@ -26,18 +26,58 @@ from messenger.protocol import STATUS_DELIVERED, STATUS_READ
 from messenger.ratelimit import RateLimiter
 from messenger.store.db import classify_failure
 from messenger.streams import StreamReader
+from messenger.transport.engineio_tracking import track_websockets
 from messenger.writer import Writer
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "/"
+# Socket.IO packet types BINARY_EVENT and BINARY_ACK, as the first character.
+BINARY_TYPES = ("5", "6")
 Handler = Callable[[Connection, Any], Awaitable[dict[str, Any]]]
+
+
+class TextOnlyServer(socketio.AsyncServer):  # type: ignore[misc]
+    """An AsyncServer that refuses binary packets, and can drop a session outright.
+
+    The protocol carries JSON only. python-socketio would take a binary event header
+    as a promise of attachments and swallow every later packet of that client while
+    waiting for them; a connection that sends one is dropped instead.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._transports = track_websockets(self.eio)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        if isinstance(data, bytes) or (isinstance(data, str) and data[:1] in BINARY_TYPES):
+            log.info(
+                "dropping eio session %s: binary packets are not part of the protocol", eio_sid
+            )
+            await self.drop_session(eio_sid)
+            return
+        await super()._handle_eio_message(eio_sid, data)
+
+    async def drop_session(self, eio_sid: str) -> None:
+        """Close an Engine.IO session at once, unsent packets and all: for a client
+        that stopped reading (its queue would never drain) or broke the protocol."""
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is None:
+            return
+        await socket.close(wait=False, abort=True)
+        while not socket.queue.empty():  # let the unsent packets go
+            socket.queue.get_nowait()
+            socket.queue.task_done()
+        socket.queue.put_nowait(None)  # ends a pending long poll or the ws writer
+        transport = self._transports.get(eio_sid)
+        if transport is not None:
+            transport.abort()  # a writer blocked on a full send buffer wakes up
 
 
 class SocketPusher:
     """`live.Pusher` over an AsyncServer: emits straight to this node's sockets."""
 
-    def __init__(self, sio: socketio.AsyncServer) -> None:
+    def __init__(self, sio: TextOnlyServer) -> None:
         self._sio = sio
 
     async def emit(self, event: str, data: dict[str, Any], sid: str) -> None:
@@ -51,8 +91,13 @@ class SocketPusher:
         queue = getattr(socket, "queue", None)
         return queue.qsize() if queue is not None else 0
 
-    async def disconnect(self, sid: str) -> None:
+    async def disconnect(self, sid: str, abort: bool = False) -> None:
+        """End the connection; `abort` also drops the transport at once, unsent packets
+        and all (for a client that stopped reading, whose queue would never drain)."""
+        eio_sid = self._sio.manager.eio_sid_from_sid(sid, NAMESPACE)
         await self._sio.disconnect(sid, namespace=NAMESPACE, ignore_queue=True)
+        if abort and eio_sid:
+            await self._sio.drop_session(eio_sid)
 
 
 class SocketHandlers:
@@ -102,7 +147,16 @@ class SocketHandlers:
         if self._sio.manager.is_connected(sid, NAMESPACE):
             # A client sent an *event* named "connect": not a handshake.
             return
-        auth = auth if isinstance(auth, dict) else {}
+        try:
+            await self._handshake(sid, auth if isinstance(auth, dict) else {})
+        except socketio.exceptions.ConnectionRefusedError:
+            raise
+        except Exception as exc:  # every handshake gets its answer
+            error = classify_failure(exc)
+            log.error("socket handshake failed: %s (%r)", error.code, exc)
+            raise _refusal(error) from None
+
+    async def _handshake(self, sid: str, auth: dict[str, Any]) -> None:
         try:
             who = await self._accounts.authenticate(auth.get("token"))
         except MessengerError as exc:

@@ -1,0 +1,1 @@
+"""Fault injection: kills, lost answers, dropped links, storms, slow consumers."""
