@@ -1,0 +1,71 @@
+"""The HTTP side of the protocol: accounts and sessions (PROTOCOL.md section 2).
+
+Plain functions over aiohttp, because logging in happens once, before any socket.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from messenger.client.types import Message, MessengerClientError
+
+API = "/api/v1"
+
+
+async def _request(
+    method: str, url: str, path: str, json: Any = None, token: str | None = None
+) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    timeout = aiohttp.ClientTimeout(total=30)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.request(method, url.rstrip("/") + path, json=json, headers=headers) as resp,
+        ):
+            body: Any = None
+            if resp.content_type == "application/json":
+                body = await resp.json()
+            if resp.status >= 400:
+                raise MessengerClientError.from_answer(body)
+            return body
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise MessengerClientError("unavailable", f"cannot reach {url}: {exc}") from exc
+
+
+async def register(url: str, username: str, password: str) -> str:
+    """Create an account; returns the username as stored (lower-case)."""
+    body = await _request("POST", url, f"{API}/users", {"username": username, "password": password})
+    return str(body["user"]["username"])
+
+
+async def login(url: str, username: str, password: str) -> str:
+    """Open a session; returns its bearer token (for `Client` and `logout`)."""
+    body = await _request(
+        "POST", url, f"{API}/sessions", {"username": username, "password": password}
+    )
+    return str(body["token"])
+
+
+async def logout(url: str, token: str) -> None:
+    """End the session: the token stops working and its sockets are disconnected."""
+    await _request("DELETE", url, f"{API}/sessions/current", token=token)
+
+
+async def conversations(url: str, token: str) -> list[dict[str, Any]]:
+    """The user's conversations, newest first: `{"with", "last_message", "unread"}`."""
+    body = await _request("GET", url, f"{API}/conversations", token=token)
+    result: list[dict[str, Any]] = body["conversations"]
+    return result
+
+
+async def messages_page(
+    url: str, token: str, with_: str, before: int | None = None, limit: int = 50
+) -> tuple[list[Message], bool]:
+    """One history page over HTTP (ascending by id) and whether older ones exist."""
+    query = f"?limit={limit}" + (f"&before={before}" if before is not None else "")
+    path = f"{API}/conversations/{quote(with_, safe='')}/messages{query}"
+    body = await _request("GET", url, path, token=token)
+    return [Message.from_dict(m) for m in body["messages"]], bool(body["has_more"])

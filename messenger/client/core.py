@@ -1,0 +1,520 @@
+"""`Client`: one user's connection to a messenger server, kept alive and in order.
+
+Background tasks do the work, so that the application only awaits results:
+
+- the *supervisor* keeps a Socket.IO connection open, reconnecting with exponential
+  backoff and passing the last processed cursor in `auth.cursor`;
+- the *reader* takes what the server pushes, in order, through `Stream` (dedupe, gap
+  filling); the *dispatcher* hands each event to the application and only then moves
+  the saved cursor and acknowledges messages as `delivered`;
+- the *flusher* sends the outbox, oldest first, one at a time, until each message has
+  its answer; the outbox is durable when a state file is given.
+
+python-socketio's own reconnection is off: it does not reconnect after the server
+closes the socket (which is what a server does when it stops gracefully), and it would
+keep retrying a revoked token forever. Ours does the first and stops on the second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import socketio
+
+from messenger import protocol
+from messenger.client.state import Outgoing, StateStore
+from messenger.client.stream import Stream
+from messenger.client.types import Event, Message, MessengerClientError, NewMessage, Receipt
+
+log = logging.getLogger("messenger.client")
+
+E = TypeVar("E", NewMessage, Receipt)
+Callback = Callable[[E], Awaitable[None] | None]
+_CONNECTED = "__connected__"  # marks a new connection in the reader's queue
+MARK_BATCH = protocol.MARK_IDS_MAX
+
+
+class Client:
+    """A user's session: send through a durable outbox, receive events in order.
+
+    Use as `async with Client(url, token, state_path) as client:`. Register callbacks
+    before entering (or at any time); events that arrive while nobody listens wait
+    (and stay undelivered on the server) until a callback or `events()` takes them.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        state_path: str | Path | None = None,
+        *,
+        call_timeout: float = 10.0,
+        reconnect_delay: float = 0.25,
+        reconnect_delay_max: float = 5.0,
+        transports: tuple[str, ...] = ("websocket",),
+    ) -> None:
+        self.url = url
+        self._token = token
+        self._state = StateStore(state_path)
+        self._call_timeout = call_timeout
+        self._delay_min = reconnect_delay
+        self._delay_max = reconnect_delay_max
+        self._transports = list(transports)
+        self._stream = Stream(None)
+        self._committed: int | None = None  # the saved cursor: passed at connect
+        self._taken_cursor: int | None = None  # the application has everything up to it
+        self._me: str | None = None  # learned from the first stored send
+        self._sio: socketio.AsyncClient | None = None
+        self._connected = asyncio.Event()
+        self._synced = asyncio.Event()
+        self._inbound: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._ready: asyncio.Queue[tuple[list[Event], int | None]] = asyncio.Queue()
+        self._outbox_wakeup = asyncio.Event()
+        self._ack_wakeup = asyncio.Event()
+        self._consumers_changed = asyncio.Event()
+        self._acks: set[int] = set()
+        self._waiters: dict[str, asyncio.Future[Message]] = {}
+        self._message_callbacks: list[Callback[NewMessage]] = []
+        self._receipt_callbacks: list[Callback[Receipt]] = []
+        self._subscriber: asyncio.Queue[tuple[Event, asyncio.Future[bool]]] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._first_attempt: asyncio.Future[MessengerClientError | None] | None = None
+        self._refusal: MessengerClientError | None = None
+        self._failure: MessengerClientError | None = None
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Load the state, start connecting and flush the outbox.
+
+        Raises `MessengerClientError("unauthorized")` if the server refuses the token.
+        If the server cannot be reached, returns anyway and keeps trying: sends are
+        queued meanwhile.
+        """
+        await self._state.open()
+        self._committed = await self._state.get_cursor()
+        self._stream = Stream(self._committed)
+        self._first_attempt = asyncio.get_running_loop().create_future()
+        for work in (self._supervise, self._read, self._deliver, self._flush, self._acknowledge):
+            self._tasks.append(asyncio.create_task(work(), name=f"messenger-{work.__name__}"))
+        self._outbox_wakeup.set()
+        refused = await self._first_attempt
+        if refused is not None:
+            await self.close()
+            raise refused
+
+    async def close(self) -> None:
+        """Stop; the outbox keeps whatever has not been answered, for the next open."""
+        if self._acks and self._sio is not None:
+            with contextlib.suppress(MessengerClientError):
+                await self._call("delivered", {"ids": sorted(self._acks)[:MARK_BATCH]}, 2.0)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self._commit(self._taken_cursor)  # in case closing interrupted the last save
+        closed = MessengerClientError("closed", "the client closed; the message stays queued")
+        for future in self._waiters.values():
+            if not future.done():
+                future.set_exception(closed)
+        self._waiters.clear()
+        await self._state.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def cursor(self) -> int | None:
+        """The last stream position the application has taken (saved in the state)."""
+        return self._committed
+
+    async def wait_synced(self) -> None:
+        """Wait until the current connection has replayed its backlog (bound it with
+        `asyncio.timeout`)."""
+        await self._synced.wait()
+
+    # -- sending ------------------------------------------------------------------
+
+    async def send(self, to: str, body: str) -> Message:
+        """Send a message and return it as stored.
+
+        The message is queued in the outbox first and sent with a fresh client_id; it
+        is resent with that same id after reconnects and restarts until the server
+        answers, so it is stored exactly once. This waits through outages: cancelling
+        the wait (e.g. `asyncio.wait_for`) does not cancel the send. Raises
+        `MessengerClientError` for answers that no retry can change (`invalid`,
+        `forbidden`, `not_found`, `too_large`), or `unauthorized` when the token is
+        refused.
+        """
+        if self._failure is not None:
+            raise self._failure
+        item = Outgoing(str(uuid.uuid4()), to, body)
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._waiters[item.client_id] = future
+        try:
+            await self._state.enqueue(item)
+            self._outbox_wakeup.set()
+            return await asyncio.shield(future)
+        finally:
+            self._waiters.pop(item.client_id, None)
+
+    async def pending(self) -> list[Outgoing]:
+        """The messages still waiting for the server's answer, oldest first."""
+        return await self._state.pending()
+
+    async def _flush(self) -> None:
+        delay = self._delay_min
+        while True:
+            await self._outbox_wakeup.wait()
+            self._outbox_wakeup.clear()
+            if await self._flush_once():
+                delay = self._delay_min
+                continue
+            await asyncio.sleep(_jitter(delay))
+            delay = min(delay * 2, self._delay_max)
+            self._outbox_wakeup.set()
+
+    async def _flush_once(self) -> bool:
+        """Send the outbox in order; False when a transient failure stopped it."""
+        for item in await self._state.pending():
+            await self._connected.wait()
+            payload = {"to": item.to, "body": item.body, "client_id": item.client_id}
+            try:
+                answer = await self._call(protocol.SEND, payload, self._call_timeout)
+            except MessengerClientError as exc:
+                if not exc.permanent:
+                    log.info("send %s will be retried: %s", item.client_id, exc)
+                    return False
+                await self._state.remove(item.client_id)
+                self._settle(item.client_id, exc)
+                continue
+            message = Message.from_dict(answer["message"])
+            self._me = message.sender
+            await self._state.remove(item.client_id)
+            self._settle(item.client_id, message)
+        return True
+
+    def _settle(self, client_id: str, outcome: Message | MessengerClientError) -> None:
+        future = self._waiters.get(client_id)
+        if future is None or future.done():
+            return
+        if isinstance(outcome, Message):
+            future.set_result(outcome)
+        else:
+            future.set_exception(outcome)
+
+    # -- requests -----------------------------------------------------------------
+
+    async def mark_read(self, ids: list[int]) -> int:
+        """Mark messages to us as read (which implies delivered); returns how many changed."""
+        updated = 0
+        unique = sorted(set(ids))
+        for start in range(0, len(unique), MARK_BATCH):
+            answer = await self.request(protocol.READ, {"ids": unique[start : start + MARK_BATCH]})
+            updated += int(answer["updated"])
+        return updated
+
+    async def history(
+        self, with_: str, *, before: int | None = None, limit: int = 50
+    ) -> AsyncIterator[list[Message]]:
+        """Pages of the conversation with `with_`: the newest page first, then older ones.
+
+        Each page is in ascending id order (as the server gives it); the iteration ends
+        at the first message of the conversation. `before` starts further back.
+        """
+        while True:
+            query: dict[str, Any] = {"with": with_, "limit": limit}
+            if before is not None:
+                query["before"] = before
+            answer = await self.request(protocol.HISTORY, query)
+            page = [Message.from_dict(m) for m in answer["messages"]]
+            if page:
+                yield page
+            if not page or not answer["has_more"]:
+                return
+            before = page[0].id
+
+    async def request(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Any client event of the protocol: waits for a connection, raises on `ok: false`."""
+        if self._failure is not None:
+            raise self._failure
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                await self._connected.wait()
+        except TimeoutError:
+            raise MessengerClientError("unavailable", "not connected to the server") from None
+        return await self._call(event, payload, self._call_timeout)
+
+    async def _call(self, event: str, payload: dict[str, Any], seconds: float) -> dict[str, Any]:
+        sio = self._sio
+        if sio is None:
+            raise MessengerClientError("unavailable", "not connected to the server")
+        try:
+            answer = await sio.call(event, payload, timeout=seconds)
+        except socketio.exceptions.TimeoutError:
+            raise MessengerClientError("timeout", f"no answer to {event}") from None
+        except socketio.exceptions.SocketIOError as exc:
+            raise MessengerClientError("unavailable", str(exc)) from None
+        if not isinstance(answer, dict) or answer.get("ok") is not True:
+            raise MessengerClientError.from_answer(answer)
+        return answer
+
+    # -- receiving ----------------------------------------------------------------
+
+    def on_message(self, callback: Callback[NewMessage]) -> None:
+        """Call `callback(event)` (sync or async) for every new message, in order."""
+        self._message_callbacks.append(callback)
+        self._consumers_changed.set()
+
+    def on_receipt(self, callback: Callback[Receipt]) -> None:
+        """Call `callback(event)` for every receipt (delivered/read), in order."""
+        self._receipt_callbacks.append(callback)
+        self._consumers_changed.set()
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event, in stream order. One iterator at a time.
+
+        A message counts as taken (and is acknowledged as delivered) when it is yielded.
+        """
+        if self._subscriber is not None:
+            raise RuntimeError("events() is already being iterated")
+        queue: asyncio.Queue[tuple[Event, asyncio.Future[bool]]] = asyncio.Queue(maxsize=1)
+        self._subscriber = queue
+        self._consumers_changed.set()
+        try:
+            while True:
+                event, taken = await queue.get()
+                taken.set_result(True)
+                yield event
+        finally:
+            self._subscriber = None
+            while not queue.empty():  # handed over but not yielded: give it back
+                _, taken = queue.get_nowait()
+                taken.set_result(False)
+
+    async def _read(self) -> None:
+        """Put the pushed events in order (Stream); the dispatcher hands them over."""
+        while True:
+            name, data = await self._inbound.get()
+            if name == _CONNECTED:
+                self._stream.new_connection()
+                self._synced.clear()
+                continue
+            try:
+                events = await self._stream.feed(name, data, self._sync_page)
+            except MessengerClientError as exc:
+                # The gap stays; a new connection from the cursor replays it.
+                log.warning("could not fill a gap in the stream (%s); reconnecting", exc)
+                await self._drop_connection()
+                continue
+            self._ready.put_nowait((events, self._stream.cursor))
+            if name == protocol.SYNCED:
+                self._synced.set()
+
+    async def _deliver(self) -> None:
+        """Hand events to the application, then move the saved cursor past them.
+
+        Separate from `_read` so that a slow application never holds up the socket,
+        and a cursor is saved only once the application has what comes before it.
+        """
+        while True:
+            events, cursor = await self._ready.get()
+            for event in events:
+                await self._dispatch(event)
+                self._taken(event)
+            self._taken_cursor = cursor
+            await self._commit(cursor)
+
+    async def _sync_page(self, after: int) -> tuple[list[tuple[str, Any]], int, bool]:
+        answer = await self._call(
+            protocol.SYNC, {"after": after, "limit": protocol.SYNC_LIMIT_MAX}, self._call_timeout
+        )
+        entries = [(str(e["event"]), e["data"]) for e in answer["events"]]
+        return entries, int(answer["cursor"]), bool(answer["has_more"])
+
+    async def _dispatch(self, event: Event) -> None:
+        """Hand one event to the application; returns once it has been taken."""
+        callbacks: list[Any] = (
+            self._message_callbacks if isinstance(event, NewMessage) else self._receipt_callbacks
+        )
+        for callback in callbacks:
+            try:
+                result = callback(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("an event callback failed")
+        while True:
+            queue = self._subscriber
+            if queue is not None:
+                taken: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+                await queue.put((event, taken))
+                if await taken:
+                    return
+                continue
+            if callbacks or self._message_callbacks or self._receipt_callbacks:
+                return  # callbacks exist; none for this kind means nobody wants it
+            self._consumers_changed.clear()
+            await self._consumers_changed.wait()
+
+    def _taken(self, event: Event) -> None:
+        if isinstance(event, NewMessage) and event.message.sender != self._me:
+            # Messages from us come back too; acking them is harmless but useless.
+            if event.message.status == "sent":
+                self._acks.add(event.message.id)
+                self._ack_wakeup.set()
+
+    async def _commit(self, cursor: int | None) -> None:
+        if cursor is not None and cursor != self._committed:
+            await self._state.set_cursor(cursor)
+            self._committed = cursor
+
+    async def _acknowledge(self) -> None:
+        """Send `delivered` for taken messages, in batches, until the server has them."""
+        delay = self._delay_min
+        while True:
+            await self._ack_wakeup.wait()
+            self._ack_wakeup.clear()
+            while self._acks:
+                await self._connected.wait()
+                ids = sorted(self._acks)[:MARK_BATCH]
+                try:
+                    await self._call(protocol.DELIVERED, {"ids": ids}, self._call_timeout)
+                except MessengerClientError as exc:
+                    if not exc.permanent:
+                        await asyncio.sleep(_jitter(delay))
+                        delay = min(delay * 2, self._delay_max)
+                        continue
+                    log.warning("delivered refused for %s: %s", ids, exc)
+                self._acks.difference_update(ids)
+                delay = self._delay_min
+
+    # -- the connection -----------------------------------------------------------
+
+    def _auth(self) -> dict[str, Any]:
+        """Called by python-socketio at each connect, so the cursor is the latest."""
+        auth: dict[str, Any] = {"token": self._token}
+        if self._committed is not None:
+            auth["cursor"] = self._committed
+        return auth
+
+    async def _supervise(self) -> None:
+        delay = self._delay_min
+        while True:
+            lost = asyncio.Event()
+            sio = self._socket(lost)
+            self._refusal = None
+            try:
+                await sio.connect(
+                    self.url,
+                    auth=self._auth,
+                    transports=self._transports,
+                    wait_timeout=self._call_timeout,
+                )
+            except (socketio.exceptions.ConnectionError, ValueError) as exc:
+                await _quietly_close(sio)
+                if self._refusal is not None and self._refusal.code == "unauthorized":
+                    self._give_up(self._refusal)
+                    return
+                self._first_done(None)
+                log.info("cannot connect to %s (%s); retrying in %.1fs", self.url, exc, delay)
+                await asyncio.sleep(_jitter(delay))
+                delay = min(delay * 2, self._delay_max)
+                continue
+            self._first_done(None)
+            delay = self._delay_min
+            try:
+                await lost.wait()
+            finally:
+                await _quietly_close(sio)
+            log.info("connection to %s lost; reconnecting", self.url)
+            await asyncio.sleep(_jitter(delay))
+
+    def _socket(self, lost: asyncio.Event) -> socketio.AsyncClient:
+        """A fresh AsyncClient per connection: no state carried over from a dead one."""
+        sio = socketio.AsyncClient(reconnection=False)
+
+        async def on_connect() -> None:
+            self._sio = sio
+            self._inbound.put_nowait((_CONNECTED, None))
+            self._connected.set()
+            self._outbox_wakeup.set()
+            self._ack_wakeup.set()
+
+        async def on_disconnect(*_: Any) -> None:
+            if self._sio is sio:
+                self._sio = None
+                self._connected.clear()
+            lost.set()
+
+        async def on_connect_error(data: Any = None) -> None:
+            if isinstance(data, dict) and "code" in data:
+                self._refusal = MessengerClientError(str(data["code"]), str(data.get("message")))
+
+        def forward(name: str) -> Callable[[Any], Awaitable[None]]:
+            async def handler(data: Any = None) -> None:
+                if self._sio is sio:
+                    self._inbound.put_nowait((name, data))
+
+            return handler
+
+        sio.on("connect", on_connect)
+        sio.on("disconnect", on_disconnect)
+        sio.on("connect_error", on_connect_error)
+        for name in (protocol.NEW_MESSAGE, protocol.RECEIPT, protocol.SYNCED):
+            sio.on(name, forward(name))
+        return sio
+
+    async def _drop_connection(self) -> None:
+        sio = self._sio
+        if sio is not None:
+            await _quietly_close(sio)
+
+    def _first_done(self, refusal: MessengerClientError | None) -> None:
+        if self._first_attempt is not None and not self._first_attempt.done():
+            self._first_attempt.set_result(refusal)
+
+    def _give_up(self, refusal: MessengerClientError) -> None:
+        """The token is refused: fail every waiting send; the outbox keeps them."""
+        log.warning("the server refused the token: %s", refusal)
+        self._failure = refusal
+        self._first_done(refusal)
+        for future in self._waiters.values():
+            if not future.done():
+                future.set_exception(refusal)
+
+
+async def _quietly_close(sio: socketio.AsyncClient) -> None:
+    with contextlib.suppress(Exception):
+        await sio.disconnect()
+    with contextlib.suppress(Exception):
+        await sio.shutdown()
+
+
+def _jitter(delay: float) -> float:
+    """Spread reconnects of many clients after an outage."""
+    return delay * random.uniform(0.8, 1.2)
