@@ -20,8 +20,8 @@ from redis import asyncio as aioredis
 
 log = logging.getLogger(__name__)
 
-NODES_KEY = "messenger:nodes"
-NODE_KEY = "messenger:presence:{node}"
+NODES_KEY = "{prefix}:nodes"
+NODE_KEY = "{prefix}:presence:{node}"
 TTL_SECONDS = 30
 HEARTBEAT_SECONDS = 10
 
@@ -45,6 +45,7 @@ class RedisPresence:
         self,
         url: str,
         local_users: Callable[[], Iterable[int]],
+        prefix: str = "messenger",
         ttl: float = TTL_SECONDS,
         heartbeat: float = HEARTBEAT_SECONDS,
     ) -> None:
@@ -55,7 +56,9 @@ class RedisPresence:
         self._ttl = ttl
         self._heartbeat = heartbeat
         self.node_id = uuid.uuid4().hex
-        self._key = NODE_KEY.format(node=self.node_id)
+        self._prefix = prefix
+        self._nodes_key = NODES_KEY.format(prefix=prefix)
+        self._key = NODE_KEY.format(prefix=prefix, node=self.node_id)
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -73,7 +76,7 @@ class RedisPresence:
                 await self._task
         with contextlib.suppress(Exception):
             await self._redis.delete(self._key)
-            await self._redis.zrem(NODES_KEY, self.node_id)
+            await self._redis.zrem(self._nodes_key, self.node_id)
         await self._redis.aclose()
 
     async def online(self, user_ids: Sequence[int]) -> set[int]:
@@ -87,12 +90,13 @@ class RedisPresence:
     async def _online_elsewhere(self, user_ids: Sequence[int]) -> set[int]:
         alive_since = time.time() - self._ttl
         nodes = [
-            str(node) for node in await self._redis.zrangebyscore(NODES_KEY, alive_since, "+inf")
+            str(node)
+            for node in await self._redis.zrangebyscore(self._nodes_key, alive_since, "+inf")
         ]
         fields = [str(uid) for uid in user_ids]
         async with self._redis.pipeline(transaction=False) as pipe:
             for node in nodes:
-                pipe.hmget(NODE_KEY.format(node=node), fields)
+                pipe.hmget(NODE_KEY.format(prefix=self._prefix, node=node), fields)
             answers = await pipe.execute()
         online: set[int] = set()
         for values in answers:
@@ -117,6 +121,6 @@ class RedisPresence:
             if users:
                 pipe.hset(self._key, mapping=users)  # type: ignore[arg-type]
             pipe.expire(self._key, int(self._ttl))
-            pipe.zadd(NODES_KEY, {self.node_id: time.time()})
-            pipe.zremrangebyscore(NODES_KEY, "-inf", time.time() - 10 * self._ttl)
+            pipe.zadd(self._nodes_key, {self.node_id: time.time()})
+            pipe.zremrangebyscore(self._nodes_key, "-inf", time.time() - 10 * self._ttl)
             await pipe.execute()
