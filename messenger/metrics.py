@@ -63,6 +63,16 @@ class Metrics:
         self.write_failures = Counter(
             "messenger_write_failures_total", "Write batches that failed", ["code"], registry=r
         )
+        self.backlog_messages = Gauge(
+            "messenger_backlog_messages",
+            "Messages stored and not yet delivered to any device (whole database)",
+            registry=r,
+        )
+        self.backlog_oldest_seconds = Gauge(
+            "messenger_backlog_oldest_age_seconds",
+            "Age of the oldest undelivered message (0 when none waits)",
+            registry=r,
+        )
         self.auth_failures = Counter(
             "messenger_auth_failures_total", "Refused logins and socket handshakes", registry=r
         )

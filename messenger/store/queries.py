@@ -362,3 +362,14 @@ async def conversations(conn: AsyncConnection, user_id: int, limit: int) -> list
         .order_by(last.c.last_id.desc())
     )
     return list(result.mappings())
+
+
+async def undelivered_summary(conn: AsyncConnection) -> tuple[int, datetime | None]:
+    """How many messages wait for delivery, and when the oldest of them was sent.
+
+    A scan of the table: for metrics scrapes, which cache it (not for hot paths)."""
+    result = await conn.execute(
+        select(func.count(), func.min(messages.c.sent_at)).where(messages.c.status == STATUS_SENT)
+    )
+    count, oldest = result.one()
+    return int(count), oldest

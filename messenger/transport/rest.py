@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,9 +20,10 @@ from messenger import protocol
 from messenger.auth import Accounts, Authenticated
 from messenger.delivery import Delivery
 from messenger.errors import ErrorCode, MessengerError, forbidden, invalid
-from messenger.events import format_time
+from messenger.events import format_time, utc_now
 from messenger.metrics import Metrics
 from messenger.ratelimit import RateLimiter
+from messenger.store import queries
 from messenger.store.db import Database, classify_failure
 from messenger.transport.origins import origin_allowed
 
@@ -49,6 +51,7 @@ CONVERSATIONS_LIMIT_DEFAULT, CONVERSATIONS_LIMIT_MAX = 100, 500
 # Logins: per username and per client address, a few tries then one every few seconds.
 LOGIN_RATE, LOGIN_BURST = 0.2, 10
 SOCKET_IO_PATH = "/socket.io/"
+BACKLOG_GAUGE_SECONDS = 10.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -127,6 +130,7 @@ class RestApi:
         self._metrics = metrics
         # Drops the sockets opened with a token, on every node.
         self._disconnect_token = disconnect_token
+        self._backlog_read_at = -BACKLOG_GAUGE_SECONDS
         self._login_by_name = RateLimiter(LOGIN_RATE, LOGIN_BURST)
         self._login_by_address = RateLimiter(5 * LOGIN_RATE, 5 * LOGIN_BURST)
 
@@ -211,9 +215,28 @@ class RestApi:
         return web.json_response({"status": "ok"})
 
     async def metrics(self, _request: web.Request) -> web.Response:
+        await self._refresh_backlog_gauges()
         response = web.Response(body=self._metrics.render())
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
+
+    async def _refresh_backlog_gauges(self) -> None:
+        """The backlog gauges need a scan of the messages table: done at most once per
+        BACKLOG_GAUGE_SECONDS, whatever the scrape rate, and skipped if the database
+        is slow or away (the last values stay)."""
+        now = time.monotonic()
+        if now - self._backlog_read_at < BACKLOG_GAUGE_SECONDS:
+            return
+        self._backlog_read_at = now
+        try:
+            async with asyncio.timeout(2.0), self._db.reader.connect() as conn:
+                count, oldest = await queries.undelivered_summary(conn)
+        except Exception as exc:
+            log.warning("backlog gauges not refreshed: %s", type(exc).__name__)
+            return
+        self._metrics.backlog_messages.set(count)
+        age = (utc_now() - oldest).total_seconds() if oldest is not None else 0.0
+        self._metrics.backlog_oldest_seconds.set(max(0.0, age))
 
     async def _authenticated(self, request: web.Request) -> Authenticated:
         header = request.headers.get("Authorization", "")
