@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "/"
 # Socket.IO packet types BINARY_EVENT and BINARY_ACK, as the first character.
 BINARY_TYPES = ("5", "6")
+CONNECT_TYPE = "0"
 Handler = Callable[[Connection, Any], Awaitable[dict[str, Any]]]
 
 
@@ -56,7 +57,24 @@ class TextOnlyServer(socketio.AsyncServer):  # type: ignore[misc]
             )
             await self.drop_session(eio_sid)
             return
-        await super()._handle_eio_message(eio_sid, data)
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except ValueError:
+            # A packet python-socketio cannot decode, such as a CONNECT whose auth is
+            # a number (read as an ack id, then the rest as bad JSON).
+            if isinstance(data, str) and data.startswith(CONNECT_TYPE):
+                refusal = MessengerError(
+                    ErrorCode.UNAUTHORIZED, "auth must be an object with a token"
+                )
+                await self._send_packet(
+                    eio_sid,
+                    self.packet_class(
+                        socketio.packet.CONNECT_ERROR, data=connect_error_data(refusal)
+                    ),
+                )
+            else:
+                log.info("dropping eio session %s: undecodable packet", eio_sid)
+                await self.drop_session(eio_sid)
 
     async def drop_session(self, eio_sid: str) -> None:
         """Close an Engine.IO session at once, unsent packets and all: for a client
@@ -288,11 +306,13 @@ def _optional_cursor(value: Any, head: int) -> int | None:
 
 
 def _refusal(error: MessengerError) -> socketio.exceptions.ConnectionRefusedError:
-    """A handshake refusal whose `connect_error` carries {"code", "message"}.
-
-    python-socketio sends `error_args` as the CONNECT_ERROR data: Python clients see
-    the whole object; JavaScript clients see `message`, and `data` holds it again.
-    """
+    """A handshake refusal whose `connect_error` carries {"code", "message"}."""
     refusal = socketio.exceptions.ConnectionRefusedError(error.message)
-    refusal.error_args = {**error.as_dict(), "data": error.as_dict()}
+    refusal.error_args = connect_error_data(error)
     return refusal
+
+
+def connect_error_data(error: MessengerError) -> dict[str, Any]:
+    """The CONNECT_ERROR data: Python clients see the whole object; JavaScript clients
+    see `message`, and `data` holds the object again."""
+    return {**error.as_dict(), "data": error.as_dict()}
