@@ -9,17 +9,18 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,bench]"
 	touch $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/messenger serve
 
 test: $(STAMP)
-	$(BIN)/ruff check messenger tests
-	$(BIN)/ruff format --check messenger tests
+	$(BIN)/ruff check messenger tests bench
+	$(BIN)/ruff format --check messenger tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
+# make bench ARGS=--quick   (everything takes ~15 minutes; see docs/performance.md)
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(ARGS)

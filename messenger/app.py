@@ -103,6 +103,7 @@ class Node:
             self.delivery,
             self.metrics,
             disconnect_token=self._revoke_everywhere,
+            login_burst=settings.login_burst,
         )
         self.app.add_routes(rest.routes())
         self.sio.attach(self.app)

@@ -34,6 +34,9 @@ class Settings:
     # Events per second per user; 0 turns the limit off. Bursts of twice that pass.
     rate_limit: float = 20.0
     max_body: int = 4096
+    # Login attempts per username in a burst, refilled at one every 5 s (an address
+    # gets five times that); 0 turns the login limits off (benchmarks, trusted setups).
+    login_burst: int = 10
     # Socket.IO connections one user may hold on one node; 0 means no cap.
     max_connections_per_user: int = 20
     token_ttl: timedelta = timedelta(days=30)
@@ -55,6 +58,8 @@ class Settings:
             raise ConfigError(f"port must be 1-65535, not {self.port}")
         if self.rate_limit < 0:
             raise ConfigError("rate limit must be 0 (off) or positive")
+        if self.login_burst < 0:
+            raise ConfigError("login burst must be 0 (off) or positive")
         if self.max_connections_per_user < 0:
             raise ConfigError("max connections per user must be 0 (no cap) or positive")
         if self.max_body < 1:
@@ -84,6 +89,7 @@ class Settings:
             "cors_origins": ("MESSENGER_CORS_ORIGINS", _split_origins),
             "rate_limit": ("MESSENGER_RATE_LIMIT", float),
             "max_body": ("MESSENGER_MAX_BODY", int),
+            "login_burst": ("MESSENGER_LOGIN_BURST", int),
             "max_connections_per_user": ("MESSENGER_MAX_CONNECTIONS_PER_USER", int),
             "token_ttl": ("MESSENGER_TOKEN_TTL", _seconds),
             "argon2_time_cost": ("MESSENGER_ARGON2_TIME_COST", int),

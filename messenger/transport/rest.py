@@ -48,8 +48,8 @@ CODE_OF_STATUS = {
 }
 MAX_REQUEST_BYTES = 64 * 1024
 CONVERSATIONS_LIMIT_DEFAULT, CONVERSATIONS_LIMIT_MAX = 100, 500
-# Logins: per username and per client address, a few tries then one every few seconds.
-LOGIN_RATE, LOGIN_BURST = 0.2, 10
+# Logins: per username and per client address, a burst then one every few seconds.
+LOGIN_RATE = 0.2
 SOCKET_IO_PATH = "/socket.io/"
 BACKLOG_GAUGE_SECONDS = 10.0
 
@@ -123,6 +123,7 @@ class RestApi:
         delivery: Delivery,
         metrics: Metrics,
         disconnect_token: Callable[[int], Awaitable[None]],
+        login_burst: int = 10,
     ) -> None:
         self._db = db
         self._accounts = accounts
@@ -131,8 +132,9 @@ class RestApi:
         # Drops the sockets opened with a token, on every node.
         self._disconnect_token = disconnect_token
         self._backlog_read_at = -BACKLOG_GAUGE_SECONDS
-        self._login_by_name = RateLimiter(LOGIN_RATE, LOGIN_BURST)
-        self._login_by_address = RateLimiter(5 * LOGIN_RATE, 5 * LOGIN_BURST)
+        rate = LOGIN_RATE if login_burst else 0  # a rate of 0 is off
+        self._login_by_name = RateLimiter(rate, login_burst)
+        self._login_by_address = RateLimiter(5 * rate, 5 * login_burst)
 
     def routes(self) -> list[web.RouteDef]:
         return [

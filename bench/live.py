@@ -1,0 +1,174 @@
+"""`live` and the offered-rate sweep: messenger against the relay, both sides online.
+
+The machine is shared and noisy, so the relay is never measured once and compared
+later: per database, the relay and messenger run in alternation (`rounds` times), and
+each round's ratio compares two runs taken seconds apart. The median round is
+reported. CPU per message (server, plus PostgreSQL) is reported too: it depends far
+less on what other tenants of the machine are doing than msgs/s does.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+from bench import accounts, servers
+from bench.driver import drive
+from bench.loadgen import LoadSpec, Peer
+from bench.progress import Progress
+from bench.scenarios import Settings
+from bench.servers import Server
+
+Rows = list[dict[str, Any]]
+
+
+def _extra_cpu(db: str) -> Callable[[], float] | None:
+    return servers.postgres_cpu_seconds if db == "postgresql" else None
+
+
+def _spec(s: Settings, server: Server, dialect: str, rate: float | None = None) -> LoadSpec:
+    if rate is None:
+        return LoadSpec(
+            url=server.url, dialect=dialect, duration=s.duration, warmup=s.warmup, window=s.window
+        )
+    return LoadSpec(
+        url=server.url,
+        dialect=dialect,
+        duration=s.sweep_duration,
+        warmup=min(s.warmup, s.sweep_duration / 3),
+        window=s.sweep_window,
+        rate=rate / s.workers,
+    )
+
+
+def _ratio(value: float, baseline: float) -> float:
+    return round(value / baseline, 3) if baseline else 0.0
+
+
+def _median_row(rows: Rows) -> dict[str, Any]:
+    """The run with the median throughput (a real run, not an average of runs)."""
+    ordered = sorted(rows, key=lambda r: r["msgs_per_s"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+class _Pair:
+    """The relay and one messenger, both running, with their client identities."""
+
+    def __init__(self, s: Settings, relay: Server, messenger: Server, db: str) -> None:
+        self.s, self.relay, self.messenger, self.db = s, relay, messenger, db
+        self.relay_peers = accounts.pairs_of(accounts.relay_peers(2 * s.pairs))
+        self.messenger_peers: list[tuple[Peer, Peer]] = accounts.pairs_of(
+            accounts.messenger_peers(messenger.url, 2 * s.pairs)
+        )
+
+    def run_relay(self, rate: float | None = None) -> dict[str, Any]:
+        return drive(
+            self.relay, _spec(self.s, self.relay, "relay", rate), self.relay_peers, self.s.workers
+        )
+
+    def run_messenger(self, rate: float | None = None) -> dict[str, Any]:
+        return drive(
+            self.messenger,
+            _spec(self.s, self.messenger, "messenger", rate),
+            self.messenger_peers,
+            self.s.workers,
+            _extra_cpu(self.db),
+        )
+
+
+def live(s: Settings, progress: Progress, sweep: bool) -> tuple[Rows, Rows]:
+    """Per database: alternating closed-loop rounds, then (optionally) the sweep."""
+    rows: Rows = []
+    curve: Rows = []
+    for db in s.dbs:
+        with (
+            servers.database(db, s.workdir) as url,
+            servers.running(servers.start_relay(s.workdir)) as relay,
+            servers.running(servers.start_messenger(s.workdir, url)) as messenger,
+        ):
+            pair = _Pair(s, relay, messenger, db)
+            relay_row, messenger_row = _rounds(pair, progress)
+            rows += [relay_row, messenger_row]
+            if sweep:
+                curve += _sweep(
+                    pair, progress, relay_row["msgs_per_s"], messenger_row["msgs_per_s"]
+                )
+    return rows, curve
+
+
+def _rounds(pair: _Pair, progress: Progress) -> tuple[dict[str, Any], dict[str, Any]]:
+    relays: Rows = []
+    messengers: Rows = []
+    for i in range(pair.s.rounds):
+        with progress.step(f"live {pair.db} round {i + 1}: relay"):
+            relays.append(pair.run_relay())
+        with progress.step(f"live {pair.db} round {i + 1}: messenger"):
+            messengers.append(pair.run_messenger())
+    ratios = [
+        _ratio(m["msgs_per_s"], r["msgs_per_s"]) for r, m in zip(relays, messengers, strict=True)
+    ]
+    cpu_ratios = [
+        _ratio(r["cpu_ms_per_msg"], m["cpu_ms_per_msg"])
+        for r, m in zip(relays, messengers, strict=True)
+    ]
+    relay_row = {
+        "target": "relay",
+        "db": "-",
+        "baseline_for": pair.db,
+        "rounds_msgs_per_s": [r["msgs_per_s"] for r in relays],
+        **_median_row(relays),
+    }
+    messenger_row = {
+        "target": "messenger",
+        "db": pair.db,
+        "rounds_msgs_per_s": [m["msgs_per_s"] for m in messengers],
+        "rounds_ratio": ratios,
+        "ratio_vs_relay": round(statistics.median(ratios), 3),
+        "cpu_efficiency_vs_relay": round(statistics.median(cpu_ratios), 3),
+        **_median_row(messengers),
+    }
+    return relay_row, messenger_row
+
+
+def _sweep(pair: _Pair, progress: Progress, relay_peak: float, messenger_peak: float) -> Rows:
+    """Both servers at the same offered rates (fractions of messenger's peak), then the
+    relay at half its own peak, for the "p99 at half the peak rate" comparison."""
+    out: Rows = []
+    for fraction in pair.s.sweep_fractions:
+        rate = max(1.0, round(fraction * messenger_peak))
+        with progress.step(f"sweep {pair.db}: messenger at {rate:.0f}/s"):
+            row = pair.run_messenger(rate)
+        out.append(
+            {
+                "target": "messenger",
+                "db": pair.db,
+                "series": f"messenger on {pair.db}",
+                "fraction_of_own_peak": fraction,
+                **row,
+            }
+        )
+        with progress.step(f"sweep {pair.db}: relay at {rate:.0f}/s"):
+            row = pair.run_relay(rate)
+        out.append(
+            {
+                "target": "relay",
+                "db": "-",
+                "series": f"relay (beside {pair.db})",
+                "fraction_of_own_peak": None,
+                **row,
+            }
+        )
+    rate = max(1.0, round(0.5 * relay_peak))
+    with progress.step(f"sweep {pair.db}: relay at {rate:.0f}/s (half its peak)"):
+        row = pair.run_relay(rate)
+    out.append(
+        {
+            "target": "relay",
+            "db": "-",
+            "series": f"relay (beside {pair.db})",
+            "fraction_of_own_peak": 0.5,
+            **row,
+        }
+    )
+    return out

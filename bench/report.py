@@ -1,0 +1,243 @@
+"""Turn results into what people read: markdown tables, a JSON file and a PNG plot."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on: they mean little without it."""
+    cpu = ""
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
+        cpu = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in lscpu.splitlines()
+                if ln.startswith("Model name")
+            ),
+            "",
+        )
+    except (OSError, subprocess.SubprocessError):
+        pass
+    versions = {}
+    for name in (
+        "python-socketio",
+        "python-engineio",
+        "aiohttp",
+        "SQLAlchemy",
+        "aiosqlite",
+        "asyncpg",
+    ):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "-"
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "packages": versions,
+    }
+
+
+def headline(results: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers a reader (or CI) looks for first, from the first database's run."""
+    live = [r for r in results.get("live", []) if r["target"] == "messenger"]
+    out: dict[str, Any] = {}
+    if live:
+        first = live[0]
+        relay = next(
+            r
+            for r in results["live"]
+            if r["target"] == "relay" and r["baseline_for"] == first["db"]
+        )
+        out = {
+            "live_ratio_vs_relay": first["ratio_vs_relay"],
+            "live_msgs_per_s": first["msgs_per_s"],
+            "live_p50_ms": first["push"]["p50_ms"],
+            "live_p99_ms": first["push"]["p99_ms"],
+            "live_receipt_p99_ms": first["receipt"]["p99_ms"],
+            "live_cpu_ms_per_msg": first.get("cpu_ms_per_msg"),
+            "live_cpu_efficiency_vs_relay": first.get("cpu_efficiency_vs_relay"),
+            "live_db": first["db"],
+            "relay_msgs_per_s": relay["msgs_per_s"],
+            "relay_p99_ms": relay["push"]["p99_ms"],
+            "relay_cpu_ms_per_msg": relay.get("cpu_ms_per_msg"),
+        }
+    for row in results.get("sweep", []):
+        if row.get("fraction_of_own_peak") == 0.5:
+            key = "_".join(row["series"].replace("(", "").replace(")", "").split())
+            out[f"p99_at_half_peak_ms__{key}"] = row["push"]["p99_ms"]
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:,.1f}" if value >= 100 else f"{value:g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "-" if value is None else str(value)
+
+
+def _get(row: dict[str, Any], path: str) -> Any:
+    """`a.b` reads row["a"]["b"]; a missing field shows as "-"."""
+    value: Any = row
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _table(columns: list[tuple[str, str]], rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(_get(r, p)) for _, p in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+CPU = [
+    ("server CPU %", "server_cpu_pct"),
+    ("PG CPU %", "db_cpu_pct"),
+    ("loadgen CPU %", "loadgen_cpu_pct"),
+    ("other CPU %", "other_cpu_pct"),
+]
+TABLES: list[tuple[str, str, list[tuple[str, str]]]] = [
+    (
+        "live",
+        "live (closed loop, both sides online; median of the rounds)",
+        [
+            ("target", "target"),
+            ("db", "db"),
+            ("msgs/s", "msgs_per_s"),
+            ("ratio", "ratio_vs_relay"),
+            ("server CPU ms/msg", "cpu_ms_per_msg"),
+            ("push p50 ms", "push.p50_ms"),
+            ("push p99 ms", "push.p99_ms"),
+            ("push max ms", "push.max_ms"),
+            ("receipt p50 ms", "receipt.p50_ms"),
+            ("receipt p99 ms", "receipt.p99_ms"),
+            *CPU,
+            ("errors", "errors"),
+            ("lost", "lost"),
+        ],
+    ),
+    (
+        "sweep",
+        "offered-rate sweep (open loop)",
+        [
+            ("series", "series"),
+            ("offered/s", "offered_per_s"),
+            ("achieved/s", "msgs_per_s"),
+            ("server CPU ms/msg", "cpu_ms_per_msg"),
+            ("push p50 ms", "push.p50_ms"),
+            ("push p99 ms", "push.p99_ms"),
+            ("receipt p99 ms", "receipt.p99_ms"),
+            *CPU,
+        ],
+    ),
+    (
+        "offline",
+        "offline backlog (one device connects; timed until `synced`)",
+        [
+            ("db", "db"),
+            ("queued", "queued"),
+            ("received", "received"),
+            ("seconds", "seconds"),
+            ("msgs/s", "msgs_per_s"),
+            ("RSS start MB", "rss_start_mb"),
+            ("RSS peak MB", "rss_peak_mb"),
+        ],
+    ),
+    (
+        "history",
+        "history pages of 50",
+        [
+            ("db", "db"),
+            ("messages", "messages"),
+            ("pages", "pages"),
+            ("p50 ms", "p50_ms"),
+            ("p99 ms", "p99_ms"),
+            ("max ms", "max_ms"),
+            ("short/failed", "short_or_failed"),
+        ],
+    ),
+    (
+        "connections",
+        "idle connections",
+        [
+            ("target", "target"),
+            ("db", "db"),
+            ("sockets", "sockets"),
+            ("connect s", "connect_s"),
+            ("server CPU ms/connect", "connect_cpu_ms"),
+            ("RSS before MB", "rss_before_mb"),
+            ("RSS after MB", "rss_after_mb"),
+            ("KB/conn", "kb_per_conn"),
+        ],
+    ),
+]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """All result tables, in the order the scenarios ran, then the headline numbers."""
+    parts = [
+        f"### {title}\n\n" + _table(columns, results[key])
+        for key, title, columns in TABLES
+        if results.get(key)
+    ]
+    for name, error in results.get("failures", {}).items():
+        parts.append(f"**{name} failed:** `{error}`")
+    head = headline(results)
+    if head:
+        rows = [{"metric": k, "value": v} for k, v in head.items()]
+        parts.append("### headline\n\n" + _table([("metric", "metric"), ("value", "value")], rows))
+    return "\n\n".join(parts) + "\n"
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    payload = {**headline(results), **results}
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def plot(results: dict[str, Any], path: Path) -> bool:
+    """Latency (p50 dashed, p99 solid) versus offered rate, one colour per target."""
+    rows = [r for r in results.get("sweep", []) if r.get("offered_per_s")]
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=110, layout="constrained")
+    # messenger series first, in colour; relay series after them, in greys.
+    series = sorted({r["series"] for r in rows}, key=lambda name: (name.startswith("relay"), name))
+    messengers = itertools.cycle(("tab:blue", "tab:orange", "tab:green"))
+    relays = itertools.cycle(("dimgray", "darkgray", "black"))
+    for target in series:
+        colour = next(relays if target.startswith("relay") else messengers)
+        points = sorted(
+            (r["offered_per_s"], r["push"]["p50_ms"], r["push"]["p99_ms"])
+            for r in rows
+            if r["series"] == target
+        )
+        xs = [p[0] for p in points]
+        ax.plot(xs, [p[2] for p in points], "-o", color=colour, label=f"{target} p99")
+        ax.plot(xs, [p[1] for p in points], "--", color=colour, label=f"{target} p50")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered rate (messages/s)")
+    ax.set_ylabel("send -> recipient event latency (ms)")
+    ax.set_title("Latency vs offered rate (open loop, 127.0.0.1)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize=8)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
