@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench
+.PHONY: serve test lint bench web
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,3 +24,7 @@ test: $(STAMP)
 # make bench ARGS=--quick   (everything takes ~15 minutes; see docs/performance.md)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
+
+# The web client (served at / once built); Node is needed only for this step.
+web:
+	cd web && npm ci --no-audit --no-fund && npm run build
