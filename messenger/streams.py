@@ -31,7 +31,8 @@ class StreamReader:
 
     async def head(self, user_id: int) -> int:
         """The cursor of the user's newest event (0 before the first)."""
-        return (await self.heads([user_id])).get(user_id, 0)
+        async with self._db.reader.connect() as conn:
+            return await queries.stream_head(conn, user_id)
 
     async def heads(self, user_ids: Sequence[int]) -> dict[int, int]:
         async with self._db.reader.connect() as conn:

@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import groupby
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -362,19 +363,33 @@ def _chain(first: asyncio.Future[SendResult], repeat: asyncio.Future[SendResult]
 async def _apply_marks(
     conn: AsyncConnection, marks: list[_Mark], now: datetime, outcome: _Outcome
 ) -> list[tuple[UserRef, int, dict[str, Any]]]:
-    """Raise statuses; return one receipt (reader, sender id, payload) per sender."""
+    """Raise statuses; return one receipt (reader, sender id, payload) per item and
+    sender. Consecutive items of one status share a statement; runs keep queue order,
+    so a `delivered` queued after a `read` of the same message still changes nothing.
+    """
     receipts: list[tuple[UserRef, int, dict[str, Any]]] = []
-    for mark in marks:
-        changed = await queries.mark_status(conn, mark.user.id, mark.ids, mark.status, now)
-        outcome.answers.append((mark.future, len(changed)))
-        if mark.status == STATUS_READ:
-            outcome.read += len(changed)
-        else:
-            outcome.delivered += len(changed)
-        by_sender: dict[int, list[int]] = defaultdict(list)
+    for status, run in groupby(marks, key=lambda mark: mark.status):
+        items = list(run)
+        pairs = [(mark.user.id, message_id) for mark in items for message_id in mark.ids]
+        changed = await queries.mark_status(conn, pairs, status, now)
+        # Each changed message counts for the first item of its recipient naming it.
+        claims: dict[tuple[int, int], _Mark] = {}
+        for mark in items:
+            for message_id in mark.ids:
+                claims.setdefault((mark.user.id, message_id), mark)
+        by_item: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
         for row in changed:
-            by_sender[row["sender_id"]].append(row["id"])
-        for sender_id, ids in sorted(by_sender.items()):
-            payload = receipt_payload(ids, mark.status, mark.user.username, now)
-            receipts.append((mark.user, sender_id, payload))
+            mark = claims[(row["recipient_id"], row["id"])]
+            by_item[id(mark)][row["sender_id"]].append(row["id"])
+        for mark in items:
+            by_sender = by_item.get(id(mark), {})
+            updated = sum(len(ids) for ids in by_sender.values())
+            outcome.answers.append((mark.future, updated))
+            if status == STATUS_READ:
+                outcome.read += updated
+            else:
+                outcome.delivered += updated
+            for sender_id, ids in sorted(by_sender.items()):
+                payload = receipt_payload(ids, status, mark.user.username, now)
+                receipts.append((mark.user, sender_id, payload))
     return receipts

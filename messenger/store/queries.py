@@ -59,6 +59,12 @@ async def usernames(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, str]
     return {row.id: row.username for row in result}
 
 
+async def stream_head(conn: AsyncConnection, user_id: int) -> int:
+    """The cursor of the user's newest event (0 before the first, or no such user)."""
+    result = await conn.execute(select(users.c.stream_seq).where(users.c.id == user_id))
+    return int(result.scalar_one_or_none() or 0)
+
+
 async def stream_heads(conn: AsyncConnection, user_ids: Sequence[int]) -> dict[int, int]:
     result = await conn.execute(
         select(users.c.id, users.c.stream_seq).where(users.c.id.in_(user_ids))
@@ -213,25 +219,30 @@ async def insert_stream_events(conn: AsyncConnection, rows: Sequence[dict[str, A
 
 
 async def mark_status(
-    conn: AsyncConnection, recipient_id: int, ids: Sequence[int], status: int, now: datetime
+    conn: AsyncConnection, marks: Sequence[tuple[int, int]], status: int, now: datetime
 ) -> list[RowMapping]:
-    """Raise the status of the recipient's messages among `ids`; returns (id, sender_id)
-    of the rows that changed. Others' messages and lower statuses are left alone."""
+    """Raise to `status` the messages of the (recipient_id, message_id) pairs, in one
+    statement; returns (id, sender_id, recipient_id) of the rows that changed, by id.
+
+    A pair whose message is not addressed to that recipient, or is already at or past
+    the status, changes nothing: others' ids are ignored and receipts never go back.
+    """
     values: dict[str, Any] = {
         "status": status,
         "delivered_at": func.coalesce(messages.c.delivered_at, now),
     }
     if status == STATUS_READ:
         values["read_at"] = now
+    ids = sorted({message_id for _, message_id in marks})
     result = await conn.execute(
         update(messages)
         .where(
-            messages.c.recipient_id == recipient_id,
-            messages.c.id.in_(ids),
+            messages.c.id.in_(ids),  # the primary key finds the rows
+            tuple_(messages.c.recipient_id, messages.c.id).in_(list(set(marks))),
             messages.c.status < status,
         )
         .values(**values)
-        .returning(messages.c.id, messages.c.sender_id)
+        .returning(messages.c.id, messages.c.sender_id, messages.c.recipient_id)
     )
     return sorted(result.mappings(), key=lambda row: row["id"])
 
