@@ -74,6 +74,9 @@ def normalize_username(value: Any, field: str = "username") -> str:
     """Usernames are case-insensitive: stored and compared lower-case."""
     if not isinstance(value, str):
         raise invalid(f"{field} must be a string")
+    if not value.isascii():
+        # Checked before lower-casing: the Kelvin sign (U+212A) lower-cases to "k".
+        raise invalid(f"{field} must be 3 to 64 characters of a-z 0-9 . _ % + @ -")
     name = value.lower()
     if not USERNAME_PATTERN.fullmatch(name):
         raise invalid(f"{field} must be 3 to 64 characters of a-z 0-9 . _ % + @ -")

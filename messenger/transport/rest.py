@@ -70,9 +70,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code = CODE_OF_STATUS.get(exc.status, ErrorCode.INVALID)
-        return web.json_response(
+        response = web.json_response(
             {"error": {"code": code.value, "message": exc.reason}}, status=exc.status
         )
+        if "Allow" in exc.headers:  # a 405 says which methods the resource has
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception as exc:
         error = classify_failure(exc)
         log.error("%s %s failed: %s (%r)", request.method, request.path, error.code, exc)

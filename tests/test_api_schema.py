@@ -1,0 +1,751 @@
+"""docs/openapi.yaml and docs/asyncapi.yaml against the server.
+
+The OpenAPI document is checked with schemathesis against a running server: every
+documented operation with requests that provoke each status we can provoke (answers
+must be documented and match their schemas exactly), then a bounded fuzz of every
+operation with generated valid and invalid requests. The router and the document must
+list the same routes. The AsyncAPI document is checked structurally: it names every
+event of `messenger.protocol`, its examples validate against its own schemas, and real
+payloads from a running server validate against them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hypothesis
+import jsonschema_rs
+import pytest
+import requests
+import schemathesis
+import socketio
+import yaml
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from messenger import protocol
+from messenger.config import Settings
+from messenger.errors import ErrorCode
+from messenger.transport.rest import MAX_REQUEST_BYTES
+from messenger.transport.web import WEB_DIR
+from tests.support import PASSWORD, Device, Http, RunningServer
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+OPENAPI = DOCS / "openapi.yaml"
+ASYNCAPI = DOCS / "asyncapi.yaml"
+# Socket.IO's own routes are described by asyncapi.yaml, not openapi.yaml.
+SOCKET_IO_PATH = "/socket.io/"
+FOREIGN = "http://evil.example"
+# Per operation and generation mode. Each example is one request; the whole fuzz stays
+# a few seconds per backend.
+FUZZ_EXAMPLES = 50
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+ANN, BOB = "ann@example.com", "bob@example.com"
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as file:
+        document = yaml.safe_load(file)
+    assert isinstance(document, dict), path
+    return document
+
+
+def openapi_document() -> dict[str, Any]:
+    return load_yaml(OPENAPI)
+
+
+def resolve(document: dict[str, Any], ref: str) -> Any:
+    node: Any = document
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def dereference(document: dict[str, Any], node: Any) -> Any:
+    while isinstance(node, dict) and "$ref" in node and len(node) == 1:
+        node = resolve(document, node["$ref"])
+    return node
+
+
+def component_validator(document: dict[str, Any], pointer: str) -> Any:
+    """A validator for one schema of `document` (by JSON pointer), refs resolved in it."""
+    return jsonschema_rs.Draft202012Validator(
+        {"$ref": pointer, "components": document.get("components", {})}
+    )
+
+
+def assert_valid(validator: Any, instance: Any, what: str) -> None:
+    errors = [str(error) for error in validator.iter_errors(instance)]
+    assert not errors, f"{what}: {errors} in {json.dumps(instance)[:1000]}"
+
+
+def walk_schemas(node: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every object in a document that has `properties` or `required`, with its place."""
+    if isinstance(node, dict):
+        if "properties" in node or "required" in node:
+            yield where, node
+        for key, value in node.items():
+            yield from walk_schemas(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from walk_schemas(value, f"{where}/{index}")
+
+
+def assert_required_are_declared(document: dict[str, Any]) -> None:
+    """A `required` name missing from `properties` would be accepted as anything."""
+    for where, schema in walk_schemas(document.get("components", {}), "#/components"):
+        required = schema.get("required")
+        if isinstance(required, list) and "properties" in schema:
+            missing = set(required) - set(schema["properties"])
+            assert not missing, f"{where}: required {sorted(missing)} not in properties"
+
+
+# -- OpenAPI: routes ------------------------------------------------------------------
+
+
+def spec_routes(document: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in HTTP_METHODS
+    }
+
+
+def server_routes(server: RunningServer) -> set[tuple[str, str]]:
+    routes = set()
+    for route in server.node.app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if not path.startswith(SOCKET_IO_PATH):
+            routes.add((route.method, path))
+    return routes
+
+
+async def test_every_route_is_documented_and_every_documented_route_exists(
+    server: RunningServer,
+) -> None:
+    documented = spec_routes(openapi_document())
+    served = server_routes(server)
+    # aiohttp answers HEAD wherever it answers GET; the document says so once.
+    heads = {(method, path) for method, path in served if method == "HEAD"}
+    assert heads == {("HEAD", path) for method, path in served if method == "GET"}
+    served -= heads
+    # The web client's files are served only when there is a build.
+    optional = set() if (WEB_DIR / "index.html").is_file() else {("GET", "/static/{name}")}
+    assert served - documented == set(), "served but not in docs/openapi.yaml"
+    assert documented - served - optional == set(), "in docs/openapi.yaml but not served"
+
+
+def test_openapi_document_is_well_formed() -> None:
+    document = openapi_document()
+    assert document["openapi"].startswith("3.1.")
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        **document["components"]["securitySchemes"]["bearer"],
+        "type": "http",
+        "scheme": "bearer",
+    }
+    # Every error code the server has is in the document's enum, and no other.
+    enum = document["components"]["schemas"]["ErrorCode"]["enum"]
+    assert sorted(enum) == sorted(code.value for code in ErrorCode)
+    # schemathesis can read every operation.
+    schema = schemathesis.openapi.from_dict(document)
+    for result in schema.get_all_operations():
+        result.ok()
+    # Limits in the document are the server's.
+    schemas = document["components"]["schemas"]
+    assert schemas["Password"]["minLength"] == protocol.PASSWORD_MIN
+    assert schemas["Password"]["maxLength"] == protocol.PASSWORD_MAX
+    assert schemas["Username"]["pattern"] == f"^{protocol.USERNAME_PATTERN.pattern}$"
+    assert schemas["Message"]["properties"]["client_id"]["maxLength"] == protocol.CLIENT_ID_MAX
+    assert schemas["MessageId"]["maximum"] == protocol.ID_MAX
+    # The input form admits upper case, and only that, beyond the stored form.
+    assert schemas["UsernameInput"]["pattern"] == schemas["Username"]["pattern"].replace(
+        "a-z", "A-Za-z"
+    )
+    assert_required_are_declared(document)
+
+
+# -- OpenAPI: the running server --------------------------------------------------------
+
+
+class Conformance:
+    """Sends requests to the server (blocking: run it in a thread) and validates each
+    answer against the document with schemathesis' checks."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.document = openapi_document()
+        self.schema = schemathesis.openapi.from_dict(self.document)
+        # Unknown query parameters are ignored by the server, not refused; the bearer
+        # token is the test's own (passed as a header), not generated.
+        self.schema.config.generation.update(
+            allow_extra_parameters=False, with_security_parameters=False
+        )
+        self.operations = {
+            (op.method.upper(), op.path): op
+            for op in (result.ok() for result in self.schema.get_all_operations())
+        }
+        self.session = requests.Session()
+        self.seen: set[tuple[str, str, int]] = set()
+
+    def operation(self, method: str, path: str) -> Any:
+        return self.operations[(method, path)]
+
+    def expect(
+        self,
+        status: int,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        **case: Any,
+    ) -> schemathesis.Response:
+        """A request built from `case`, its answer checked and its status asserted."""
+        op = self.operation(method, path)
+        built = op.Case(**case)
+        all_headers = dict(headers or {})
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        response = built.call(base_url=self.base_url, session=self.session, headers=all_headers)
+        built.validate_response(response, checks=CHECKS, headers=all_headers)
+        assert response.status_code == status, (method, path, case, response.text)
+        self.seen.add((method, path, status))
+        return response
+
+    def raw(
+        self, status: int, method: str, path: str, url_path: str, **kwargs: Any
+    ) -> requests.Response:
+        """A request schemathesis cannot build (bad bodies), its answer still checked."""
+        op = self.operation(method, path)
+        response = self.session.request(method, self.base_url + url_path, **kwargs)
+        op.Case().validate_response(response, checks=CHECKS)
+        assert response.status_code == status, (method, url_path, response.text)
+        self.seen.add((method, path, status))
+        return response
+
+    def fuzz(self, method: str, path: str, headers: dict[str, str]) -> bool:
+        """Generated valid requests, then invalid ones, which must be refused; returns
+        whether there were invalid ones to make (not without inputs, or for `/static/`,
+        whose only invalid name would be an empty path segment)."""
+        op = self.operation(method, path)
+        self._fuzz(op, GenerationMode.POSITIVE, headers, CHECKS)
+        try:
+            self._fuzz(op, GenerationMode.NEGATIVE, headers, [*CHECKS, negative_data_rejection])
+        except hypothesis.errors.Unsatisfiable:
+            return False
+        return True
+
+    def _fuzz(self, op: Any, mode: GenerationMode, headers: dict[str, str], checks: Any) -> None:
+        @hypothesis.settings(
+            max_examples=FUZZ_EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+            suppress_health_check=list(hypothesis.HealthCheck),
+        )
+        @hypothesis.given(case=op.as_strategy(generation_mode=mode))
+        def run(case: Any) -> None:
+            case.call_and_validate(
+                base_url=self.base_url, session=self.session, headers=headers, checks=checks
+            )
+
+        run()
+
+
+def provoke_every_status(api: Conformance, token: str, other_token: str) -> None:
+    """Each documented status we can cause without breaking the database."""
+    users, sessions = "/api/v1/users", "/api/v1/sessions"
+    conversations = "/api/v1/conversations"
+    history = "/api/v1/conversations/{username}/messages"
+    logout = "/api/v1/sessions/current"
+    origin = {"Origin": FOREIGN}
+
+    # POST /api/v1/users
+    api.expect(
+        201, "POST", users, body={"username": "Carol.Upper@Example.COM", "password": "p" * 8}
+    )
+    api.expect(
+        409, "POST", users, body={"username": "CAROL.upper@example.com", "password": PASSWORD}
+    )
+    for body in (
+        {"username": "ab", "password": PASSWORD},
+        {"username": "a" * 65, "password": PASSWORD},
+        {"username": "ann example", "password": PASSWORD},
+        {"username": "dave@example.com", "password": "p" * 7},
+        {"username": "dave@example.com", "password": "p" * 257},
+        {"username": "dave@example.com", "password": "p\x00" * 8},
+        {"username": 5, "password": PASSWORD},
+        {"password": PASSWORD},
+    ):
+        api.expect(400, "POST", users, body=body)
+    api.raw(400, "POST", users, users, data=b"not json")
+    api.raw(400, "POST", users, users, json=["a list"])
+    api.raw(400, "POST", users, users, data=b'{"username": NaN}')
+    api.raw(413, "POST", users, users, data=b" " * (MAX_REQUEST_BYTES + 1))
+    api.expect(403, "POST", users, headers=origin, body={"username": "eve1", "password": PASSWORD})
+
+    # POST /api/v1/sessions
+    created = api.expect(
+        201, "POST", sessions, body={"username": "CAROL.UPPER@example.com", "password": "p" * 8}
+    )
+    assert created.json()["user"] == {"username": "carol.upper@example.com"}
+    api.expect(
+        401, "POST", sessions, body={"username": "carol.upper@example.com", "password": PASSWORD}
+    )
+    api.expect(401, "POST", sessions, body={"username": "nobody@example.com", "password": PASSWORD})
+    api.expect(400, "POST", sessions, body={"username": "nobody@example.com", "password": "short"})
+    api.raw(413, "POST", sessions, sessions, data=b" " * (MAX_REQUEST_BYTES + 1))
+    api.expect(403, "POST", sessions, headers=origin, body={"username": ANN, "password": PASSWORD})
+    # Bursts of 10 per username, then 429.
+    limited = {"username": "limited@example.com", "password": PASSWORD}
+    for status in [401] * 10 + [429]:
+        api.expect(status, "POST", sessions, body=limited)
+
+    # GET /api/v1/conversations
+    listed = api.expect(200, "GET", conversations, token=token).json()
+    assert [item["with"] for item in listed["conversations"]] == [BOB]
+    api.expect(200, "GET", conversations, token=token, query={"limit": 1})
+    api.expect(200, "GET", conversations, token=token, query={"limit": 500})
+    for limit in ("0", "501", "-1", "x", "1.5"):
+        api.expect(400, "GET", conversations, token=token, query={"limit": limit})
+    api.expect(401, "GET", conversations)
+    api.expect(401, "GET", conversations, token="not-a-token")
+    api.expect(401, "GET", conversations, headers={"Authorization": f"Basic {token}"})
+    api.expect(403, "GET", conversations, token=token, headers=origin)
+
+    # GET /api/v1/conversations/{username}/messages
+    page = api.expect(
+        200, "GET", history, token=token, path_parameters={"username": "Bob@Example.com"}
+    )
+    messages = page.json()["messages"]
+    assert [m["status"] for m in messages] == ["read", "sent"], messages
+    first, last = messages[0]["id"], messages[-1]["id"]
+    older = api.expect(
+        200,
+        "GET",
+        history,
+        token=token,
+        path_parameters={"username": BOB},
+        query={"before": last, "limit": 1},
+    ).json()
+    assert [m["id"] for m in older["messages"]] == [first] and older["has_more"] is False
+    api.expect(
+        200, "GET", history, token=token, path_parameters={"username": BOB}, query={"after": first}
+    )
+    api.expect(
+        400,
+        "GET",
+        history,
+        token=token,
+        path_parameters={"username": BOB},
+        query={"before": last, "after": first},
+    )
+    api.expect(400, "GET", history, token=token, path_parameters={"username": ANN})
+    api.expect(400, "GET", history, token=token, path_parameters={"username": "ab"})
+    api.expect(
+        400, "GET", history, token=token, path_parameters={"username": BOB}, query={"limit": 101}
+    )
+    api.expect(
+        400, "GET", history, token=token, path_parameters={"username": BOB}, query={"before": 0}
+    )
+    api.expect(
+        400, "GET", history, token=token, path_parameters={"username": BOB}, query={"before": 2**63}
+    )
+    api.expect(404, "GET", history, token=token, path_parameters={"username": "nobody@example.com"})
+    api.expect(401, "GET", history, path_parameters={"username": BOB})
+    api.expect(403, "GET", history, token=token, headers=origin, path_parameters={"username": BOB})
+
+    # GET /healthz, /metrics, /, /static/{name}
+    api.expect(200, "GET", "/healthz")
+    api.expect(403, "GET", "/healthz", headers=origin)
+    metrics = api.expect(200, "GET", "/metrics")
+    assert "# TYPE" in metrics.text
+    api.expect(403, "GET", "/metrics", headers=origin)
+    api.expect(200, "GET", "/")
+    api.expect(403, "GET", "/", headers=origin)
+    if (WEB_DIR / "index.html").is_file():
+        built = sorted(p.name for p in WEB_DIR.iterdir() if p.is_file())
+        api.expect(200, "GET", "/static/{name}", path_parameters={"name": built[0]})
+        api.expect(404, "GET", "/static/{name}", path_parameters={"name": "no-such-file.js"})
+        api.expect(403, "GET", "/static/{name}", headers=origin, path_parameters={"name": built[0]})
+
+    # DELETE /api/v1/sessions/current (the other token: `token` is used afterwards)
+    api.expect(403, "DELETE", logout, token=other_token, headers=origin)
+    api.expect(204, "DELETE", logout, token=other_token)
+    api.expect(401, "DELETE", logout, token=other_token)
+    api.expect(401, "DELETE", logout)
+    api.expect(401, "GET", conversations, token=other_token)
+
+    # Not operations, but the document promises their bodies: unknown routes and methods.
+    error = component_validator(api.document, "#/components/schemas/Error")
+    unknown = api.session.get(api.base_url + "/api/v1/nothing-here")
+    assert unknown.status_code == 404
+    assert_valid(error, unknown.json(), "unknown route")
+    assert unknown.json()["error"]["code"] == "not_found"
+    wrong = api.session.put(api.base_url + "/api/v1/users", json={})
+    assert wrong.status_code == 405
+    assert_valid(error, wrong.json(), "wrong method")
+    assert wrong.json()["error"]["code"] == "invalid"
+
+    # Every documented status was seen, but those of a failing database (500, 503).
+    documented = {
+        (method.upper(), path, int(status))
+        for path, item in api.document["paths"].items()
+        for method, operation in item.items()
+        if method in HTTP_METHODS
+        for status in operation["responses"]
+        if int(status) not in (500, 503)
+    }
+    if not (WEB_DIR / "index.html").is_file():
+        documented = {entry for entry in documented if entry[1] != "/static/{name}"}
+    assert documented - api.seen == set(), "documented but not provoked"
+
+
+def probe_documented_limits(api: Conformance, token: str) -> None:
+    """The limits the document states are the server's: every integer query parameter
+    is accepted at its documented minimum and maximum and refused just beyond them, and
+    so is the password at its documented lengths."""
+    probed = 0
+    for (method, path), _op in sorted(api.operations.items()):
+        documented = api.document["paths"][path][method.lower()]
+        path_parameters = {"username": BOB} if "{username}" in path else None
+        for parameter in documented.get("parameters", []):
+            schema = dereference(api.document, parameter["schema"])
+            if parameter["in"] != "query" or schema.get("type") != "integer":
+                continue
+            low, high = schema["minimum"], schema["maximum"]
+            name = parameter["name"]
+            for value, status in ((low, 200), (high, 200), (low - 1, 400), (high + 1, 400)):
+                api.expect(
+                    status,
+                    method,
+                    path,
+                    token=token,
+                    path_parameters=path_parameters,
+                    query={name: value},
+                )
+                probed += 1
+    password = api.document["components"]["schemas"]["Password"]
+    for length, status in (
+        (password["minLength"], 201),
+        (password["maxLength"], 201),
+        (password["minLength"] - 1, 400),
+        (password["maxLength"] + 1, 400),
+    ):
+        body = {"username": f"length{length}@example.com", "password": "p" * length}
+        api.expect(status, "POST", "/api/v1/users", body=body)
+        probed += 1
+    assert probed >= 16, probed
+
+
+def fuzz_every_operation(api: Conformance, token: str) -> None:
+    auth = {"Authorization": f"Bearer {token}"}
+    negative = set()
+    for method, path in sorted(api.operations):
+        if (method, path) == ("DELETE", "/api/v1/sessions/current"):
+            continue  # no input to vary; it would revoke the token the others use
+        if api.fuzz(method, path, auth):
+            negative.add((method, path))
+    assert negative == {
+        ("POST", "/api/v1/users"),
+        ("POST", "/api/v1/sessions"),
+        ("GET", "/api/v1/conversations"),
+        ("GET", "/api/v1/conversations/{username}/messages"),
+    }
+
+
+async def conversation(server: RunningServer, http: Http) -> tuple[str, str]:
+    """ann and bob, two messages from ann (the first read by bob); ann's two tokens."""
+    for name in (ANN, BOB):
+        assert (await http.register(name))[0] == 201
+    tokens = []
+    for name in (ANN, ANN, BOB):
+        status, body = await http.login(name)
+        assert status == 201, body
+        tokens.append(body["token"])
+    ann, bob = Device(server.url), Device(server.url)
+    await ann.connect(tokens[0])
+    await bob.connect(tokens[2])
+    try:
+        first = await ann.send(BOB, "hello", "c-1")
+        await ann.send(BOB, "again", "c-2")
+        assert (await bob.call("read", {"ids": [first["message"]["id"]]}))["ok"]
+    finally:
+        await ann.disconnect()
+        await bob.disconnect()
+    return tokens[0], tokens[1]
+
+
+async def test_server_answers_as_openapi_documents(server: RunningServer, http: Http) -> None:
+    token, other_token = await conversation(server, http)
+    api = Conformance(server.url)
+    # Blocking requests: in a thread, while this loop serves them.
+    await asyncio.to_thread(provoke_every_status, api, token, other_token)
+    await asyncio.to_thread(probe_documented_limits, api, token)
+    await asyncio.to_thread(fuzz_every_operation, api, token)
+
+
+# -- AsyncAPI ---------------------------------------------------------------------------
+# The document describes the server: a client's event is an operation with action
+# `receive` (answered by its `reply`, the acknowledgement), a server's event `send`.
+
+CLIENT_EVENTS = [
+    protocol.SEND,
+    protocol.DELIVERED,
+    protocol.READ,
+    protocol.HISTORY,
+    protocol.SYNC,
+    protocol.PRESENCE,
+    protocol.BLOCK,
+    protocol.UNBLOCK,
+    protocol.PRIVATE_MESSAGE,
+]
+SERVER_EVENTS = [
+    protocol.NEW_MESSAGE,
+    protocol.RECEIPT,
+    protocol.SYNCED,
+    protocol.RECEIVED_MESSAGE,
+    protocol.ERROR,
+]
+
+
+def asyncapi_document() -> dict[str, Any]:
+    return load_yaml(ASYNCAPI)
+
+
+def operations_by_event(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(action, event name) -> the operation; the event name is its channel's address."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for name, operation in document["operations"].items():
+        channel = dereference(document, operation["channel"])
+        key = (operation["action"], channel["address"])
+        assert key not in found, f"two operations for {key}"
+        found[key] = operation
+        for message in operation["messages"]:
+            # AsyncAPI 3: an operation's messages are messages of its channel.
+            assert message["$ref"].startswith(operation["channel"]["$ref"] + "/messages/"), name
+    return found
+
+
+def payload_validator(document: dict[str, Any], message: Any) -> Any:
+    """A validator for a message's payload (the message given by a $ref or inline)."""
+    payload = dereference(document, message)["payload"]
+    return jsonschema_rs.Draft202012Validator({**payload, "components": document["components"]})
+
+
+def request_validator(document: dict[str, Any], event: str) -> Any:
+    operation = operations_by_event(document)[("receive", event)]
+    return payload_validator(document, operation["messages"][0])
+
+
+def ack_validator(document: dict[str, Any], event: str) -> Any:
+    operation = operations_by_event(document)[("receive", event)]
+    return payload_validator(document, operation["reply"]["messages"][0])
+
+
+def event_validator(document: dict[str, Any], event: str) -> Any:
+    operation = operations_by_event(document)[("send", event)]
+    return payload_validator(document, operation["messages"][0])
+
+
+def protocol_event_names() -> set[str]:
+    """Every event-name constant of messenger.protocol, so a new one is noticed."""
+    names = {
+        value
+        for name, value in vars(protocol).items()
+        if name.isupper() and isinstance(value, str) and name != "COMPAT_SEED"
+    }
+    assert names == {*CLIENT_EVENTS, *SERVER_EVENTS}, "update CLIENT_EVENTS / SERVER_EVENTS"
+    return names
+
+
+def test_asyncapi_names_every_event() -> None:
+    document = asyncapi_document()
+    assert document["asyncapi"].startswith("3.0.")
+    operations = operations_by_event(document)
+    protocol_event_names()
+    for event in CLIENT_EVENTS:
+        operation = operations.get(("receive", event))
+        assert operation is not None, f"client event {event!r} is not in asyncapi.yaml"
+        assert operation.get("reply", {}).get("messages"), f"{event!r} has no acknowledgement"
+    for event in SERVER_EVENTS:
+        assert ("send", event) in operations, f"server event {event!r} is not in asyncapi.yaml"
+    documented = {event for _, event in operations}
+    assert documented == {*CLIENT_EVENTS, *SERVER_EVENTS}, "asyncapi.yaml names unknown events"
+
+
+def test_asyncapi_limits_are_the_servers() -> None:
+    document = asyncapi_document()
+    assert_required_are_declared(document)
+    schemas = document["components"]["schemas"]
+    props = {name: schema.get("properties", {}) for name, schema in schemas.items()}
+    assert props["IdsPayload"]["ids"]["maxItems"] == protocol.MARK_IDS_MAX
+    assert props["PresencePayload"]["users"]["maxItems"] == protocol.PRESENCE_USERS_MAX
+    history_limit = props["HistoryPayload"]["limit"]["oneOf"][0]
+    assert history_limit["maximum"] == protocol.HISTORY_LIMIT_MAX
+    assert history_limit["default"] == protocol.HISTORY_LIMIT_DEFAULT
+    sync_limit = props["SyncPayload"]["limit"]["oneOf"][0]
+    assert sync_limit["maximum"] == protocol.SYNC_LIMIT_MAX
+    assert sync_limit["default"] == protocol.SYNC_LIMIT_DEFAULT
+    assert props["SendPayload"]["client_id"]["maxLength"] == protocol.CLIENT_ID_MAX
+    assert props["SendPayload"]["body"]["maxLength"] == Settings().max_body
+    assert props["PrivateMessagePayload"]["message"]["maxLength"] == Settings().max_body
+    assert schemas["Username"]["pattern"] == f"^{protocol.USERNAME_PATTERN.pattern}$"
+    assert schemas["UsernameInput"]["pattern"] == schemas["Username"]["pattern"].replace(
+        "a-z", "A-Za-z"
+    )
+    assert schemas["MessageId"]["maximum"] == protocol.ID_MAX
+    assert schemas["Status"]["enum"] == list(protocol.STATUS_NAMES)
+    assert props["HandshakeAuth"]["compat"]["const"] == protocol.COMPAT_SEED
+    http_only = {ErrorCode.USERNAME_TAKEN, ErrorCode.BAD_CREDENTIALS}
+    assert sorted(schemas["ErrorCode"]["enum"]) == sorted(
+        c.value for c in ErrorCode if c not in http_only
+    )
+
+
+def test_asyncapi_examples_validate_against_its_schemas() -> None:
+    document = asyncapi_document()
+    count = 0
+    for name, message in document["components"]["messages"].items():
+        validator = payload_validator(document, message)
+        examples = message.get("examples", [])
+        assert examples, f"message {name} has no examples"
+        for example in examples:
+            assert_valid(validator, example["payload"], f"{name} example {example.get('name')}")
+            count += 1
+    # The handshake's auth object and connect_error's data are not events.
+    for name in ("HandshakeAuth", "ConnectError"):
+        validator = component_validator(document, f"#/components/schemas/{name}")
+        examples = document["components"]["schemas"][name]["examples"]
+        for example in examples:
+            assert_valid(validator, example, name)
+            count += 1
+    assert count >= 30, count
+
+
+def test_asyncapi_schemas_reject_what_the_server_refuses() -> None:
+    """The payload schemas are not vacuous: what the server answers `invalid` or
+    `too_large` fails them (checked against the server in the next test)."""
+    document = asyncapi_document()
+    for event, payload in REFUSED.items():
+        assert not request_validator(document, event).is_valid(payload), (event, payload)
+    for event, payload in ACCEPTED.items():
+        assert_valid(request_validator(document, event), payload, event)
+
+
+REFUSED: dict[str, Any] = {
+    protocol.SEND: {"to": "bob@example.com", "body": "", "client_id": "c"},
+    protocol.DELIVERED: {"ids": []},
+    protocol.READ: {"ids": [0]},
+    protocol.HISTORY: {"with": "bob@example.com", "before": 1, "after": 2},
+    protocol.SYNC: {"after": -1},
+    protocol.PRESENCE: {"users": ["b" * 65]},
+    protocol.BLOCK: {},
+    protocol.UNBLOCK: {"user": 5},
+    protocol.PRIVATE_MESSAGE: {"to": "bob@example.com", "from": "ann@example.com"},
+}
+ACCEPTED: dict[str, Any] = {
+    protocol.SEND: {"to": "Bob@Example.com", "body": "hi", "client_id": "c-9", "extra": 1},
+    protocol.DELIVERED: {"ids": [1, 1]},
+    protocol.READ: {"ids": [2]},
+    protocol.HISTORY: {"with": "bob@example.com", "before": None, "after": 1, "limit": 100},
+    protocol.SYNC: {"after": 0, "limit": None},
+    protocol.PRESENCE: {"users": ["BOB@example.com"]},
+    protocol.BLOCK: {"user": "bob@example.com"},
+    protocol.UNBLOCK: {"user": "bob@example.com"},
+    protocol.PRIVATE_MESSAGE: {"to": "bob@example.com", "from": "ann@example.com", "message": "x"},
+}
+
+
+async def test_real_socket_payloads_match_asyncapi(server: RunningServer, http: Http) -> None:
+    """What a running server emits and answers validates against asyncapi.yaml, and
+    the payloads the schemas accept or refuse are accepted or refused by the server."""
+    document = asyncapi_document()
+    await http.register(ANN)
+    await http.register(BOB)
+    ann_token = (await http.login(ANN))[1]["token"]
+    bob_token = (await http.login(BOB))[1]["token"]
+    bob = await Device(server.url).connect(bob_token)
+    ann = await Device(server.url).connect(ann_token)
+    seed = await Device(server.url).connect(bob_token, compat="seed", cursor=0)
+    devices = [ann, bob, seed]
+    try:
+        for device in devices:
+            await device.wait_synced()
+
+        async def answered(device: Device, event: str, payload: Any) -> Any:
+            answer = await device.call(event, payload)
+            assert_valid(ack_validator(document, event), answer, f"{event} ack")
+            return answer
+
+        sent = await answered(ann, protocol.SEND, {"to": BOB, "body": "hi", "client_id": "c1"})
+        assert sent["ok"], sent
+        message_id = sent["message"]["id"]
+        private = {"to": BOB, "from": ANN, "message": "yo"}
+        assert (await answered(ann, protocol.PRIVATE_MESSAGE, private))["ok"]
+        assert (await answered(ann, protocol.HISTORY, {"with": BOB, "limit": 1}))["ok"]
+        assert (await answered(ann, protocol.SYNC, {"after": 0}))["ok"]
+        assert (await answered(ann, protocol.PRESENCE, {"users": [BOB, ANN]}))["ok"]
+        assert (await answered(ann, protocol.BLOCK, {"user": BOB}))["ok"]
+        assert (await answered(ann, protocol.UNBLOCK, {"user": BOB}))["ok"]
+        assert (await answered(bob, protocol.DELIVERED, {"ids": [message_id]}))["ok"]
+        assert (await answered(bob, protocol.READ, {"ids": [message_id]}))["ok"]
+        # Everything the schemas refuse, the server refuses (and says so validly).
+        for event, payload in REFUSED.items():
+            answer = await answered(ann, event, payload)
+            assert answer["ok"] is False, (event, payload, answer)
+        for event, payload in ACCEPTED.items():
+            answer = await answered(ann, event, payload)
+            if event == protocol.SEND:
+                assert answer["ok"], answer  # the rest name ids or users that may differ
+        failed = await answered(seed, protocol.SEND, {"to": 1})
+        assert failed["ok"] is False
+
+        await ann.wait_for(lambda: bool(ann.of(protocol.RECEIPT)))
+        await seed.wait_for(lambda: len(seed.of(protocol.RECEIVED_MESSAGE)) >= 2)
+        await seed.wait_for(lambda: bool(seed.of(protocol.ERROR)))
+        for device in devices:
+            for name, payload in device.events:
+                assert_valid(event_validator(document, name), payload, name)
+        assert {name for name, _ in ann.events} >= {
+            protocol.NEW_MESSAGE,
+            protocol.RECEIPT,
+            protocol.SYNCED,
+        }
+        assert {name for name, _ in seed.events} >= {
+            protocol.RECEIVED_MESSAGE,
+            protocol.SYNCED,
+            protocol.ERROR,
+        }
+
+        refused = Device(server.url)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await refused.connect("not-a-token")
+        connect_error = component_validator(document, "#/components/schemas/ConnectError")
+        assert_valid(connect_error, refused.connect_error, "connect_error")
+        auth = component_validator(document, "#/components/schemas/HandshakeAuth")
+        assert_valid(auth, {"token": ann_token, "cursor": 0, "compat": "seed"}, "auth")
+    finally:
+        for device in devices:
+            await device.disconnect()
