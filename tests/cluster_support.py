@@ -12,14 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,15 +25,10 @@ import redis
 
 from messenger.auth import Accounts, password_hasher
 from messenger.store.db import open_database
-from tests.support import PASSWORD, Account, Device, Http, unique_name
+from tests.processes import ServeGroup, ServeProcess, free_port
+from tests.support import PASSWORD, Account, Device, connect_synced, unique_name
 
 CHEAP_HASHER = password_hasher(time_cost=1, memory_kib=1024)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_until(
@@ -123,90 +113,30 @@ class RedisServer:
 # -- nodes ------------------------------------------------------------------------------
 
 
-@dataclass
-class NodeProcess:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-6000:]
-
-    def kill9(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        assert self.process.wait(10) == -signal.SIGKILL
-
-    async def metric(self, name: str) -> float:
-        """One unlabelled sample of the node's /metrics."""
-        status, text = await Http(self.url).request("GET", "/metrics")
-        assert status == 200, text
-        for line in str(text).splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        raise AssertionError(f"no metric {name}")
-
-
-def wait_healthy(node: NodeProcess, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if node.process.poll() is not None:
-            raise AssertionError(f"node exited with {node.process.returncode}\n{node.output()}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(node.url + "/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        time.sleep(0.05)
-    raise AssertionError(f"node did not become healthy\n{node.output()}")
-
-
-class Nodes:
-    """Starts `python -m messenger serve` processes on loopback ports; `close` kills
+class Nodes(ServeGroup):
+    """`python -m messenger serve` nodes on one (migrated) database; `close` kills
     whatever is still running."""
 
     def __init__(self, database_url: str, logs: Path) -> None:
+        super().__init__(logs, migrate=False, name="node")
         self.database_url = database_url
-        self.logs = logs
-        self.started: list[NodeProcess] = []
 
-    def start_sync(self, redis_url: str | None, resync_interval: float = 0.5) -> NodeProcess:
-        port = free_port()
-        log = self.logs / f"node-{len(self.started)}-{port}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MESSENGER_")}
-        env.update(MESSENGER_RATE_LIMIT="0", MESSENGER_RESYNC_INTERVAL=str(resync_interval))
-        args = ["serve", "--port", str(port), "--database-url", self.database_url]
-        args.append("--no-migrate")  # the database is a copy of the migrated template
-        if redis_url is not None:
-            args += ["--redis-url", redis_url]
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "messenger", *args],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        node = NodeProcess(process, f"http://127.0.0.1:{port}", log)
-        self.started.append(node)
-        wait_healthy(node)
-        return node
+    def node(self, redis_url: str | None, resync_interval: float = 0.5) -> ServeProcess:
+        env = {"MESSENGER_RESYNC_INTERVAL": str(resync_interval)}
+        return self(self.database_url, redis_url=redis_url, env=env)
 
-    async def start(self, redis_url: str | None, resync_interval: float = 0.5) -> NodeProcess:
-        return await asyncio.to_thread(self.start_sync, redis_url, resync_interval)
+    def start_sync(self, redis_url: str | None, resync_interval: float = 0.5) -> ServeProcess:
+        return self.node(redis_url, resync_interval).start_sync()
+
+    async def start(self, redis_url: str | None, resync_interval: float = 0.5) -> ServeProcess:
+        return await self.node(redis_url, resync_interval).start()
 
     async def start_many(
         self, count: int, redis_url: str | None, resync_interval: float = 0.5
-    ) -> list[NodeProcess]:
+    ) -> list[ServeProcess]:
         return list(
             await asyncio.gather(*(self.start(redis_url, resync_interval) for _ in range(count)))
         )
-
-    def close(self) -> None:
-        for node in self.started:
-            if node.process.poll() is None:
-                node.process.kill()
-                node.process.wait(10)
-
-    def report(self) -> str:
-        return "\n".join(f"--- {node.log.name}\n{node.output()}" for node in self.started)
 
 
 # -- clients ----------------------------------------------------------------------------
@@ -232,18 +162,11 @@ async def accounts(database_url: str, *prefixes: str) -> list[Account]:
 
 async def connect(url: str, account: Account, **auth: Any) -> tuple[Device, int]:
     """A device that has finished its backlog; returns it with its `synced` cursor."""
-    device = await Device(url).connect(account.token, **auth)
-    return device, await device.wait_synced(timeout=20)
+    return await connect_synced(url, account, timeout=20, **auth)
 
 
 def stream(device: Device) -> list[tuple[str, dict[str, Any]]]:
     return [(name, data) for name, data in device.events if name in ("new_message", "receipt")]
-
-
-def assert_contiguous(device: Device, synced: int) -> None:
-    """Stream cursors after `synced` grow by exactly one: no hole, no repeat."""
-    cursors = device.cursors()
-    assert cursors == list(range(synced + 1, synced + 1 + len(cursors))), cursors
 
 
 async def sync_all(device: Device, limit: int = 100) -> list[dict[str, Any]]:

@@ -14,13 +14,15 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from messenger.config import Settings
 from messenger.store.migrate import upgrade
-from tests.support import Http, RunningServer, start_server
+from tests.processes import ServeGroup
+from tests.support import Http, RunningServer, Servers, start_server
 
 PG_ADMIN_DSN = os.environ.get("MESSENGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 PG_HOST_URL = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
@@ -114,3 +116,26 @@ async def server(settings: Settings) -> AsyncIterator[RunningServer]:
 @pytest.fixture
 def http(server: RunningServer) -> Http:
     return Http(server.url)
+
+
+@pytest.fixture
+async def servers(settings: Settings) -> AsyncIterator[Servers]:
+    """In-process servers the test starts and stops itself (restarts keep the port)."""
+    group = Servers(settings)
+    yield group
+    await group.close()
+
+
+@pytest.fixture
+def serve_defaults() -> dict[str, Any]:
+    """`ServeProcess` options of the `processes` fixture; a directory may override them."""
+    return {}
+
+
+@pytest.fixture
+def processes(tmp_path: Path, serve_defaults: dict[str, Any]) -> Iterator[ServeGroup]:
+    """Makes (unstarted) `python -m messenger serve` processes; any still running at the
+    end of the test are killed."""
+    group = ServeGroup(tmp_path, **serve_defaults)
+    yield group
+    group.close()

@@ -7,15 +7,30 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import socketio
 from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from messenger.app import Node
 from messenger.config import Settings
 
 PASSWORD = "correct horse battery"
+# The keys of a message object (docs: the contract's Message).
+MESSAGE_KEYS = {
+    "id",
+    "from",
+    "to",
+    "body",
+    "client_id",
+    "sent_at",
+    "status",
+    "delivered_at",
+    "read_at",
+}
 _names = itertools.count(1)
 
 
@@ -35,15 +50,47 @@ class RunningServer:
         await self.runner.cleanup()
 
 
-async def start_server(settings: Settings) -> RunningServer:
+async def start_server(
+    settings: Settings, port: int = 0, shutdown_timeout: float = 5
+) -> RunningServer:
+    """A node in this process on a loopback port (`port` 0: any free one)."""
     node = Node(settings)
-    runner = web.AppRunner(node.app, handle_signals=False, access_log=None, shutdown_timeout=5)
+    runner = web.AppRunner(
+        node.app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout
+    )
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await node.start()
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return RunningServer(node, runner, f"http://127.0.0.1:{port}", settings)
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+class Servers:
+    """In-process servers a test starts and stops itself; a restart on the port of a
+    stopped one keeps the URL its clients know. `close` stops whatever still runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.running: list[RunningServer] = []
+
+    async def start(self, port: int = 0) -> RunningServer:
+        # aiohttp's own shutdown timeout (60 s), as these tests always had.
+        server = await start_server(self.settings, port, shutdown_timeout=60)
+        self.running.append(server)
+        return server
+
+    async def stop(self, server: RunningServer) -> None:
+        self.running.remove(server)
+        await server.stop()
+
+    async def close(self) -> None:
+        for server in list(self.running):
+            await self.stop(server)
 
 
 @dataclass
@@ -156,3 +203,144 @@ class Device:
 
     async def disconnect(self) -> None:
         await self.sio.disconnect()
+
+
+# -- helpers over Http and Device ---------------------------------------------------
+
+
+async def accounts(http: Http, *prefixes: str) -> list[Account]:
+    """Several accounts at once: password hashing is slow, so overlap it."""
+    return list(await asyncio.gather(*(http.account(prefix) for prefix in prefixes)))
+
+
+async def connect_synced(
+    url: str, account: Account, timeout: float = 10, **auth: Any
+) -> tuple[Device, int]:
+    """A device that has finished its backlog; returns it with its `synced` cursor."""
+    device = await Device(url).connect(account.token, **auth)
+    return device, await device.wait_synced(timeout)
+
+
+def assert_contiguous(device: Device, synced: int) -> None:
+    """Stream cursors after `synced` grow by exactly one: no hole, no repeat."""
+    cursors = device.cursors()
+    assert cursors == list(range(synced + 1, synced + 1 + len(cursors))), cursors
+
+
+async def stored_conversation(url: str, reader: Account, peer: str) -> list[dict[str, Any]]:
+    """Every stored message between `reader` and `peer`, oldest first, paged backwards
+    through the REST history."""
+    http = Http(url)
+    found: list[dict[str, Any]] = []
+    before: int | None = None
+    while True:
+        query = "limit=100" + (f"&before={before}" if before is not None else "")
+        status, body = await http.request(
+            "GET", f"/api/v1/conversations/{quote(peer)}/messages?{query}", token=reader.token
+        )
+        assert status == 200, body
+        found = body["messages"] + found
+        if not body["has_more"]:
+            return found
+        before = body["messages"][0]["id"]
+
+
+@dataclass
+class Scene:
+    """Ann and bob, each with a synced device, and one message stored each way."""
+
+    server: RunningServer
+    ann: Account
+    bob: Account
+    a: Device
+    b: Device
+    to_bob: int  # id of ann's message to bob
+    to_ann: int
+
+    @property
+    def ids(self) -> list[int]:
+        return [self.to_bob, self.to_ann]
+
+    async def close(self) -> None:
+        for device in (self.a, self.b):
+            if device.sio.connected:
+                await device.disconnect()
+
+
+async def two_way_scene(server: RunningServer, http: Http) -> Scene:
+    ann, bob = await asyncio.gather(http.account("ann"), http.account("bob"))
+    a = await Device(server.url).connect(ann.token)
+    b = await Device(server.url).connect(bob.token)
+    await asyncio.gather(a.wait_synced(), b.wait_synced())
+    to_bob = await a.send(bob.username, "hello bob", "a-1")
+    to_ann = await b.send(ann.username, "hello ann", "b-1")
+    assert to_bob["ok"] and to_ann["ok"], (to_bob, to_ann)
+    return Scene(server, ann, bob, a, b, to_bob["message"]["id"], to_ann["message"]["id"])
+
+
+# -- the database underneath --------------------------------------------------------
+
+Snapshot = dict[str, list[tuple[Any, ...]]]
+# Stored facts that bad input must leave alone, as queries for `read_tables` (modules
+# add their own view of `messages`); users.last_seen moves with connects.
+STREAM_QUERIES = {
+    "users": "SELECT id, username, stream_seq FROM users ORDER BY id",
+    "stream_events": "SELECT user_id, seq, kind, message_id, payload FROM stream_events"
+    " ORDER BY user_id, seq",
+    "blocks": "SELECT blocker_id, blocked_id FROM blocks ORDER BY blocker_id, blocked_id",
+}
+
+
+async def sql(url: str, *statements: str) -> list[tuple[Any, ...]]:
+    """Run raw statements in one transaction; the rows of those that return any."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            rows: list[tuple[Any, ...]] = []
+            for statement in statements:
+                result = await conn.execute(text(statement))
+                if result.returns_rows:
+                    rows.extend(tuple(row) for row in result)
+            return rows
+    finally:
+        await engine.dispose()
+
+
+async def read_tables(database: str | AsyncEngine, queries: dict[str, str]) -> Snapshot:
+    """The rows of each named query, read through an engine of the test's own (given a
+    URL, one made for this read)."""
+    if isinstance(database, str):
+        engine = create_async_engine(database)
+        try:
+            return await read_tables(engine, queries)
+        finally:
+            await engine.dispose()
+    async with database.connect() as conn:
+        return {
+            name: [tuple(row) for row in (await conn.execute(text(query))).all()]
+            for name, query in queries.items()
+        }
+
+
+async def poison_messages(url: str, condition: str) -> None:
+    """A trigger that makes the database refuse (raise on) every insert into `messages`
+    whose new row meets `condition`, an SQL expression on NEW (SQLite and PostgreSQL)."""
+    if url.startswith("postgresql"):
+        await sql(
+            url,
+            f"""
+            CREATE FUNCTION poison() RETURNS trigger AS $$
+            BEGIN
+              IF {condition} THEN RAISE EXCEPTION 'poisoned message'; END IF;
+              RETURN NEW;
+            END $$ LANGUAGE plpgsql
+            """,
+            "CREATE TRIGGER poison BEFORE INSERT ON messages"
+            " FOR EACH ROW EXECUTE FUNCTION poison()",
+        )
+    else:
+        await sql(
+            url,
+            f"CREATE TRIGGER poison BEFORE INSERT ON messages WHEN {condition}"
+            " BEGIN SELECT RAISE(ABORT, 'poisoned message'); END",
+        )

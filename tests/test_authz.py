@@ -13,12 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from messenger.config import Settings
-from tests.support import Account, Device, Http, RunningServer, start_server
-
-
-async def accounts(http: Http, *prefixes: str) -> list[Account]:
-    """Several accounts at once: password hashing is slow, so overlap it."""
-    return list(await asyncio.gather(*(http.account(prefix) for prefix in prefixes)))
+from tests.support import Account, Device, Http, RunningServer, accounts, start_server
 
 
 async def connect_all(url: str, *people: Account) -> list[Device]:

@@ -7,13 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.support import Account, Device, Http, RunningServer
-
-
-async def connect(server: RunningServer, account: Account, **auth: Any) -> tuple[Device, int]:
-    """A device that has finished its backlog; returns it with its `synced` cursor."""
-    device = await Device(server.url).connect(account.token, **auth)
-    return device, await device.wait_synced()
+from tests.support import Device, Http, RunningServer, connect_synced
 
 
 async def send_many(sender: Device, to: str, bodies: list[str], prefix: str) -> list[int]:
@@ -73,7 +67,7 @@ async def test_offline_backlog_arrives_in_order_then_synced(
     """G4: 30 messages sent while the recipient was away come on connect, in send
     order, then `synced` with the head cursor."""
     ann, bob = await http.account("ann"), await http.account("bob")
-    a, _ = await connect(server, ann)
+    a, _ = await connect_synced(server.url, ann)
     ids = []
     for i in range(30):
         answer = await a.send(bob.username, f"m{i}", f"off-{i}")
@@ -96,7 +90,7 @@ async def test_backlog_larger_than_a_page_is_complete(server: RunningServer, htt
     """G4: a backlog of several pages (500 each) arrives whole and in order, both the
     undelivered backlog (no cursor) and the stream replay (cursor 0)."""
     ann, bob = await http.account("ann"), await http.account("bob")
-    a, _ = await connect(server, ann)
+    a, _ = await connect_synced(server.url, ann)
     bodies = [f"big{i}" for i in range(1200)]
     ids = await send_many(a, bob.username, bodies, "big")
     assert ids == sorted(ids)
@@ -125,8 +119,8 @@ async def test_resume_with_cursor_gets_exactly_the_events_after_it(
     """G4: with `auth.cursor`, every stream event after it (messages both ways and
     receipts), in cursor order and contiguous, then `synced`; nothing before it."""
     ann, bob = await http.account("ann"), await http.account("bob")
-    a, _ = await connect(server, ann)
-    b, _ = await connect(server, bob)
+    a, _ = await connect_synced(server.url, ann)
+    b, _ = await connect_synced(server.url, bob)
     early = [(await a.send(bob.username, f"e{i}", f"early-{i}"))["message"] for i in range(3)]
     from_bob = (await b.send(ann.username, "from bob", "bob-1"))["message"]
     await b.wait_for(lambda: len(b.messages()) == 4)
@@ -143,7 +137,7 @@ async def test_resume_with_cursor_gets_exactly_the_events_after_it(
     assert await a.call("read", {"ids": [from_bob["id"]]}) == {"ok": True, "updated": 1}
     later.append((await a.send(bob.username, "later-2", "later-2"))["message"])
 
-    back, synced = await connect(server, bob, cursor=cursor)
+    back, synced = await connect_synced(server.url, bob, cursor=cursor)
     events = stream_events(back)
     assert [data["cursor"] for _, data in events] == list(range(cursor + 1, cursor + 4))
     assert [name for name, _ in events] == ["new_message", "receipt", "new_message"]
@@ -161,17 +155,17 @@ async def test_resume_with_cursor_gets_exactly_the_events_after_it(
 async def test_receipts_wait_for_an_offline_sender(server: RunningServer, http: Http) -> None:
     """G5: receipts made while the sender is away reach it on resume with its cursor."""
     ann, bob = await http.account("ann"), await http.account("bob")
-    a, _ = await connect(server, ann)
+    a, _ = await connect_synced(server.url, ann)
     message = (await a.send(bob.username, "are you there", "rc-1"))["message"]
     await a.wait_for(lambda: len(a.messages()) == 1)
     cursor = a.cursors()[-1]
     await a.disconnect()
 
-    b, _ = await connect(server, bob)
+    b, _ = await connect_synced(server.url, bob)
     assert await b.call("delivered", {"ids": [message["id"]]}) == {"ok": True, "updated": 1}
     assert await b.call("read", {"ids": [message["id"]]}) == {"ok": True, "updated": 1}
 
-    back, synced = await connect(server, ann, cursor=cursor)
+    back, synced = await connect_synced(server.url, ann, cursor=cursor)
     events = stream_events(back)
     assert [name for name, _ in events] == ["receipt", "receipt"]
     assert [data["status"] for _, data in events] == ["delivered", "read"]
@@ -190,23 +184,23 @@ async def test_undelivered_message_comes_on_every_connect_until_delivered(
     """G6: until a device marks it delivered, a message is in the backlog of every new
     connection, with or without a cursor (even a cursor past it); then never again."""
     ann, bob = await http.account("ann"), await http.account("bob")
-    a, _ = await connect(server, ann)
+    a, _ = await connect_synced(server.url, ann)
     message = (await a.send(bob.username, "keep me", "g6-1"))["message"]
 
     cursor = None
     for auth in ({}, {}, {"cursor": 0}, "synced"):
         kwargs = {"cursor": cursor} if auth == "synced" else auth
-        device, synced = await connect(server, bob, **kwargs)  # type: ignore[arg-type]
+        device, synced = await connect_synced(server.url, bob, **kwargs)  # type: ignore[arg-type]
         assert [m["id"] for m in device.messages()] == [message["id"]], (auth, device.events)
         cursor = synced
         await device.disconnect()
 
     # Another device marks it delivered: no new connection gets it again.
-    marker, _ = await connect(server, bob)
+    marker, _ = await connect_synced(server.url, bob)
     assert await marker.call("delivered", {"ids": [message["id"]]}) == {"ok": True, "updated": 1}
     await marker.disconnect()
     for kwargs in ({}, {"cursor": cursor}):
-        device, _ = await connect(server, bob, **kwargs)  # type: ignore[arg-type]
+        device, _ = await connect_synced(server.url, bob, **kwargs)  # type: ignore[arg-type]
         assert device.messages() == [], (kwargs, device.events)
         await device.disconnect()
     await a.disconnect()
@@ -216,16 +210,16 @@ async def test_bad_connect_cursor_counts_as_absent(server: RunningServer, http: 
     """3.3: a connect cursor from the future or of the wrong type is ignored: the
     backlog is the undelivered messages only, and `synced` carries the real head."""
     ann, bob = await http.account("ann"), await http.account("bob")
-    a, _ = await connect(server, ann)
+    a, _ = await connect_synced(server.url, ann)
     first = (await a.send(bob.username, "first", "bc-1"))["message"]
-    marker, _ = await connect(server, bob)
+    marker, _ = await connect_synced(server.url, bob)
     assert await marker.call("delivered", {"ids": [first["id"]]}) == {"ok": True, "updated": 1}
     await marker.disconnect()
     waiting = [(await a.send(bob.username, f"w{i}", f"bc-w{i}"))["message"] for i in range(2)]
     head = 4  # new_message, receipt, new_message, new_message
 
     for bad in (head + 100, 2**70, -1, "1", 1.5, True, [1], {"n": 1}):
-        device, synced = await connect(server, bob, cursor=bad)
+        device, synced = await connect_synced(server.url, bob, cursor=bad)
         assert [name for name, _ in stream_events(device)] == ["new_message"] * 2, (bad, device)
         assert [m["id"] for m in device.messages()] == [m["id"] for m in waiting], bad
         assert device.cursors() == [3, 4], bad
@@ -238,8 +232,8 @@ async def test_sync_pages_through_the_stream(server: RunningServer, http: Http) 
     """`sync` returns the events after a cursor, `limit` at a time with has_more, the
     same events the device got live; a future or malformed cursor is `invalid`."""
     ann, bob = await http.account("ann"), await http.account("bob")
-    a, _ = await connect(server, ann)
-    b, _ = await connect(server, bob)
+    a, _ = await connect_synced(server.url, ann)
+    b, _ = await connect_synced(server.url, bob)
     for i in range(4):
         message = (await a.send(bob.username, f"s{i}", f"sync-{i}"))["message"]
         await b.send(ann.username, f"r{i}", f"sync-r{i}")
@@ -283,7 +277,7 @@ async def test_message_racing_a_connect_is_not_lost(server: RunningServer, http:
     """G4/G6: messages committed while the recipient's socket is connecting reach it,
     in the backlog or live (perhaps twice: deduplicated by id), with no cursor hole."""
     ann, bob = await http.account("ann"), await http.account("bob")
-    a, _ = await connect(server, ann)
+    a, _ = await connect_synced(server.url, ann)
     sent: list[int] = []
     for round_ in range(8):
         device = Device(server.url)

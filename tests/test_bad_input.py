@@ -6,67 +6,41 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from messenger.config import Settings
-from tests.support import Account, Device, Http, RunningServer, start_server
+from tests.support import (
+    STREAM_QUERIES,
+    Device,
+    Http,
+    RunningServer,
+    Scene,
+    Snapshot,
+    read_tables,
+    start_server,
+    two_way_scene,
+)
 
 NOBODY = "nobody@example.com"
 BIG_ID = 2**63  # one past the largest 64-bit id
 # Every stored fact a bad event could touch; users.last_seen moves with connects.
-SNAPSHOT_QUERIES = {
-    "messages": "SELECT * FROM messages ORDER BY id",
-    "stream_events": "SELECT user_id, seq, kind, message_id, payload FROM stream_events"
-    " ORDER BY user_id, seq",
-    "users": "SELECT id, username, stream_seq FROM users ORDER BY id",
-    "blocks": "SELECT blocker_id, blocked_id FROM blocks ORDER BY blocker_id, blocked_id",
-}
+SNAPSHOT_QUERIES = {**STREAM_QUERIES, "messages": "SELECT * FROM messages ORDER BY id"}
 
 
-async def snapshot(database_url: str) -> dict[str, list[tuple[Any, ...]]]:
+async def snapshot(database_url: str) -> Snapshot:
     """All rows of the tables G8 protects, read through a separate engine."""
-    engine = create_async_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            return {
-                table: [tuple(row) for row in (await conn.execute(text(sql))).all()]
-                for table, sql in SNAPSHOT_QUERIES.items()
-            }
-    finally:
-        await engine.dispose()
-
-
-@dataclass
-class Scene:
-    """Ann and bob, one message each way stored, bob connected (the bad client)."""
-
-    server: RunningServer
-    ann: Account
-    bob: Account
-    a: Device
-    b: Device
-    to_bob: int  # id of ann's message to bob, still "sent"
-    to_ann: int
+    return await read_tables(database_url, SNAPSHOT_QUERIES)
 
 
 @pytest.fixture
 async def scene(server: RunningServer, http: Http) -> AsyncIterator[Scene]:
-    ann, bob = await asyncio.gather(http.account("ann"), http.account("bob"))
-    a = await Device(server.url).connect(ann.token)
-    b = await Device(server.url).connect(bob.token)
-    await asyncio.gather(a.wait_synced(), b.wait_synced())
-    to_bob = await a.send(bob.username, "hello bob", "a-1")
-    to_ann = await b.send(ann.username, "hello ann", "b-1")
-    assert to_bob["ok"] and to_ann["ok"], (to_bob, to_ann)
-    yield Scene(server, ann, bob, a, b, to_bob["message"]["id"], to_ann["message"]["id"])
-    for device in (a, b):
-        if device.sio.connected:
-            await device.disconnect()
+    """Ann and bob, one message each way stored, bob connected (the bad client); ann's
+    message to bob is still "sent"."""
+    scene = await two_way_scene(server, http)
+    yield scene
+    await scene.close()
 
 
 # A case: (payload given to Device.call, expected error code). `None` is no payload;

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from messenger.config import Settings
-from tests.support import PASSWORD, Device, Http, RunningServer
-from tests.test_client import Servers, history_rows, port_of
+from tests.support import PASSWORD, Device, Http, RunningServer, Servers, port_of
+from tests.test_client import history_rows
 
 
 class Terminal:
@@ -90,14 +89,6 @@ async def terminals() -> AsyncIterator[list[Terminal]]:
         if terminal.process.returncode is None:
             terminal.process.kill()
             await terminal.process.wait()
-
-
-@pytest.fixture
-async def servers(settings: Settings) -> AsyncIterator[Servers]:
-    group = Servers(settings)
-    yield group
-    for server in list(group.running):
-        await group.stop(server)
 
 
 async def test_chat_with_a_device_shows_messages_and_state_marks(

@@ -11,55 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from messenger.app import Node
 from messenger.client import Client, MessengerClientError, NewMessage, Receipt, login, register
 from messenger.client.stream import Stream
 from messenger.config import Settings
-from tests.support import PASSWORD, Account, Device, Http, RunningServer, unique_name
-
-
-async def start_server_at(settings: Settings, port: int = 0) -> RunningServer:
-    """Like `tests.support.start_server`, on a chosen port, so that a restarted server
-    keeps the URL its clients know."""
-    node = Node(settings)
-    runner = web.AppRunner(node.app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await node.start()
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return RunningServer(node, runner, f"http://127.0.0.1:{port}", settings)
-
-
-class Servers:
-    """Servers a test starts and stops itself; whatever still runs is stopped at the end."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.running: list[RunningServer] = []
-
-    async def start(self, port: int = 0) -> RunningServer:
-        server = await start_server_at(self.settings, port)
-        self.running.append(server)
-        return server
-
-    async def stop(self, server: RunningServer) -> None:
-        self.running.remove(server)
-        await server.stop()
-
-
-@pytest.fixture
-async def servers(settings: Settings) -> AsyncIterator[Servers]:
-    group = Servers(settings)
-    yield group
-    for server in list(group.running):
-        await group.stop(server)
-
-
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])
+from tests.support import (
+    PASSWORD,
+    Account,
+    Device,
+    Http,
+    RunningServer,
+    Servers,
+    port_of,
+    unique_name,
+)
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 10) -> None:

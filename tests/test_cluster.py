@@ -25,19 +25,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from redis import RedisError
 
 from messenger.presence import TTL_SECONDS
 from tests.cluster_support import (
-    NodeProcess,
     Nodes,
     RedisServer,
     Sender,
     accounts,
-    assert_contiguous,
     body_of,
     close_all,
     connect,
@@ -47,7 +44,8 @@ from tests.cluster_support import (
     wait_until,
 )
 from tests.conftest import PG_HOST_URL, _pg_admin_blocking, service_missing
-from tests.support import Account, Device, Http
+from tests.processes import ServeProcess
+from tests.support import Account, Device, Http, assert_contiguous, stored_conversation
 
 # Long enough that only a push through Redis can arrive within a test's timeouts.
 NO_RESYNC = 120.0
@@ -77,8 +75,8 @@ def own_redis(log: Path) -> RedisServer:
 
 @dataclass
 class Pair:
-    a: NodeProcess
-    b: NodeProcess
+    a: ServeProcess
+    b: ServeProcess
     database_url: str
     nodes: Nodes
 
@@ -134,23 +132,6 @@ async def is_online(asker: Device, name: str) -> bool:
 
 async def is_offline(asker: Device, name: str) -> bool:
     return not await is_online(asker, name)
-
-
-async def stored_conversation(url: str, reader: Account, peer: str) -> list[dict[str, Any]]:
-    """Every stored message between `reader` and `peer`, through the REST history."""
-    http = Http(url)
-    found: list[dict[str, Any]] = []
-    before: int | None = None
-    while True:
-        query = "limit=100" + (f"&before={before}" if before is not None else "")
-        status, body = await http.request(
-            "GET", f"/api/v1/conversations/{quote(peer)}/messages?{query}", token=reader.token
-        )
-        assert status == 200, body
-        found = body["messages"] + found
-        if not body["has_more"]:
-            return found
-        before = body["messages"][0]["id"]
 
 
 def assert_one_row_per_client_id(stored: list[dict[str, Any]]) -> None:
@@ -369,7 +350,7 @@ async def test_kill_9_of_a_node_mid_traffic(nodes: Nodes, redis: RedisServer) ->
 
     def maybe_kill() -> None:
         if len(ann_load.acks) >= 100 and not killed.is_set():
-            b.process.send_signal(signal.SIGKILL)
+            b.send_signal(signal.SIGKILL)
             carl_at_kill.append(len(carl_load.acks))
             killed.set()
 
@@ -377,7 +358,7 @@ async def test_kill_9_of_a_node_mid_traffic(nodes: Nodes, redis: RedisServer) ->
     carl_task = asyncio.create_task(carl_load.run())
     ann_task = asyncio.create_task(ann_load.run())
     await asyncio.wait_for(killed.wait(), 30)
-    assert await asyncio.to_thread(b.process.wait, 10) == -signal.SIGKILL
+    assert await b.wait_exit(10) == -signal.SIGKILL
     ann_task.cancel()
     await asyncio.gather(ann_task, return_exceptions=True)
     acked_before_kill = dict(ann_load.acks)
@@ -563,7 +544,7 @@ async def test_presence_expires_after_kill_9_of_a_node(nodes: Nodes, redis: Redi
     await connect(b.url, bob)
     await wait_until(lambda: is_online(ann_a, bob.username), 5)
 
-    b.kill9()
+    await b.kill()
     killed = time.monotonic()
     await wait_until(lambda: is_offline(ann_a, bob.username), TTL_SECONDS + 5, interval=0.5)
     assert time.monotonic() - killed <= TTL_SECONDS + 5

@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -27,11 +27,21 @@ import yarl
 from hypothesis import HealthCheck, Phase, example, given, note
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from messenger.app import max_packet_bytes
-from tests.support import PASSWORD, Account, Device, Http, RunningServer
+from tests.support import (
+    PASSWORD,
+    STREAM_QUERIES,
+    Account,
+    Device,
+    Http,
+    RunningServer,
+    Scene,
+    Snapshot,
+    read_tables,
+    two_way_scene,
+)
 
 T = TypeVar("T")
 NOBODY = "nobody@example.com"
@@ -95,24 +105,16 @@ FUZZ_SETTINGS = hsettings(
 # -- data checksums ------------------------------------------------------------------
 
 SNAPSHOT_QUERIES = {
-    "users": "SELECT id, username, stream_seq FROM users ORDER BY id",
+    **STREAM_QUERIES,
     "messages": "SELECT id, sender_id, recipient_id, body, client_id, status,"
     " delivered_at, read_at, recipient_seq FROM messages ORDER BY id",
-    "stream_events": "SELECT user_id, seq, kind, message_id, payload FROM stream_events"
-    " ORDER BY user_id, seq",
-    "blocks": "SELECT blocker_id, blocked_id FROM blocks ORDER BY blocker_id, blocked_id",
     "tokens": "SELECT count(*), count(revoked_at) FROM tokens",
 }
-Snapshot = dict[str, list[tuple[Any, ...]]]
 
 
 async def snapshot(engine: AsyncEngine) -> Snapshot:
     """Every stored fact bad input could touch (users.last_seen moves with connects)."""
-    async with engine.connect() as conn:
-        return {
-            table: [tuple(row) for row in (await conn.execute(text(sql))).all()]
-            for table, sql in SNAPSHOT_QUERIES.items()
-        }
+    return await read_tables(engine, SNAPSHOT_QUERIES)
 
 
 def checksum(data: Snapshot) -> str:
@@ -226,35 +228,15 @@ def field_value(*plausible: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 # -- Socket.IO events -----------------------------------------------------------------
 
 
-@dataclass
-class Scene:
-    """Ann and bob with a message each way; bob's incoming message is already read,
-    so no `delivered`/`read` of bob's can change a status. Bob is the fuzzer."""
-
-    server: RunningServer
-    ann: Account
-    bob: Account
-    a: Device
-    b: Device
-    ids: list[int] = field(default_factory=list)
-
-
 @pytest.fixture
 async def scene(server: RunningServer, http: Http) -> AsyncIterator[Scene]:
-    ann, bob = await asyncio.gather(http.account("ann"), http.account("bob"))
-    a = await Device(server.url).connect(ann.token)
-    b = await Device(server.url).connect(bob.token)
-    await asyncio.gather(a.wait_synced(), b.wait_synced())
-    to_bob = await a.send(bob.username, "hello bob", "a-1")
-    to_ann = await b.send(ann.username, "hello ann", "b-1")
-    assert to_bob["ok"] and to_ann["ok"], (to_bob, to_ann)
-    ids = [to_bob["message"]["id"], to_ann["message"]["id"]]
-    assert (await b.call("read", {"ids": ids[:1]}))["updated"] == 1
-    await a.wait_for(lambda: len(a.of("receipt")) == 1)
-    yield Scene(server, ann, bob, a, b, ids)
-    for device in (a, b):
-        if device.sio.connected:
-            await device.disconnect()
+    """Ann and bob with a message each way; bob's incoming message is already read,
+    so no `delivered`/`read` of bob's can change a status. Bob is the fuzzer."""
+    scene = await two_way_scene(server, http)
+    assert (await scene.b.call("read", {"ids": [scene.to_bob]}))["updated"] == 1
+    await scene.a.wait_for(lambda: len(scene.a.of("receipt")) == 1)
+    yield scene
+    await scene.close()
 
 
 def event_payloads(scene: Scene) -> st.SearchStrategy[tuple[str, list[Any]]]:

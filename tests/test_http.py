@@ -18,17 +18,19 @@ import socketio
 
 from messenger.app import CLOSE_GRACE_SECONDS
 from messenger.config import Settings
-from tests.support import PASSWORD, Account, Device, Http, RunningServer, start_server
+from tests.support import (
+    PASSWORD,
+    Device,
+    Http,
+    RunningServer,
+    accounts,
+    start_server,
+)
 
 TIME_FORMAT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 FOREIGN = "http://evil.example"
 ALLOWED = "http://allowed.example"
 POLL = "/socket.io/?EIO=4&transport=polling"
-
-
-async def accounts(http: Http, *prefixes: str) -> list[Account]:
-    """Several accounts at once: password hashing is slow, so overlap it."""
-    return list(await asyncio.gather(*(http.account(prefix) for prefix in prefixes)))
 
 
 def assert_error(status: int, body: Any, expected_status: int, code: str) -> None:

@@ -8,33 +8,22 @@ import asyncio
 import re
 from typing import Any
 
-from tests.support import Account, Device, Http, RunningServer
+from tests.support import (
+    MESSAGE_KEYS,
+    Account,
+    Device,
+    Http,
+    RunningServer,
+    assert_contiguous,
+    connect_synced,
+)
 
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-MESSAGE_KEYS = {
-    "id",
-    "from",
-    "to",
-    "body",
-    "client_id",
-    "sent_at",
-    "status",
-    "delivered_at",
-    "read_at",
-}
 RECEIPT_KEYS = {"cursor", "ids", "status", "by", "at"}
 
 
 async def connect(server: RunningServer, account: Account) -> tuple[Device, int]:
-    """A device that has finished its backlog; returns it with its `synced` cursor."""
-    device = await Device(server.url).connect(account.token)
-    return device, await device.wait_synced()
-
-
-def assert_contiguous(device: Device, synced: int) -> None:
-    """Stream cursors after `synced` grow by exactly one: no hole, no repeat."""
-    cursors = device.cursors()
-    assert cursors == list(range(synced + 1, synced + 1 + len(cursors))), cursors
+    return await connect_synced(server.url, account)
 
 
 def receipts(device: Device) -> list[dict[str, Any]]:

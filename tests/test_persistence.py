@@ -7,95 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import socket
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-import aiohttp
-import pytest
-
-from tests.support import Account, Device, Http
+from tests.processes import ServeGroup
+from tests.support import Account, Device, Http, stored_conversation
 
 CLIENTS = 4
 PER_CLIENT = 50
 WINDOW = 8  # sends each client keeps in flight
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class ServerProcess:
-    process: asyncio.subprocess.Process
-    url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-async def wait_healthy(url: str, process: asyncio.subprocess.Process, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if process.returncode is not None:
-                raise AssertionError(f"server exited with {process.returncode}")
-            try:
-                async with session.get(url + "/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("server did not become healthy")
-
-
-@pytest.fixture
-async def spawn(tmp_path: Path) -> AsyncIterator[Callable[[str], Any]]:
-    """Starts `python -m messenger serve` processes; any left running are killed."""
-    started: list[asyncio.subprocess.Process] = []
-
-    async def start(database_url: str) -> ServerProcess:
-        port = free_port()
-        log = tmp_path / f"server-{len(started)}.log"
-        env = {**os.environ, "MESSENGER_RATE_LIMIT": "0"}
-        with log.open("wb") as out:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "messenger",
-                "serve",
-                "--port",
-                str(port),
-                "--database-url",
-                database_url,
-                env=env,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        started.append(process)
-        server = ServerProcess(process, f"http://127.0.0.1:{port}", log)
-        try:
-            await wait_healthy(server.url, process)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{server.output()}") from None
-        return server
-
-    yield start
-    for process in started:
-        if process.returncode is None:
-            process.kill()
-            await asyncio.wait_for(process.wait(), 10)
 
 
 @dataclass
@@ -140,21 +63,8 @@ class Load:
 
 
 async def stored_messages(url: str, reader: Account, peer: str) -> dict[int, dict[str, Any]]:
-    """Every message of the conversation, paged backwards through the REST history."""
-    http = Http(url)
-    found: dict[int, dict[str, Any]] = {}
-    before: int | None = None
-    while True:
-        query = "limit=100" + (f"&before={before}" if before is not None else "")
-        status, body = await http.request(
-            "GET", f"/api/v1/conversations/{quote(peer)}/messages?{query}", token=reader.token
-        )
-        assert status == 200, body
-        for message in body["messages"]:
-            found[message["id"]] = message
-        if not body["has_more"]:
-            return found
-        before = body["messages"][0]["id"]
+    """Every message of the conversation, by id."""
+    return {message["id"]: message for message in await stored_conversation(url, reader, peer)}
 
 
 def assert_all_acked_stored(
@@ -176,16 +86,16 @@ async def accounts(url: str) -> tuple[Account, Account]:
     return await http.account("ann"), await http.account("bob")
 
 
-async def test_acked_sends_survive_kill_9(spawn: Callable[[str], Any], database_url: str) -> None:
+async def test_acked_sends_survive_kill_9(processes: ServeGroup, database_url: str) -> None:
     """G1: SIGKILL right after the 150th ack, with more sends in flight; after a restart
     every acknowledged message is stored with its id and body."""
-    server: ServerProcess = await spawn(database_url)
+    server = await processes(database_url).start()
     ann, bob = await accounts(server.url)
     killed = asyncio.Event()
 
     def on_ack(count: int) -> None:
         if count >= 150 and not killed.is_set():
-            os.kill(server.process.pid, signal.SIGKILL)
+            server.send_signal(signal.SIGKILL)
             killed.set()
 
     load = Load(server.url, ann, bob.username)
@@ -193,17 +103,17 @@ async def test_acked_sends_survive_kill_9(spawn: Callable[[str], Any], database_
     await asyncio.wait_for(killed.wait(), 60)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    assert await asyncio.wait_for(server.process.wait(), 10) == -signal.SIGKILL
+    assert await server.wait_exit(10) == -signal.SIGKILL
     acked = dict(load.acks)
     await load.close()
     assert len(acked) >= 150
 
-    restarted: ServerProcess = await spawn(database_url)
-    stored = await stored_messages(restarted.url, bob, ann.username)
+    await server.start()  # the same database, on the same port
+    stored = await stored_messages(server.url, bob, ann.username)
     assert_all_acked_stored(acked, stored)
 
     # The recipient's backlog, too, holds every acknowledged message.
-    device = await Device(restarted.url).connect(bob.token)
+    device = await Device(server.url).connect(bob.token)
     await device.wait_synced(timeout=30)
     backlog = {m["id"] for m in device.messages()}
     assert {m["id"] for m in acked.values()} <= backlog
@@ -211,17 +121,17 @@ async def test_acked_sends_survive_kill_9(spawn: Callable[[str], Any], database_
 
 
 async def test_sigterm_stops_gracefully_keeping_acked_sends(
-    spawn: Callable[[str], Any], database_url: str
+    processes: ServeGroup, database_url: str
 ) -> None:
     """G1: SIGTERM mid-load: the process exits 0 within seconds, and every send it
     acknowledged is stored."""
-    server: ServerProcess = await spawn(database_url)
+    server = await processes(database_url).start()
     ann, bob = await accounts(server.url)
     stopped = asyncio.Event()
 
     def on_ack(count: int) -> None:
         if count >= 100 and not stopped.is_set():
-            os.kill(server.process.pid, signal.SIGTERM)
+            server.send_signal(signal.SIGTERM)
             stopped.set()
 
     load = Load(server.url, ann, bob.username)
@@ -231,7 +141,7 @@ async def test_sigterm_stops_gracefully_keeping_acked_sends(
     # Awaiting keeps the loop running, so the clients read the last acks meanwhile.
     exit_code: int | None = None
     with contextlib.suppress(TimeoutError):
-        exit_code = await asyncio.wait_for(server.process.wait(), 10)
+        exit_code = await server.wait_exit(10)
     elapsed = time.monotonic() - started
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -242,6 +152,6 @@ async def test_sigterm_stops_gracefully_keeping_acked_sends(
     # Refusals during shutdown are `unavailable`, never a silent loss.
     assert all(error["error"]["code"] == "unavailable" for error in load.errors), load.errors
 
-    restarted: ServerProcess = await spawn(database_url)
-    stored = await stored_messages(restarted.url, bob, ann.username)
+    await server.start()  # the same database, on the same port
+    stored = await stored_messages(server.url, bob, ann.username)
     assert_all_acked_stored(acked, stored)

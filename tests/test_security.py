@@ -7,47 +7,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import socketio
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from messenger.config import Settings
-from tests.support import PASSWORD, Account, Device, Http, RunningServer, start_server
+from tests.processes import ServeGroup
+from tests.support import (
+    PASSWORD,
+    Device,
+    Http,
+    RunningServer,
+    accounts,
+    poison_messages,
+    sql,
+    start_server,
+)
 
 FOREIGN = "http://evil.example"
 ALLOWED = "https://chat.example"
 WS_PATH = "/socket.io/?EIO=4&transport=websocket"
-
-
-async def accounts(http: Http, *prefixes: str) -> list[Account]:
-    return list(await asyncio.gather(*(http.account(prefix) for prefix in prefixes)))
-
-
-async def sql(url: str, *statements: str) -> list[tuple[Any, ...]]:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            rows: list[tuple[Any, ...]] = []
-            for statement in statements:
-                result = await conn.execute(text(statement))
-                if result.returns_rows:
-                    rows.extend(tuple(row) for row in result)
-            return rows
-    finally:
-        await engine.dispose()
 
 
 async def refused(url: str, auth: Any, **kwargs: Any) -> Any:
@@ -318,73 +302,19 @@ async def test_outsider_learns_nothing_of_a_conversation(server: RunningServer, 
 
 # -- secrets in logs ------------------------------------------------------------------
 
-SQLITE_POISON = """
-CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.body LIKE '%POISON%'
-BEGIN SELECT RAISE(ABORT, 'this message is refused'); END
-"""
-PG_POISON = [
-    """
-    CREATE FUNCTION poison() RETURNS trigger AS $$
-    BEGIN
-      IF NEW.body LIKE '%POISON%' THEN RAISE EXCEPTION 'this message is refused'; END IF;
-      RETURN NEW;
-    END $$ LANGUAGE plpgsql
-    """,
-    "CREATE TRIGGER poison BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION poison()",
-]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def wait_up(url: str, process: asyncio.subprocess.Process, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            assert process.returncode is None, "serve exited"
-            try:
-                async with session.get(url + "/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError("serve did not come up")
-
-
-async def test_no_bodies_tokens_or_passwords_in_logs(database_url: str, tmp_path: Path) -> None:
+async def test_no_bodies_tokens_or_passwords_in_logs(
+    database_url: str, processes: ServeGroup
+) -> None:
     """A `messenger serve` process at INFO, through a whole flow: register, wrong and
     right logins, sends, a send the database refuses, bad and revoked tokens at the
     handshake, logout. Its log holds none of the bodies, tokens or passwords (and
     does hold the failures, so the log was really written)."""
-    await sql(
-        database_url, *(PG_POISON if database_url.startswith("postgresql") else [SQLITE_POISON])
-    )
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "serve.log"
-    env = {**os.environ, "MESSENGER_RATE_LIMIT": "0"}
-    with log_path.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "messenger",
-            "serve",
-            "--port",
-            str(port),
-            "--database-url",
-            database_url,
-            "--no-migrate",
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+    await poison_messages(database_url, "NEW.body LIKE '%POISON%'")
+    server = await processes(database_url, migrate=False).start()
+    url = server.url
     secrets: list[str] = []
     try:
-        await wait_up(url, process)
         http = Http(url)
         password = "Pa55word-LOGSECRET-1"
         wrong_password = "Wrong-LOGSECRET-2"
@@ -427,13 +357,8 @@ async def test_no_bodies_tokens_or_passwords_in_logs(database_url: str, tmp_path
         if b.sio.connected:
             await b.disconnect()
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), 15)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-    log = log_path.read_text("utf-8", "replace")
+        await server.terminate(15)
+    log = server.all_output()
     assert "login refused" in log and "failed" in log, log  # the log was really written
     leaked = [s for s in secrets if s in log or s.encode("unicode_escape").decode() in log]
     assert not leaked, f"{leaked} in the log:\n{log}"

@@ -4,33 +4,16 @@ everything else with normal connections."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.support import Account, Device, Http, RunningServer
+from tests.support import MESSAGE_KEYS, Account, Device, Http, RunningServer, accounts
 
-MESSAGE_KEYS = {
-    "id",
-    "from",
-    "to",
-    "body",
-    "client_id",
-    "sent_at",
-    "status",
-    "delivered_at",
-    "read_at",
-}
 SEED_KEYS = {"id", "from", "to", "message", "sent_at"}
 TIME_FORMAT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-
-
-async def accounts(http: Http, *prefixes: str) -> list[Account]:
-    """Several accounts at once: password hashing is slow, so overlap it."""
-    return list(await asyncio.gather(*(http.account(prefix) for prefix in prefixes)))
 
 
 async def seed(url: str, person: Account, **auth: Any) -> Device:

@@ -6,46 +6,14 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-
-from tests.support import Device, Http, RunningServer
-
-SQLITE_POISON = """
-CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.body = 'poison'
-BEGIN SELECT RAISE(ABORT, 'poisoned message'); END
-"""
-PG_POISON = [
-    """
-    CREATE FUNCTION poison() RETURNS trigger AS $$
-    BEGIN
-      IF NEW.body = 'poison' THEN RAISE EXCEPTION 'poisoned message'; END IF;
-      RETURN NEW;
-    END $$ LANGUAGE plpgsql
-    """,
-    "CREATE TRIGGER poison BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION poison()",
-]
-
-
-async def _sql(url: str, *statements: str) -> list[tuple[object, ...]]:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            rows: list[tuple[object, ...]] = []
-            for statement in statements:
-                result = await conn.execute(text(statement))
-                if result.returns_rows:
-                    rows.extend(tuple(row) for row in result)
-            return rows
-    finally:
-        await engine.dispose()
+from tests.support import Device, Http, RunningServer, poison_messages, sql
 
 
 async def test_a_poisoned_send_fails_alone_and_leaves_nothing_behind(
     server: RunningServer, http: Http
 ) -> None:
     url = server.settings.database_url
-    await _sql(url, *(PG_POISON if url.startswith("postgresql") else [SQLITE_POISON]))
+    await poison_messages(url, "NEW.body = 'poison'")
     ann, bob = await http.account("ann"), await http.account("bob")
     device = await Device(server.url).connect(ann.token)
     await device.wait_synced()
@@ -62,7 +30,7 @@ async def test_a_poisoned_send_fails_alone_and_leaves_nothing_behind(
     stored = sorted(a["message"]["body"] for a in answers if a["ok"])
     assert stored == sorted(b for b in bodies if b != "poison")
     # The failed send took no stream position: both streams stay contiguous.
-    rows = await _sql(
+    rows = await sql(
         url,
         "SELECT username, stream_seq FROM users ORDER BY id",
         "SELECT count(*) FROM stream_events",
@@ -84,13 +52,13 @@ async def test_a_failing_batch_is_answered_and_the_writer_recovers(
     first = await device.send(bob.username, "before", "c-1")
     assert first["ok"], first
     await server.node.db.writer.dispose()
-    await _sql(server.settings.database_url, "ALTER TABLE stream_events RENAME TO se_away")
+    await sql(server.settings.database_url, "ALTER TABLE stream_events RENAME TO se_away")
     try:
         answer = await device.send(bob.username, "during", "c-2")
         assert answer["ok"] is False
         assert answer["error"]["code"] in ("internal", "unavailable"), answer
     finally:
-        await _sql(server.settings.database_url, "ALTER TABLE se_away RENAME TO stream_events")
+        await sql(server.settings.database_url, "ALTER TABLE se_away RENAME TO stream_events")
     again = await device.send(bob.username, "during", "c-2")
     assert again["ok"], again
     assert again["message"]["id"] > first["message"]["id"]

@@ -1,5 +1,5 @@
-"""Fixtures of the fault-injection suite: `messenger serve` processes that the test may
-kill and restart, always stopped at the end of the test.
+"""Fixtures of the fault-injection suite. Its `messenger serve` processes come from the
+`processes` fixture (tests/conftest.py), with the defaults below.
 
 The chaos loop's length is chosen with MESSENGER_SOAK=1 (an environment variable, not a
 `--soak` flag: pytest only reads `pytest_addoption` from the rootdir's conftest, so a
@@ -8,12 +8,11 @@ flag declared here would be refused when the whole suite runs from the root).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.faults.tools import ServerProcess, raise_fd_limit
+from tests.faults.tools import raise_fd_limit
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -23,15 +22,6 @@ def _fd_limit() -> None:
 
 
 @pytest.fixture
-async def servers(tmp_path: Path) -> AsyncIterator[Callable[..., ServerProcess]]:
-    """Makes (unstarted) server processes; any still running at the end are killed."""
-    made: list[ServerProcess] = []
-
-    def make(database_url: str, env: dict[str, str] | None = None) -> ServerProcess:
-        server = ServerProcess(database_url, tmp_path, env)
-        made.append(server)
-        return server
-
-    yield make
-    for server in made:
-        await server.stop()
+def serve_defaults() -> dict[str, Any]:
+    """The fixtures hand over migrated databases; a server may start slowly here."""
+    return {"migrate": False, "health_timeout": 60}

@@ -16,14 +16,14 @@ import contextlib
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import socketio
 
-from tests.faults.tools import SERVER_LOG_ALARMS, SOAK, ServerProcess, parse_time, seed_accounts
+from tests.faults.tools import SERVER_LOG_ALARMS, SOAK, parse_time, seed_accounts
+from tests.processes import ServeGroup, ServeProcess
 from tests.support import Account
 
 SENDERS = 25
@@ -211,7 +211,7 @@ async def run_recipient(peer: Peer, url: str, stop: asyncio.Event) -> None:
             await link.close()
 
 
-async def chaos(server: ServerProcess, stop: asyncio.Event) -> None:
+async def chaos(server: ServeProcess, stop: asyncio.Event) -> None:
     for _ in range(KILLS):
         await asyncio.sleep(random.uniform(*LIFE))
         await server.kill()
@@ -244,15 +244,13 @@ async def drain(peer: Peer, url: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.timeout(1800 if SOAK else 150)
-async def test_chaos_kill_9_loop(
-    servers: Callable[..., ServerProcess], database_url: str, backend: str
-) -> None:
+async def test_chaos_kill_9_loop(processes: ServeGroup, database_url: str, backend: str) -> None:
     """50 clients (25 senders x 25 recipients) through repeated SIGKILLs: no
     acknowledged message lost, none stored twice."""
     accounts = await seed_accounts(database_url, "chaos", SENDERS + RECIPIENTS)
     senders = [Peer(a) for a in accounts[:SENDERS]]
     recipients = [Peer(a) for a in accounts[SENDERS:]]
-    server = servers(database_url)
+    server = processes(database_url)
     await server.start()
     stop = asyncio.Event()
     started = time.monotonic()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -17,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from messenger.store.models import messages
-from tests.faults.tools import ServerProcess, TcpProxy, seed_accounts, stream_consistency
+from tests.faults.tools import TcpProxy, seed_accounts, stream_consistency
+from tests.processes import ServeGroup
 from tests.support import Device
 
 ANSWER_BOUND = 10.0  # seconds a send may take to fail while the database is away
@@ -47,13 +47,11 @@ async def stored_client_ids(database_url: str) -> list[str]:
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
-async def test_database_cut_and_restored(
-    servers: Callable[..., ServerProcess], database_url: str
-) -> None:
+async def test_database_cut_and_restored(processes: ServeGroup, database_url: str) -> None:
     ann, bob = await seed_accounts(database_url, "down", 2)
     port = urlsplit(database_url).port or 5432
     proxy = await TcpProxy(port).start()
-    server = servers(through(proxy, database_url))
+    server = processes(through(proxy, database_url))
     try:
         await server.start()
         sender = await Device(server.url).connect(ann.token)
@@ -100,7 +98,7 @@ async def test_database_cut_and_restored(
                 await asyncio.sleep(0.2)
         recovered_in = time.monotonic() - started
         assert await health(server.url) == 200
-        assert server.process is not None and server.process.returncode is None
+        assert server.running()
         print(
             f"\n[database down] failures while away {failures}; "
             f"recovered in {recovered_in:.2f}s after {attempts} attempt(s)"

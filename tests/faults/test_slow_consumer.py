@@ -14,12 +14,12 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Callable
 
 import pytest
 
 from messenger.live import MAX_PENDING
-from tests.faults.tools import SOAK, RawSocket, ServerProcess, rss_kb, seed_accounts
+from tests.faults.tools import SOAK, RawSocket, rss_kb, seed_accounts
+from tests.processes import ServeGroup
 from tests.support import Device
 
 BODY = "x" * 200
@@ -50,13 +50,13 @@ def packet_bytes(to: str, sender: str) -> int:
 @pytest.mark.timeout(300 if SOAK else 150)
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_slow_consumer_is_bounded_and_dropped(
-    servers: Callable[..., ServerProcess], database_url: str
+    processes: ServeGroup, database_url: str
 ) -> None:
     """The flood goes on until the server drops the client that reads nothing; RSS stays
     under the bound that MAX_PENDING implies, others' round trips stay short, and the
     dropped client's TCP connection is closed."""
     slow, ann, bob, *flooders = await seed_accounts(database_url, "slow", 3 + FLOOD_SENDERS)
-    server = servers(database_url)
+    server = processes(database_url)
     await server.start()
     victim = RawSocket(int(server.url.rsplit(":", 1)[1]))
     synced = await victim.connect(slow.token)

@@ -9,7 +9,6 @@ import asyncio
 import multiprocessing
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,12 +16,12 @@ import pytest
 from tests.faults.tools import (
     SERVER_LOG_ALARMS,
     SOAK,
-    ServerProcess,
     percentile,
     seed_accounts,
     storm_worker,
     summary,
 )
+from tests.processes import ServeGroup
 from tests.support import Device
 
 CLIENTS = 1000
@@ -60,12 +59,10 @@ async def send_backlogs(
 
 @pytest.mark.timeout(600 if SOAK else 170)
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"] if SOAK else ["sqlite"])
-async def test_reconnect_storm(
-    servers: Callable[..., ServerProcess], database_url: str, backend: str
-) -> None:
+async def test_reconnect_storm(processes: ServeGroup, database_url: str, backend: str) -> None:
     accounts = await seed_accounts(database_url, "storm", CLIENTS + SENDERS)
     senders, recipients = accounts[:SENDERS], accounts[SENDERS:]
-    server = servers(database_url)
+    server = processes(database_url)
     await server.start()
     started = time.monotonic()
     expected = await send_backlogs(server.url, senders, recipients)

@@ -1,5 +1,5 @@
-"""Tools of the fault-injection suite: real `messenger serve` processes that can be
-killed and restarted on the same port, a TCP proxy that can cut or drop traffic, fast
+"""Tools of the fault-injection suite (its `messenger serve` processes are
+`tests.processes.ServeProcess`): a TCP proxy that can cut or drop traffic, fast
 account seeding, a minimal raw Socket.IO client that can stop reading, and the worker
 of the reconnect storm.
 
@@ -16,31 +16,21 @@ import os
 import re
 import resource
 import secrets
-import signal
 import socket
 import struct
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from tests.processes import HOST, free_port
 from tests.support import PASSWORD, Account
 
-HOST = "127.0.0.1"
 TCP_ESTABLISHED = 1  # tcpi_state, linux/tcp_states.h
 # Quick mode fits the whole directory in about three minutes on a slow 2-core box;
 # MESSENGER_SOAK=1 runs the chaos loop (and the storm) much longer.
 SOAK = os.environ.get("MESSENGER_SOAK") == "1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def raise_fd_limit() -> int:
@@ -64,98 +54,10 @@ def parse_time(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-# -- server processes -------------------------------------------------------------------
-
-
 # Lines a healthy server never logs, even while being killed and restarted.
 SERVER_LOG_ALARMS = re.compile(
     r"database is locked|SQLITE_BUSY|Traceback|write batch of \d+ failed|event failed"
 )
-
-
-class ServerProcess:
-    """`python -m messenger serve` on a fixed port, killed and restarted at will.
-
-    Every life of the process logs to its own file, so a test can read what each
-    one said."""
-
-    def __init__(self, database_url: str, logs: Path, env: dict[str, str] | None = None) -> None:
-        self.database_url = database_url
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        self.logs = logs
-        self.env = {**os.environ, "MESSENGER_RATE_LIMIT": "0", **(env or {})}
-        self.process: asyncio.subprocess.Process | None = None
-        self.lives = 0
-        self.kills = 0
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def log_path(self, life: int) -> Path:
-        return self.logs / f"server-{self.port}-{life}.log"
-
-    async def start(self, timeout: float = 60) -> None:
-        self.lives += 1
-        with self.log_path(self.lives).open("wb") as out:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "messenger",
-                "serve",
-                "--host",
-                HOST,
-                "--port",
-                str(self.port),
-                "--database-url",
-                self.database_url,
-                "--no-migrate",  # the fixtures hand over migrated databases
-                env=self.env,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        try:
-            await self.wait_healthy(timeout)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{self.output()}") from None
-
-    async def wait_healthy(self, timeout: float) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
-            while time.monotonic() < deadline:
-                if self.process.returncode is not None:
-                    raise AssertionError(f"server exited with {self.process.returncode}")
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(self.url + "/healthz") as response:
-                        if response.status == 200:
-                            return
-                await asyncio.sleep(0.05)
-        raise AssertionError("server did not become healthy")
-
-    async def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, like a power cut of the process."""
-        assert self.process is not None and self.process.returncode is None
-        os.kill(self.process.pid, signal.SIGKILL)
-        code = await asyncio.wait_for(self.process.wait(), 10)
-        assert code == -signal.SIGKILL, code
-        self.kills += 1
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-            await asyncio.wait_for(self.process.wait(), 10)
-
-    def output(self, life: int | None = None) -> str:
-        path = self.log_path(life or self.lives)
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
-
-    def all_output(self) -> str:
-        return "".join(
-            self.log_path(life).read_text(errors="replace") for life in range(1, self.lives + 1)
-        )
 
 
 # -- a TCP proxy ------------------------------------------------------------------------
