@@ -118,12 +118,7 @@ def parse_private_message(payload: Any, max_body: int, client_id: str) -> tuple[
 
 
 def parse_ids(payload: Any) -> list[int]:
-    data = _object(payload)
-    ids = data.get("ids")
-    if not isinstance(ids, list) or not ids:
-        raise invalid("ids must be a non-empty list of message ids")
-    if len(ids) > MARK_IDS_MAX:
-        raise too_large(f"at most {MARK_IDS_MAX} ids per event")
+    ids = _bounded_list(_object(payload), "ids", MARK_IDS_MAX, "message ids")
     return sorted({_positive_int(value, "ids") for value in ids})
 
 
@@ -157,12 +152,7 @@ def parse_cursor(value: Any) -> int:
 
 
 def parse_presence(payload: Any) -> list[str]:
-    data = _object(payload)
-    users = data.get("users")
-    if not isinstance(users, list) or not users:
-        raise invalid("users must be a non-empty list of usernames")
-    if len(users) > PRESENCE_USERS_MAX:
-        raise too_large(f"at most {PRESENCE_USERS_MAX} users per event")
+    users = _bounded_list(_object(payload), "users", PRESENCE_USERS_MAX, "usernames")
     return list(dict.fromkeys(normalize_username(user, "users") for user in users))
 
 
@@ -174,6 +164,16 @@ def _object(payload: Any) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise invalid("the payload must be a JSON object")
     return payload
+
+
+def _bounded_list(data: dict[str, Any], field: str, maximum: int, of_what: str) -> list[Any]:
+    """A non-empty list field: empty or not a list is `invalid`, too long `too_large`."""
+    value = data.get(field)
+    if not isinstance(value, list) or not value:
+        raise invalid(f"{field} must be a non-empty list of {of_what}")
+    if len(value) > maximum:
+        raise too_large(f"at most {maximum} {field} per event")
+    return value
 
 
 def _body(value: Any, max_body: int, field: str = "body") -> str:
