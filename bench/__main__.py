@@ -12,11 +12,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bench import cluster as cluster_scenario
 from bench import live as live_scenario
 from bench import report, scenarios, servers
 from bench.progress import Progress
 
-SCENARIOS = ("live", "sweep", "offline", "history", "connections")
+# `cluster` needs PostgreSQL: without it in --db it is skipped (about 2 minutes with it).
+SCENARIOS = ("live", "sweep", "offline", "history", "connections", "cluster")
 DBS = ("sqlite", "postgresql")
 
 
@@ -60,6 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="alternating relay/messenger live runs per db")
     p.add_argument("--connections", type=int, help="idle sockets in `connections`")
     p.add_argument("--history-messages", type=int, help="conversation size in `history`")
+    p.add_argument(
+        "--cluster-split",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="`cluster` also runs two nodes with each pair on one node (default: yes)",
+    )
     return p.parse_args(argv)
 
 
@@ -88,6 +96,7 @@ def settings_for(args: argparse.Namespace, workdir: Path) -> scenarios.Settings:
         "rounds": args.rounds,
         "connections": args.connections,
         "history_messages": args.history_messages,
+        "cluster_split": args.cluster_split,
     }
     fields = {k: v for k, v in overrides.items() if v is not None}
     return scenarios.Settings(**{**base.__dict__, **fields})
@@ -101,6 +110,7 @@ def _steps(s: scenarios.Settings, chosen: tuple[str, ...]) -> int:
         "offline": 2 * n * len(s.offline_sizes),
         "history": 2 * n,
         "connections": 1 + n,
+        "cluster": cluster_scenario.steps(s) if "postgresql" in s.dbs else 0,
     }
     return sum(counts[c] for c in chosen)
 
@@ -123,6 +133,7 @@ def run(s: scenarios.Settings, chosen: tuple[str, ...]) -> dict[str, Any]:
         "offline": lambda: scenarios.offline(s, progress),
         "history": lambda: scenarios.history(s, progress),
         "connections": lambda: scenarios.connections(s, progress),
+        "cluster": lambda: cluster_scenario.cluster(s, progress),
     }
     for name, job in jobs.items():
         if name not in chosen:

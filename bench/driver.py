@@ -27,19 +27,26 @@ def drive(
     peers: list[tuple[Peer, Peer]],
     workers: int,
     extra_cpu: Callable[[], float] | None = None,
+    meters: dict[str, Callable[[], float]] | None = None,
 ) -> dict[str, Any]:
-    """One timed run: msgs/s, latency percentiles and who used the CPU."""
+    """One timed run: msgs/s, latency percentiles and who used the CPU.
+
+    `meters` are further CPU counters (another node, Redis) sampled over the same
+    window; each becomes `<name>_cpu_pct` and counts as server-side CPU per message.
+    """
     run = loadgen.launch(spec, peers, workers)
     try:
         _wait_ready(run, workers, spec.connect_timeout + 30)
         start = time.monotonic() + 0.3
         run.start_at.value = start
         run.go.set()
-        cpu = _sample_window(server, start + spec.warmup, start + spec.duration, extra_cpu)
+        cpu = _sample_window(
+            server, start + spec.warmup, start + spec.duration, extra_cpu, meters or {}
+        )
         results = _collect(run, workers, spec.duration + spec.drain + 60)
     finally:
         loadgen.stop(run)
-    return _row(spec, workers, merge(results), cpu)
+    return _row(spec, workers, merge(results), cpu, tuple(meters or ()))
 
 
 def _wait_ready(run: loadgen.Run, workers: int, timeout: float) -> None:
@@ -58,10 +65,15 @@ def _wait_ready(run: loadgen.Run, workers: int, timeout: float) -> None:
 
 
 def _sample_window(
-    server: Server, lo: float, hi: float, extra_cpu: Callable[[], float] | None
+    server: Server,
+    lo: float,
+    hi: float,
+    extra_cpu: Callable[[], float] | None,
+    meters: dict[str, Callable[[], float]],
 ) -> dict[str, float]:
     time.sleep(max(0.0, lo - time.monotonic()))
     server0, extra0 = server.cpu_seconds(), extra_cpu() if extra_cpu else 0.0
+    meters0 = {name: read() for name, read in meters.items()}
     busy0 = _machine_busy()
     peak_rss = server.rss()
     while time.monotonic() < hi:
@@ -73,6 +85,10 @@ def _sample_window(
         "db_cpu_pct": round(100 * ((extra_cpu() if extra_cpu else 0.0) - extra0) / span, 1),
         "server_rss_mb": round(peak_rss / 2**20, 1),
         "machine_cpu_pct": round(100 * (_machine_busy() - busy0) / span, 1),
+        **{
+            f"{name}_cpu_pct": round(100 * (read() - meters0[name]) / span, 1)
+            for name, read in meters.items()
+        },
     }
 
 
@@ -94,7 +110,11 @@ def _collect(run: loadgen.Run, workers: int, timeout: float) -> list[WorkerResul
 
 
 def _row(
-    spec: LoadSpec, workers: int, total: WorkerResult, cpu: dict[str, float]
+    spec: LoadSpec,
+    workers: int,
+    total: WorkerResult,
+    cpu: dict[str, float],
+    meters: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     span = spec.duration - spec.warmup
     row: dict[str, Any] = {
@@ -118,7 +138,9 @@ def _row(
     }
     # CPU the server side spent per delivered message: far steadier than msgs/s on a
     # shared machine, since it counts only the server's (and PostgreSQL's) own work.
-    server_cpu_s = (cpu["server_cpu_pct"] + cpu["db_cpu_pct"]) / 100 * span
+    server_side_pct = cpu["server_cpu_pct"] + cpu["db_cpu_pct"]
+    server_side_pct += sum(cpu[f"{name}_cpu_pct"] for name in meters)
+    server_cpu_s = server_side_pct / 100 * span
     row["cpu_ms_per_msg"] = (
         round(1000 * server_cpu_s / total.received_in_window, 3)
         if total.received_in_window
@@ -128,10 +150,7 @@ def _row(
     row["other_cpu_pct"] = round(
         max(
             0.0,
-            cpu["machine_cpu_pct"]
-            - cpu["server_cpu_pct"]
-            - cpu["db_cpu_pct"]
-            - row["loadgen_cpu_pct"],
+            cpu["machine_cpu_pct"] - server_side_pct - row["loadgen_cpu_pct"],
         ),
         1,
     )

@@ -42,11 +42,11 @@ def _spec(s: Settings, server: Server, dialect: str, rate: float | None = None) 
     )
 
 
-def _ratio(value: float, baseline: float) -> float:
+def ratio(value: float, baseline: float) -> float:
     return round(value / baseline, 3) if baseline else 0.0
 
 
-def _median_row(rows: Rows) -> dict[str, Any]:
+def median_row(rows: Rows) -> dict[str, Any]:
     """The run with the median throughput (a real run, not an average of runs)."""
     ordered = sorted(rows, key=lambda r: r["msgs_per_s"])
     return ordered[(len(ordered) - 1) // 2]
@@ -106,10 +106,10 @@ def _rounds(pair: _Pair, progress: Progress) -> tuple[dict[str, Any], dict[str, 
         with progress.step(f"live {pair.db} round {i + 1}: messenger"):
             messengers.append(pair.run_messenger())
     ratios = [
-        _ratio(m["msgs_per_s"], r["msgs_per_s"]) for r, m in zip(relays, messengers, strict=True)
+        ratio(m["msgs_per_s"], r["msgs_per_s"]) for r, m in zip(relays, messengers, strict=True)
     ]
     cpu_ratios = [
-        _ratio(r["cpu_ms_per_msg"], m["cpu_ms_per_msg"])
+        ratio(r["cpu_ms_per_msg"], m["cpu_ms_per_msg"])
         for r, m in zip(relays, messengers, strict=True)
     ]
     relay_row = {
@@ -117,7 +117,7 @@ def _rounds(pair: _Pair, progress: Progress) -> tuple[dict[str, Any], dict[str, 
         "db": "-",
         "baseline_for": pair.db,
         "rounds_msgs_per_s": [r["msgs_per_s"] for r in relays],
-        **_median_row(relays),
+        **median_row(relays),
     }
     messenger_row = {
         "target": "messenger",
@@ -126,7 +126,7 @@ def _rounds(pair: _Pair, progress: Progress) -> tuple[dict[str, Any], dict[str, 
         "rounds_ratio": ratios,
         "ratio_vs_relay": round(statistics.median(ratios), 3),
         "cpu_efficiency_vs_relay": round(statistics.median(cpu_ratios), 3),
-        **_median_row(messengers),
+        **median_row(messengers),
     }
     return relay_row, messenger_row
 

@@ -29,10 +29,15 @@ CONNECT_CONCURRENCY = 32
 
 @dataclass(frozen=True)
 class Peer:
-    """One client identity: its username and the Socket.IO auth it connects with."""
+    """One client identity: its username and the Socket.IO auth it connects with.
+
+    `url` pins the client to one server (several nodes in `cluster`); None means the
+    run's own url.
+    """
 
     username: str
     auth: dict[str, Any]
+    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -230,7 +235,10 @@ class _Worker:
             async with gate:
                 try:
                     await client.connect(
-                        self.spec.url, auth=peer.auth, transports=["websocket"], wait_timeout=30
+                        peer.url or self.spec.url,
+                        auth=peer.auth,
+                        transports=["websocket"],
+                        wait_timeout=30,
                     )
                 except Exception:  # counted, the run goes on without it
                     self.result.connect_errors += 1

@@ -74,6 +74,10 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
             "relay_p99_ms": relay["push"]["p99_ms"],
             "relay_cpu_ms_per_msg": relay.get("cpu_ms_per_msg"),
         }
+    for row in results.get("cluster", []):
+        key = "_".join(row["layout"].replace(",", "").split())
+        out[f"cluster_msgs_per_s__{key}"] = row["msgs_per_s"]
+        out[f"cluster_ratio_vs_one_node__{key}"] = row["ratio_vs_one_node"]
     for row in results.get("sweep", []):
         if row.get("fraction_of_own_peak") == 0.5:
             key = "_".join(row["series"].replace("(", "").replace(")", "").split())
@@ -181,6 +185,28 @@ TABLES: list[tuple[str, str, list[tuple[str, str]]]] = [
             ("RSS before MB", "rss_before_mb"),
             ("RSS after MB", "rss_after_mb"),
             ("KB/conn", "kb_per_conn"),
+        ],
+    ),
+    (
+        "cluster",
+        "cluster (closed loop on PostgreSQL + Redis; median of the rounds)",
+        [
+            ("layout", "layout"),
+            ("msgs/s", "msgs_per_s"),
+            ("ratio vs 1 node", "ratio_vs_one_node"),
+            ("server CPU ms/msg", "cpu_ms_per_msg"),
+            ("push p50 ms", "push.p50_ms"),
+            ("push p99 ms", "push.p99_ms"),
+            ("receipt p50 ms", "receipt.p50_ms"),
+            ("receipt p99 ms", "receipt.p99_ms"),
+            ("node A CPU %", "server_cpu_pct"),
+            ("node B CPU %", "node_b_cpu_pct"),
+            ("PG CPU %", "db_cpu_pct"),
+            ("Redis CPU %", "redis_cpu_pct"),
+            ("loadgen CPU %", "loadgen_cpu_pct"),
+            ("other CPU %", "other_cpu_pct"),
+            ("errors", "errors"),
+            ("lost", "lost"),
         ],
     ),
 ]

@@ -38,6 +38,9 @@ class Settings:
     sweep_fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9, 1.1)
     sweep_duration: float = 6.0
     sweep_window: int = 64
+    # `cluster`: also run two nodes with each pair on one node (besides one node, and
+    # two nodes with every message crossing).
+    cluster_split: bool = True
     offline_sizes: tuple[int, ...] = (10_000, 100_000)
     history_messages: int = 1_000_000
     history_pages: int = 2_000

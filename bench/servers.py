@@ -143,20 +143,57 @@ def start_relay(workdir: Path) -> Server:
     return start("relay", ["bench.relay", "--host", HOST], workdir)
 
 
-def start_messenger(workdir: Path, database_url: str, migrate: bool = True) -> Server:
+def start_messenger(
+    workdir: Path,
+    database_url: str,
+    migrate: bool = True,
+    redis_url: str | None = None,
+    name: str = "messenger",
+    env: dict[str, str] | None = None,
+) -> Server:
     args = ["messenger", "serve", "--host", HOST, "--database-url", database_url]
     if not migrate:
         args.append("--no-migrate")
+    if redis_url:
+        args += ["--redis-url", redis_url]
     # No per-user event limit (the generator is the flood), no login limit (the
     # generator logs in many accounts from one address), and no cap on one user's
     # sockets (`connections` opens many sockets per account).
-    env = {
+    base = {
         "MESSENGER_RATE_LIMIT": "0",
         "MESSENGER_LOGIN_BURST": "0",
         "MESSENGER_MAX_CONNECTIONS_PER_USER": "0",
         "MESSENGER_LOG_FORMAT": "text",
     }
-    return start("messenger", args, workdir, env=env, timeout=120.0)
+    return start(name, args, workdir, env={**base, **(env or {})}, timeout=120.0)
+
+
+def start_redis(workdir: Path, timeout: float = 10.0) -> Server:
+    """A private redis-server: the shared one serves other work, whose CPU could not
+    be told apart from ours. It persists nothing."""
+    port = free_port()
+    log_path = workdir / f"redis-{port}.log"
+    args = ["redis-server", "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no"]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _LIVE.add(proc)
+    server = Server("redis", f"redis://{HOST}:{port}/0", proc, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _redis_pong(port):
+            return server
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"redis-server did not answer PING:\n{server.log_tail()}")
+
+
+def _redis_pong(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 @contextmanager
