@@ -186,7 +186,10 @@ class Node:
         conns = self.hub.connections()
         if not conns:
             return
-        live = await self.accounts.live_tokens(sorted({conn.token_id for conn in conns}))
+        token_ids = sorted({conn.token_id for conn in conns})
+        live: set[int] = set()
+        for start in range(0, len(token_ids), 500):  # bounded IN lists
+            live |= await self.accounts.live_tokens(token_ids[start : start + 500])
         for conn in conns:
             if conn.token_id not in live:
                 log.info("dropping sid=%s: its token expired or was revoked", conn.sid)

@@ -195,13 +195,15 @@ class SocketHandlers:
             self._metrics.auth_failures.inc()
             log.info("socket handshake refused: %s", exc.message)
             raise _refusal(exc) from None
+        head = await self._reader.head(who.user.id)
+        # Checked after the last await, so the check and `attach` below happen as one
+        # step: simultaneous handshakes cannot slip past the cap together.
         cap = self._settings.max_connections_per_user
         if cap and self._hub.count_of_user(who.user.id) >= cap:
             log.info("socket handshake refused: user=%s has %d connections", who.user.username, cap)
             raise _refusal(
                 MessengerError(ErrorCode.RATE_LIMITED, f"at most {cap} connections per user")
             )
-        head = await self._reader.head(who.user.id)
         cursor = _optional_cursor(auth.get("cursor"), head)
         base = head if cursor is None else cursor
         conn = Connection(
