@@ -29,6 +29,11 @@ REPLAY_HIGH_WATER = 1_000
 MAX_PENDING = 20_000
 # How long a replay waits for a connection that does not drain before dropping it.
 DRAIN_TIMEOUT = 30.0
+# With several nodes a user's stream is written by more than one node, and a node's
+# own event can overtake another node's wake-up on its way through Redis. Events
+# after a gap wait this long for the missing one before SQL is read to fill it.
+GAP_WAIT = 0.05
+HELD_MAX = 2_000
 
 
 class SlowConsumer(Exception):
@@ -65,6 +70,10 @@ class Connection:
     # runs each event as its own task; this FIFO lock keeps the connection's writes
     # in the order they arrived even when one of them waits for the database.
     admission: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Events that arrived ahead of a missing one, waiting briefly for it (see
+    # `LiveHub.deliver`), and the timer after which SQL fills the gap instead.
+    held: dict[int, StreamItem] = field(default_factory=dict)
+    gap_timer: asyncio.TimerHandle | None = None
 
 
 class LiveHub:
@@ -113,6 +122,7 @@ class LiveHub:
                 self._on_users_changed()
         if conn.catching_up is not None:
             conn.catching_up.cancel()
+        self._cancel_gap_timer(conn)
         return conn
 
     def count_of_user(self, user_id: int) -> int:
@@ -150,23 +160,54 @@ class LiveHub:
             for conn in list(self._by_user.get(user_id, {}).values()):
                 if conn.catching_up is not None:
                     continue  # the replay reads up to the head, this included
-                if not await self._push(conn, user_items):
-                    self._start_catch_up(conn)
+                if conn.held:
+                    conn.held.update((item.seq, item) for item in user_items)
+                    pending = [conn.held[seq] for seq in sorted(conn.held)]
+                else:
+                    pending = user_items
+                self._hold(conn, await self._push(conn, pending))
 
-    async def _push(self, conn: Connection, items: list[StreamItem]) -> bool:
-        """Emit the items that continue the connection's stream; False on a gap."""
+    def _hold(self, conn: Connection, left: list[StreamItem]) -> None:
+        """Keep the events behind a gap for GAP_WAIT; past that, or past HELD_MAX
+        events, fill the gap from SQL."""
+        conn.held = {item.seq: item for item in left}
+        if not conn.held:
+            self._cancel_gap_timer(conn)
+        elif len(conn.held) > HELD_MAX:
+            self._start_catch_up(conn)
+        elif conn.gap_timer is None:
+            loop = asyncio.get_running_loop()
+            conn.gap_timer = loop.call_later(GAP_WAIT, self._gap_expired, conn)
+
+    def _gap_expired(self, conn: Connection) -> None:
+        conn.gap_timer = None
+        if conn.held:
+            self._metrics.gap_repairs.inc()
+            self._start_catch_up(conn)
+
+    @staticmethod
+    def _cancel_gap_timer(conn: Connection) -> None:
+        if conn.gap_timer is not None:
+            conn.gap_timer.cancel()
+            conn.gap_timer = None
+
+    async def _push(self, conn: Connection, items: list[StreamItem]) -> list[StreamItem]:
+        """Emit the items that continue the connection's stream, in order; returns
+        those behind a gap (none when the stream is whole)."""
+        left: list[StreamItem] = []
         async with conn.lock:
-            for item in items:
+            for index, item in enumerate(items):
                 if item.seq <= conn.last_seq:
                     continue  # already sent (a replay overtook the live push)
                 if item.seq != conn.last_seq + 1:
-                    return False
+                    left = items[index:]
+                    break
                 await self._emit(conn, item)
                 conn.last_seq = item.seq
         if self._pusher.pending(conn.sid) > MAX_PENDING:
             log.warning("dropping connection %s: it stopped reading", conn.sid)
             await self._pusher.disconnect(conn.sid, abort=True)
-        return True
+        return left
 
     async def _emit(self, conn: Connection, item: StreamItem) -> None:
         event, data = seed_form(item) if conn.seed else (item.event, item.data)
@@ -175,6 +216,8 @@ class LiveHub:
     # -- replay from SQL ----------------------------------------------------------
 
     def _start_catch_up(self, conn: Connection) -> None:
+        conn.held.clear()  # the replay reads them from SQL, in order
+        self._cancel_gap_timer(conn)
         if conn.catching_up is None and conn.sid in self._by_sid:
             conn.catching_up = asyncio.create_task(self._catch_up(conn))
 
@@ -186,7 +229,7 @@ class LiveHub:
                 page = await self._reader.page(conn.user.id, conn.last_seq, PAGE_SIZE)
                 if page:
                     self._metrics.backlog_events.inc(len(page))
-                    if not await self._push(conn, page):
+                    if await self._push(conn, page):
                         log.error(
                             "stream of user %d has a hole after %d", conn.user.id, conn.last_seq
                         )

@@ -48,6 +48,11 @@ class Metrics:
             "Connections found behind their stream head and caught up from SQL",
             registry=r,
         )
+        self.gap_repairs = Counter(
+            "messenger_gap_repairs_total",
+            "Gaps in a connection's stream that no wake-up closed in time, read from SQL",
+            registry=r,
+        )
         self.write_batch_size = Histogram(
             "messenger_write_batch_size",
             "Items (sends, marks) per write transaction",
