@@ -12,7 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test,bench]"
 	touch $(STAMP)
 
+# Builds the web client first when Node is there and it is not built yet.
 serve: $(STAMP)
+	@if [ ! -f messenger/web/index.html ] && command -v npm >/dev/null; then $(MAKE) web; fi
 	$(BIN)/messenger serve
 
 test: $(STAMP)
