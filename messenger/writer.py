@@ -395,13 +395,12 @@ async def _apply_marks(
     receipts: list[tuple[UserRef, int, dict[str, Any]]] = []
     for status, run in groupby(marks, key=lambda mark: mark.status):
         items = list(run)
-        pairs = [(mark.user.id, message_id) for mark in items for message_id in mark.ids]
-        changed = await queries.mark_status(conn, pairs, status, now)
         # Each changed message counts for the first item of its recipient naming it.
         claims: dict[tuple[int, int], _Mark] = {}
         for mark in items:
             for message_id in mark.ids:
                 claims.setdefault((mark.user.id, message_id), mark)
+        changed = await queries.mark_status(conn, list(claims), status, now)
         by_item: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
         for row in changed:
             mark = claims[(row["recipient_id"], row["id"])]

@@ -221,8 +221,8 @@ async def insert_stream_events(conn: AsyncConnection, rows: Sequence[dict[str, A
 async def mark_status(
     conn: AsyncConnection, marks: Sequence[tuple[int, int]], status: int, now: datetime
 ) -> list[RowMapping]:
-    """Raise to `status` the messages of the (recipient_id, message_id) pairs, in one
-    statement; returns (id, sender_id, recipient_id) of the rows that changed, by id.
+    """Raise to `status` the messages of the distinct (recipient_id, message_id) pairs,
+    in one statement; returns (id, sender_id, recipient_id) of the rows that changed, by id.
 
     A pair whose message is not addressed to that recipient, or is already at or past
     the status, changes nothing: others' ids are ignored and receipts never go back.
@@ -238,7 +238,7 @@ async def mark_status(
         update(messages)
         .where(
             messages.c.id.in_(ids),  # the primary key finds the rows
-            tuple_(messages.c.recipient_id, messages.c.id).in_(list(set(marks))),
+            tuple_(messages.c.recipient_id, messages.c.id).in_(list(marks)),
             messages.c.status < status,
         )
         .values(**values)

@@ -261,10 +261,7 @@ class SocketHandlers:
         return error.answer()
 
     async def _send(self, conn: Connection, payload: Any) -> dict[str, Any]:
-        command = protocol.parse_send(payload, self._settings.max_body)
-        async with conn.admission:
-            stored = await self._delivery.submit_send(conn.user, command)
-        return {"message": (await stored).message}
+        return await self._store(conn, protocol.parse_send(payload, self._settings.max_body))
 
     async def _private_message(self, conn: Connection, payload: Any) -> dict[str, Any]:
         claimed, command = protocol.parse_private_message(
@@ -272,6 +269,10 @@ class SocketHandlers:
         )
         if claimed != conn.user.username:
             raise MessengerError(ErrorCode.FORBIDDEN, "from must be the connected user")
+        return await self._store(conn, command)
+
+    async def _store(self, conn: Connection, command: protocol.SendCommand) -> dict[str, Any]:
+        """Queue in arrival order (the admission lock), then wait for the commit."""
         async with conn.admission:
             stored = await self._delivery.submit_send(conn.user, command)
         return {"message": (await stored).message}
