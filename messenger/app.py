@@ -19,7 +19,7 @@ from messenger.directory import Directory
 from messenger.events import StreamItem
 from messenger.live import LiveHub
 from messenger.metrics import Metrics
-from messenger.presence import LocalPresence, RedisPresence
+from messenger.presence import LocalPresence, Presence, RedisPresence
 from messenger.store.db import open_database
 from messenger.streams import StreamReader
 from messenger.transport.origins import engineio_origin_check
@@ -55,7 +55,7 @@ class Node:
         self.db = open_database(settings.database_url, settings.sqlite_synchronous)
         self.directory = Directory(self.db)
         self.cluster: Cluster | None = None
-        self.presence: LocalPresence | RedisPresence
+        self.presence: Presence
         manager: socketio.AsyncManager | None = None
         if settings.redis_url:
             manager = ClusterManager(settings.redis_url, channel=settings.redis_prefix)
@@ -129,15 +129,13 @@ class Node:
             self.cluster.publish_revoke(token_id)
 
     def _users_changed(self) -> None:
-        if isinstance(self.presence, RedisPresence):
-            self.presence.changed()
+        self.presence.changed()
 
     async def start(self) -> None:
         self.writer.start()
         if self.cluster is not None:
             self.cluster.start()
-        if isinstance(self.presence, RedisPresence):
-            self.presence.start()
+        self.presence.start()
         self._maintenance = asyncio.create_task(self._maintain(), name="messenger-maintenance")
 
     async def stop(self) -> None:
@@ -152,8 +150,7 @@ class Node:
         await self.sio.shutdown()
         if self.cluster is not None:
             await self.cluster.stop()
-        if isinstance(self.presence, RedisPresence):
-            await self.presence.stop()
+        await self.presence.stop()
         await self.db.dispose()
 
     async def _close_sockets(self) -> None:
@@ -166,9 +163,8 @@ class Node:
             await asyncio.wait_for(eio.disconnect(), CLOSE_GRACE_SECONDS)
         except TimeoutError:
             log.warning("%d sockets did not flush in time; dropping them", len(eio.sockets))
-            for socket in list(eio.sockets.values()):
-                await socket.close(wait=False, abort=True)
-                socket.queue.put_nowait(None)  # wakes a pending long poll or ws writer
+            for eio_sid in list(eio.sockets):
+                await self.sio.drop_session(eio_sid)
             eio.sockets.clear()
 
     async def _maintain(self) -> None:

@@ -27,6 +27,14 @@ HEARTBEAT_SECONDS = 10
 
 
 class Presence(Protocol):
+    def start(self) -> None: ...
+
+    def changed(self) -> None:
+        """A user of this node connected, or left with their last connection."""
+        ...
+
+    async def stop(self) -> None: ...
+
     async def online(self, user_ids: Sequence[int]) -> set[int]: ...
 
 
@@ -35,6 +43,16 @@ class LocalPresence:
 
     def __init__(self, local_users: Callable[[], Iterable[int]]) -> None:
         self._local_users = local_users
+
+    # The connections themselves are the record: nothing to start, write or stop.
+    def start(self) -> None:
+        pass
+
+    def changed(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
 
     async def online(self, user_ids: Sequence[int]) -> set[int]:
         return set(user_ids) & set(self._local_users())
