@@ -95,13 +95,13 @@ class Delivery:
 
     async def presence(self, user: UserRef, usernames: list[str]) -> dict[str, Any]:
         """Who is online; someone who blocks the caller always looks offline."""
-        found = await self._directory.resolve_many(usernames)
-        unknown = [name for name in usernames if name not in found]
-        if unknown:
-            raise not_found(f"no user {unknown[0]!r}")
-        ids = [found[name].id for name in usernames]
         async with self._db.reader.connect() as conn:
-            rows = {row["id"]: row for row in await queries.users_by_names(conn, usernames)}
+            # One read gives both who exists and when they were last seen.
+            rows = {row["username"]: row for row in await queries.users_by_names(conn, usernames)}
+            unknown = [name for name in usernames if name not in rows]
+            if unknown:
+                raise not_found(f"no user {unknown[0]!r}")
+            ids = [rows[name]["id"] for name in usernames]
             hidden = {
                 blocker
                 for blocker, _ in await queries.blocking_pairs(conn, ((i, user.id) for i in ids))
@@ -110,13 +110,13 @@ class Delivery:
         now = format_time(utc_now())
         answer: dict[str, Any] = {}
         for name in usernames:
-            uid = found[name].id
+            uid = rows[name]["id"]
             if uid in hidden:
                 answer[name] = {"online": False, "last_seen": None}
             elif uid in online:
                 answer[name] = {"online": True, "last_seen": now}
             else:
-                answer[name] = {"online": False, "last_seen": format_time(rows[uid]["last_seen"])}
+                answer[name] = {"online": False, "last_seen": format_time(rows[name]["last_seen"])}
         return {"users": answer}
 
     async def conversations(self, user: UserRef, limit: int) -> list[dict[str, Any]]:
