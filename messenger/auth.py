@@ -55,15 +55,13 @@ class Accounts:
     async def register(self, username: str, password: str) -> UserRef:
         password_hash = await asyncio.to_thread(self._hasher.hash, password)
         try:
-            async with self._db.writer.begin() as conn:
-                user_id = await queries.insert_user(conn, username, password_hash, utc_now())
+            user_id = await self._db.write(queries.insert_user, username, password_hash, utc_now())
         except IntegrityError:
             raise MessengerError(ErrorCode.USERNAME_TAKEN, "that username is taken") from None
         return UserRef(user_id, username)
 
     async def login(self, username: str, password: str) -> Session:
-        async with self._db.reader.connect() as conn:
-            row = await queries.user_by_name(conn, username)
+        row = await self._db.read(queries.user_by_name, username)
         stored = row["password_hash"] if row is not None else self._decoy_hash
         if not await asyncio.to_thread(self._verify, stored, password) or row is None:
             raise MessengerError(ErrorCode.BAD_CREDENTIALS, "wrong username or password")
@@ -71,8 +69,9 @@ class Accounts:
         token = secrets.token_urlsafe(32)
         now = utc_now()
         expires_at = now + self._ttl
-        async with self._db.writer.begin() as conn:
-            token_id = await queries.insert_token(conn, user.id, hash_token(token), now, expires_at)
+        token_id = await self._db.write(
+            queries.insert_token, user.id, hash_token(token), now, expires_at
+        )
         return Session(token, token_id, expires_at, user)
 
     async def authenticate(self, token: object) -> Authenticated:
@@ -81,19 +80,16 @@ class Accounts:
             # Tokens are URL-safe ASCII; anything else (unpaired surrogates from a
             # mangled header included) cannot be one.
             raise MessengerError(ErrorCode.UNAUTHORIZED, "a valid token is required")
-        async with self._db.reader.connect() as conn:
-            row = await queries.live_token(conn, hash_token(token), utc_now())
+        row = await self._db.read(queries.live_token, hash_token(token), utc_now())
         if row is None:
             raise MessengerError(ErrorCode.UNAUTHORIZED, "the token is unknown, expired or revoked")
         return Authenticated(row["token_id"], UserRef(row["id"], row["username"]))
 
     async def revoke(self, token_id: int) -> None:
-        async with self._db.writer.begin() as conn:
-            await queries.revoke_token(conn, token_id, utc_now())
+        await self._db.write(queries.revoke_token, token_id, utc_now())
 
     async def live_tokens(self, token_ids: list[int]) -> set[int]:
-        async with self._db.reader.connect() as conn:
-            return await queries.live_token_ids(conn, token_ids, utc_now())
+        return await self._db.read(queries.live_token_ids, token_ids, utc_now())
 
     def _verify(self, stored: str, password: str) -> bool:
         try:

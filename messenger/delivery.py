@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from sqlalchemy import Connection, RowMapping
+
 from messenger.directory import Directory
 from messenger.errors import invalid, not_found
 from messenger.events import (
@@ -56,10 +58,9 @@ class Delivery:
 
     async def history(self, user: UserRef, query: HistoryQuery) -> dict[str, Any]:
         peer = await self._peer(user, query.with_user)
-        async with self._db.reader.connect() as conn:
-            rows = await queries.conversation_page(
-                conn, user.id, peer.id, query.before, query.after, query.limit + 1
-            )
+        rows = await self._db.read(
+            queries.conversation_page, user.id, peer.id, query.before, query.after, query.limit + 1
+        )
         has_more = len(rows) > query.limit
         if has_more:
             # One row more than asked says whether the page continues; it is the row
@@ -85,27 +86,19 @@ class Delivery:
 
     async def block(self, user: UserRef, username: str) -> None:
         target = await self._peer(user, username)
-        async with self._db.writer.begin() as conn:
-            await queries.add_block(conn, user.id, target.id, utc_now())
+        await self._db.write(queries.add_block, user.id, target.id, utc_now())
 
     async def unblock(self, user: UserRef, username: str) -> None:
         target = await self._peer(user, username)
-        async with self._db.writer.begin() as conn:
-            await queries.remove_block(conn, user.id, target.id)
+        await self._db.write(queries.remove_block, user.id, target.id)
 
     async def presence(self, user: UserRef, usernames: list[str]) -> dict[str, Any]:
         """Who is online; someone who blocks the caller always looks offline."""
-        async with self._db.reader.connect() as conn:
-            # One read gives both who exists and when they were last seen.
-            rows = {row["username"]: row for row in await queries.users_by_names(conn, usernames)}
-            unknown = [name for name in usernames if name not in rows]
-            if unknown:
-                raise not_found(f"no user {unknown[0]!r}")
-            ids = [rows[name]["id"] for name in usernames]
-            hidden = {
-                blocker
-                for blocker, _ in await queries.blocking_pairs(conn, ((i, user.id) for i in ids))
-            }
+        rows, hidden = await self._db.read(_presence_facts, user.id, usernames)
+        unknown = [name for name in usernames if name not in rows]
+        if unknown:
+            raise not_found(f"no user {unknown[0]!r}")
+        ids = [rows[name]["id"] for name in usernames]
         online = await self._presence.online(ids)
         now = format_time(utc_now())
         answer: dict[str, Any] = {}
@@ -120,8 +113,7 @@ class Delivery:
         return {"users": answer}
 
     async def conversations(self, user: UserRef, limit: int) -> list[dict[str, Any]]:
-        async with self._db.reader.connect() as conn:
-            rows = await queries.conversations(conn, user.id, limit)
+        rows = await self._db.read(queries.conversations, user.id, limit)
         names = await self._directory.names({row["peer"] for row in rows} | {user.id})
         return [
             {
@@ -138,3 +130,14 @@ class Delivery:
         if username == user.username:
             raise invalid("that is you: name another user")
         return await self._directory.resolve(username)
+
+
+def _presence_facts(
+    conn: Connection, viewer_id: int, usernames: list[str]
+) -> tuple[dict[str, RowMapping], set[int]]:
+    """In one read: the existing users among `usernames` with when each was last seen,
+    and the ids of those who block the viewer."""
+    rows = {row["username"]: row for row in queries.users_by_names(conn, usernames)}
+    ids = [row["id"] for row in rows.values()]
+    hidden = {blocker for blocker, _ in queries.blocking_pairs(conn, ((i, viewer_id) for i in ids))}
+    return rows, hidden

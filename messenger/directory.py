@@ -42,11 +42,10 @@ class Directory:
         found = {name: self._by_name[name] for name in names if name in self._by_name}
         missing = [name for name in names if name not in found]
         if missing:
-            async with self._db.reader.connect() as conn:
-                for row in await queries.users_by_names(conn, missing):
-                    user = UserRef(row["id"], row["username"])
-                    self.remember(user)
-                    found[user.username] = user
+            for row in await self._db.read(queries.users_by_names, missing):
+                user = UserRef(row["id"], row["username"])
+                self.remember(user)
+                found[user.username] = user
         return found
 
     async def names(self, ids: Iterable[int]) -> dict[int, str]:
@@ -54,8 +53,7 @@ class Directory:
         found = {uid: self._by_id[uid].username for uid in wanted if uid in self._by_id}
         missing = wanted - found.keys()
         if missing:
-            async with self._db.reader.connect() as conn:
-                for uid, name in (await queries.usernames(conn, missing)).items():
-                    self.remember(UserRef(uid, name))
-                    found[uid] = name
+            for uid, name in (await self._db.read(queries.usernames, missing)).items():
+                self.remember(UserRef(uid, name))
+                found[uid] = name
         return found

@@ -31,17 +31,14 @@ class StreamReader:
 
     async def head(self, user_id: int) -> int:
         """The cursor of the user's newest event (0 before the first)."""
-        async with self._db.reader.connect() as conn:
-            return await queries.stream_head(conn, user_id)
+        return await self._db.read(queries.stream_head, user_id)
 
     async def heads(self, user_ids: Sequence[int]) -> dict[int, int]:
-        async with self._db.reader.connect() as conn:
-            return await queries.stream_heads(conn, user_ids)
+        return await self._db.read(queries.stream_heads, user_ids)
 
     async def page(self, user_id: int, after: int, limit: int) -> list[StreamItem]:
         """Up to `limit` events after cursor `after`, in cursor order."""
-        async with self._db.reader.connect() as conn:
-            rows = await queries.stream_page(conn, user_id, after, limit)
+        rows = await self._db.read(queries.stream_page, user_id, after, limit)
         names = await self._directory.names(_people(rows))
         items = []
         for row in rows:
@@ -59,8 +56,7 @@ class StreamReader:
         self, user_id: int, after: int, up_to: int, limit: int
     ) -> list[StreamItem]:
         """The user's messages still waiting for delivery, with cursors in (after, up_to]."""
-        async with self._db.reader.connect() as conn:
-            rows = await queries.undelivered_page(conn, user_id, after, up_to, limit)
+        rows = await self._db.read(queries.undelivered_page, user_id, after, up_to, limit)
         names = await self._directory.names(_people(rows))
         return [
             new_message_item(

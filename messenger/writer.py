@@ -23,8 +23,8 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from messenger.errors import ErrorCode, MessengerError, forbidden
 from messenger.events import (
@@ -85,6 +85,10 @@ class _Outcome:
     """What a committed batch answers and publishes."""
 
     answers: list[tuple[asyncio.Future[Any], Any]] = field(default_factory=list)
+    # (first, repeat): a send repeated within the batch is answered with the first's.
+    repeats: list[tuple[asyncio.Future[SendResult], asyncio.Future[SendResult]]] = field(
+        default_factory=list
+    )
     events: list[StreamItem] = field(default_factory=list)
     stored: int = 0
     duplicates: int = 0
@@ -106,7 +110,6 @@ class Writer:
         self._batch_max = batch_max
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self._conn: AsyncConnection | None = None
         self._closed = False
 
     def start(self) -> None:
@@ -119,9 +122,6 @@ class Writer:
             await self._queue.put(None)
             await self._task
             self._task = None
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
 
     def submit_send(
         self, sender: UserRef, recipient: UserRef, body: str, client_id: str
@@ -195,6 +195,8 @@ class Writer:
         self._metrics.duplicate_sends.inc(outcome.duplicates)
         self._metrics.messages_delivered.inc(outcome.delivered)
         self._metrics.messages_read.inc(outcome.read)
+        for first, repeat in outcome.repeats:
+            _chain(first, repeat)
         for future, answer in outcome.answers:
             if not future.done():
                 if isinstance(answer, MessengerError):
@@ -210,37 +212,15 @@ class Writer:
 
     async def _apply_with_retry(self, batch: list[_Item]) -> _Outcome:
         for attempt in range(3):
-            conn = await self._connection()
             try:
-                async with conn.begin():
-                    return await _apply(conn, batch, utc_now(), self._db.is_postgresql)
+                return await self._db.write_batch(_apply, batch, utc_now(), self._db.is_postgresql)
             except IntegrityError:
                 # Only a concurrent writer on another node storing the same
                 # (sender, client_id) gets here; the next attempt finds its row.
                 if attempt == 2:
                     raise
                 log.info("write batch raced another writer; retrying")
-            except Exception:
-                await self._drop_connection()  # it may be broken: take a fresh one next
-                raise
         raise AssertionError("unreachable")
-
-    async def _connection(self) -> AsyncConnection:
-        """The writer's own connection, kept between batches: a checkout per batch
-        (and its reset, and on PostgreSQL its pre-ping) cost more CPU than a small
-        batch's statements."""
-        if self._conn is None:
-            self._conn = await self._db.writer.connect()
-        return self._conn
-
-    async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await conn.invalidate()
-                await conn.close()
-            except Exception as exc:
-                log.info("closing the writer's broken connection: %s", exc)
 
 
 def _drain(queue: asyncio.Queue[_Item | None]) -> list[_Item | None]:
@@ -250,17 +230,18 @@ def _drain(queue: asyncio.Queue[_Item | None]) -> list[_Item | None]:
     return items
 
 
-async def _apply(
-    conn: AsyncConnection, batch: Sequence[_Item], now: datetime, lock_rows: bool
-) -> _Outcome:
-    """Run one batch inside the caller's transaction."""
+def _apply(conn: Connection, batch: Sequence[_Item], now: datetime, lock_rows: bool) -> _Outcome:
+    """Run one batch inside the caller's transaction.
+
+    Runs on the database's writer thread with SQLite: it reads and builds, and leaves
+    every future and metric to the event loop (`Writer._commit`)."""
     outcome = _Outcome()
     sends = [item for item in batch if isinstance(item, _Send)]
     marks = [item for item in batch if isinstance(item, _Mark)]
     touches = {item.user_id: item.at for item in batch if isinstance(item, _Touch)}
 
-    new_sends = await _settle_known_sends(conn, sends, outcome)
-    receipts = await _apply_marks(conn, marks, now, outcome)
+    new_sends = _settle_known_sends(conn, sends, outcome)
+    receipts = _apply_marks(conn, marks, now, outcome)
 
     # Stream positions for every event of the batch, taken in one statement.
     counts: Counter[int] = Counter()
@@ -272,7 +253,7 @@ async def _apply(
         counts[reader.id] += 1
     next_seq: dict[int, int] = {}
     if counts:
-        heads = await queries.advance_stream_heads(conn, counts, lock_first=lock_rows)
+        heads = queries.advance_stream_heads(conn, counts, lock_first=lock_rows)
         next_seq = {uid: heads[uid] - counts[uid] + 1 for uid in counts}
 
     def take(user_id: int) -> int:
@@ -297,7 +278,7 @@ async def _apply(
             }
             for s, (_, recipient_seq) in zip(new_sends, seqs, strict=True)
         ]
-        ids = await queries.insert_messages(conn, rows)
+        ids = queries.insert_messages(conn, rows)
         for send, row, message_id, (sender_seq, recipient_seq) in zip(
             new_sends, rows, ids, seqs, strict=True
         ):
@@ -333,22 +314,20 @@ async def _apply(
             )
             outcome.events.append(receipt_item(user_id, seq, payload))
 
-    await queries.insert_stream_events(conn, event_rows)
-    await queries.touch_last_seen(conn, touches)
+    queries.insert_stream_events(conn, event_rows)
+    queries.touch_last_seen(conn, touches)
     return outcome
 
 
-async def _settle_known_sends(
-    conn: AsyncConnection, sends: list[_Send], outcome: _Outcome
-) -> list[_Send]:
+def _settle_known_sends(conn: Connection, sends: list[_Send], outcome: _Outcome) -> list[_Send]:
     """Answer repeats and blocked sends; return the sends that store a new message.
 
     A repeat of a stored (sender, client_id) gets the stored message; a repeat within
     this batch gets the first one's answer (G2). A send to someone who blocks the
     sender fails `forbidden` and stores nothing.
     """
-    stored = await queries.messages_by_client_ids(conn, ((s.sender.id, s.client_id) for s in sends))
-    blocked = await queries.blocking_pairs(conn, ((s.recipient.id, s.sender.id) for s in sends))
+    stored = queries.messages_by_client_ids(conn, ((s.sender.id, s.client_id) for s in sends))
+    blocked = queries.blocking_pairs(conn, ((s.recipient.id, s.sender.id) for s in sends))
     first_in_batch: dict[tuple[int, str], _Send] = {}
     new_sends: list[_Send] = []
     for send in sends:
@@ -359,7 +338,7 @@ async def _settle_known_sends(
             outcome.answers.append((send.future, SendResult(message, created=False)))
             outcome.duplicates += 1
         elif key in first_in_batch:
-            _chain(first_in_batch[key].future, send.future)
+            outcome.repeats.append((first_in_batch[key].future, send.future))
             outcome.duplicates += 1
         elif (send.recipient.id, send.sender.id) in blocked:
             outcome.answers.append(
@@ -385,8 +364,8 @@ def _chain(first: asyncio.Future[SendResult], repeat: asyncio.Future[SendResult]
     first.add_done_callback(copy)
 
 
-async def _apply_marks(
-    conn: AsyncConnection, marks: list[_Mark], now: datetime, outcome: _Outcome
+def _apply_marks(
+    conn: Connection, marks: list[_Mark], now: datetime, outcome: _Outcome
 ) -> list[tuple[UserRef, int, dict[str, Any]]]:
     """Raise statuses; return one receipt (reader, sender id, payload) per item and
     sender. Consecutive items of one status share a statement; runs keep queue order,
@@ -400,7 +379,7 @@ async def _apply_marks(
         for mark in items:
             for message_id in mark.ids:
                 claims.setdefault((mark.user.id, message_id), mark)
-        changed = await queries.mark_status(conn, list(claims), status, now)
+        changed = queries.mark_status(conn, list(claims), status, now)
         by_item: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
         for row in changed:
             mark = claims[(row["recipient_id"], row["id"])]

@@ -20,12 +20,14 @@ async def test_migrations_match_models(database_url: str) -> None:
     check(database_url)
 
 
-async def _plan(database_url: str, statement: Select[Any]) -> str:
+async def _plan(database_url: str, statement: Select[Any], params: dict[str, Any]) -> str:
     engine = create_async_engine(database_url)
     try:
         async with engine.connect() as conn:
             sql = str(
-                statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+                statement.params(params).compile(
+                    dialect=engine.dialect, compile_kwargs={"literal_binds": True}
+                )
             )
             if engine.dialect.name == "sqlite":
                 rows = await conn.execute(text("EXPLAIN QUERY PLAN " + sql))
@@ -44,19 +46,25 @@ async def _plan(database_url: str, statement: Select[Any]) -> str:
 async def test_history_page_uses_the_conversation_index(
     database_url: str, before: int | None, after: int | None
 ) -> None:
-    plan = await _plan(database_url, queries.conversation_statement(1, 2, before, after, 51))
+    plan = await _plan(database_url, *queries.conversation_query(1, 2, before, after, 51))
     assert plan.count("ix_messages_conversation") == 2, plan
     # Each direction is read in index order: no sort of a whole conversation.
     assert "SCAN messages" not in plan and "Seq Scan" not in plan, plan
 
 
 async def test_backlog_page_uses_the_backlog_index(database_url: str) -> None:
-    plan = await _plan(database_url, queries.undelivered_statement(1, 0, 10_000, 500))
+    plan = await _plan(
+        database_url,
+        queries.UNDELIVERED_PAGE,
+        {"recipient_id": 1, "after_seq": 0, "up_to_seq": 10_000, "limit": 500},
+    )
     assert "ix_messages_backlog" in plan, plan
     assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
 
 
 async def test_stream_page_uses_the_primary_key(database_url: str) -> None:
-    plan = await _plan(database_url, queries.stream_statement(1, 100, 500))
+    plan = await _plan(
+        database_url, queries.STREAM_PAGE, {"user_id": 1, "after_seq": 100, "limit": 500}
+    )
     assert "pk_stream_events" in plan or "PRIMARY KEY" in plan or "sqlite_autoindex" in plan, plan
     assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan

@@ -51,7 +51,6 @@ async def test_a_failing_batch_is_answered_and_the_writer_recovers(
     await device.wait_synced()
     first = await device.send(bob.username, "before", "c-1")
     assert first["ok"], first
-    await server.node.db.writer.dispose()
     await sql(server.settings.database_url, "ALTER TABLE stream_events RENAME TO se_away")
     try:
         answer = await device.send(bob.username, "during", "c-2")

@@ -234,8 +234,8 @@ class RestApi:
             return
         self._backlog_read_at = now
         try:
-            async with asyncio.timeout(2.0), self._db.reader.connect() as conn:
-                count, oldest = await queries.undelivered_summary(conn)
+            async with asyncio.timeout(2.0):
+                count, oldest = await self._db.read(queries.undelivered_summary)
         except Exception as exc:
             log.warning("backlog gauges not refreshed: %s", type(exc).__name__)
             return
