@@ -248,9 +248,8 @@ def _apply(conn: Connection, batch: Sequence[_Item], now: datetime, lock_rows: b
     for send in new_sends:
         counts[send.sender.id] += 1
         counts[send.recipient.id] += 1
-    for reader, sender_id, _ in receipts:
-        counts[sender_id] += 1
-        counts[reader.id] += 1
+    for audience, _ in receipts:
+        counts.update(audience)
     next_seq: dict[int, int] = {}
     if counts:
         heads = queries.advance_stream_heads(conn, counts, lock_first=lock_rows)
@@ -299,9 +298,9 @@ def _apply(conn: Connection, batch: Sequence[_Item], now: datetime, lock_rows: b
                 outcome.events.append(new_message_item(user_id, seq, message))
         outcome.stored = len(new_sends)
 
-    for reader, sender_id, payload in receipts:
+    for audience, payload in receipts:
         encoded = json.dumps(payload, separators=(",", ":"))
-        for user_id in (sender_id, reader.id):
+        for user_id in audience:
             seq = take(user_id)
             event_rows.append(
                 {
@@ -366,12 +365,12 @@ def _chain(first: asyncio.Future[SendResult], repeat: asyncio.Future[SendResult]
 
 def _apply_marks(
     conn: Connection, marks: list[_Mark], now: datetime, outcome: _Outcome
-) -> list[tuple[UserRef, int, dict[str, Any]]]:
-    """Raise statuses; return one receipt (reader, sender id, payload) per item and
-    sender. Consecutive items of one status share a statement; runs keep queue order,
+) -> list[tuple[tuple[int, ...], dict[str, Any]]]:
+    """Raise statuses; return one receipt (the users whose streams get it, payload)
+    per item and sender. Consecutive items of one status share a statement; runs keep queue order,
     so a `delivered` queued after a `read` of the same message still changes nothing.
     """
-    receipts: list[tuple[UserRef, int, dict[str, Any]]] = []
+    receipts: list[tuple[tuple[int, ...], dict[str, Any]]] = []
     for status, run in groupby(marks, key=lambda mark: mark.status):
         items = list(run)
         # Each changed message counts for the first item of its recipient naming it.
@@ -394,5 +393,10 @@ def _apply_marks(
                 outcome.delivered += updated
             for sender_id, ids in sorted(by_sender.items()):
                 payload = receipt_payload(ids, status, mark.user.username, now)
-                receipts.append((mark.user, sender_id, payload))
+                # The sender learns of delivery and reading; the reader's devices
+                # only of reading (PROTOCOL.md 3.3): that a device of theirs got a
+                # message tells the others nothing, and would cost every delivery
+                # an event more in the reader's stream.
+                audience = (sender_id, mark.user.id) if status == STATUS_READ else (sender_id,)
+                receipts.append((audience, payload))
     return receipts

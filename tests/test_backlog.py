@@ -124,10 +124,7 @@ async def test_resume_with_cursor_gets_exactly_the_events_after_it(
     early = [(await a.send(bob.username, f"e{i}", f"early-{i}"))["message"] for i in range(3)]
     from_bob = (await b.send(ann.username, "from bob", "bob-1"))["message"]
     await b.wait_for(lambda: len(b.messages()) == 4)
-    assert await b.call("delivered", {"ids": [m["id"] for m in early]}) == {
-        "ok": True,
-        "updated": 3,
-    }
+    assert await b.call("read", {"ids": [m["id"] for m in early]}) == {"ok": True, "updated": 3}
     await b.wait_for(lambda: len(b.of("receipt")) == 1)
     cursor = b.cursors()[-1]
     await b.disconnect()
@@ -213,10 +210,10 @@ async def test_bad_connect_cursor_counts_as_absent(server: RunningServer, http: 
     a, _ = await connect_synced(server.url, ann)
     first = (await a.send(bob.username, "first", "bc-1"))["message"]
     marker, _ = await connect_synced(server.url, bob)
-    assert await marker.call("delivered", {"ids": [first["id"]]}) == {"ok": True, "updated": 1}
+    assert await marker.call("read", {"ids": [first["id"]]}) == {"ok": True, "updated": 1}
     await marker.disconnect()
     waiting = [(await a.send(bob.username, f"w{i}", f"bc-w{i}"))["message"] for i in range(2)]
-    head = 4  # new_message, receipt, new_message, new_message
+    head = 4  # new_message, receipt (of `read`), new_message, new_message
 
     for bad in (head + 100, 2**70, -1, "1", 1.5, True, [1], {"n": 1}):
         device, synced = await connect_synced(server.url, bob, cursor=bad)

@@ -160,14 +160,14 @@ async def test_messages_and_receipts_cross_nodes_live(pair: Pair) -> None:
         await device.wait_for(lambda d=device: len(d.messages()) == 1)  # type: ignore[misc]
         assert device.messages() == [first["message"]]
 
-    # Receipts: delivered on B reaches ann on A and B and bob's device on A.
-    marked = await b1.call("delivered", {"ids": [first["message"]["id"]]})
+    # Receipts: read on B reaches ann on A and B and bob's device on A.
+    marked = await b1.call("read", {"ids": [first["message"]["id"]]})
     assert marked == {"ok": True, "updated": 1}
     for device in (a1, a2, b2):
         await device.wait_for(lambda d=device: len(d.of("receipt")) == 1)  # type: ignore[misc]
         receipt = device.of("receipt")[0]
         assert receipt["ids"] == [first["message"]["id"]]
-        assert (receipt["status"], receipt["by"]) == ("delivered", bob.username)
+        assert (receipt["status"], receipt["by"]) == ("read", bob.username)
 
     # Interleaved traffic both ways from both nodes, with reads on A.
     for i in range(10):
@@ -230,7 +230,7 @@ async def test_cursor_resume_across_nodes(pair: Pair) -> None:
     early = [(await ann_b.send(bob.username, f"e{i}", f"early-{i}"))["message"] for i in range(3)]
     from_bob = (await bob_a.send(ann.username, "from bob", "bob-1"))["message"]
     await bob_a.wait_for(lambda: len(bob_a.messages()) == 4)
-    marked = await bob_a.call("delivered", {"ids": ids_of(early)})
+    marked = await bob_a.call("read", {"ids": ids_of(early)})
     assert marked == {"ok": True, "updated": 3}
     await bob_a.wait_for(lambda: len(bob_a.of("receipt")) == 1)
     cursor = bob_a.cursors()[-1]

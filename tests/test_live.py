@@ -64,11 +64,13 @@ async def test_cursors_stay_contiguous_over_many_events(server: RunningServer, h
         to_bob = await a1.send(bob.username, f"a{i}", f"a-{i}")
         to_ann = await b2.send(ann.username, f"b{i}", f"b-{i}")
         assert to_bob["ok"] and to_ann["ok"]
-        marked = await b1.call("delivered", {"ids": [to_bob["message"]["id"]]})
+        mark = "read" if i % 2 else "delivered"
+        marked = await b1.call(mark, {"ids": [to_bob["message"]["id"]]})
         assert marked == {"ok": True, "updated": 1}
-    # Each device: 20 messages and 10 receipts.
-    for device, synced in ((a1, s_a1), (a2, s_a2), (b1, s_b1), (b2, s_b2)):
-        await device.wait_for(lambda d=device: len(d.cursors()) == 30)  # type: ignore[misc]
+    # Each device: 20 messages; ann's 10 receipts, bob's only the 5 of `read`.
+    expected = ((a1, s_a1, 30), (a2, s_a2, 30), (b1, s_b1, 25), (b2, s_b2, 25))
+    for device, synced, events in expected:
+        await device.wait_for(lambda d=device, n=events: len(d.cursors()) == n)  # type: ignore[misc]
         assert_contiguous(device, synced)
     await disconnect_all(a1, a2, b1, b2)
 
@@ -98,11 +100,12 @@ async def test_send_ack_carries_the_stored_message(server: RunningServer, http: 
     await a.disconnect()
 
 
-async def test_delivered_sends_receipt_to_sender_and_reader_devices(
+async def test_delivered_sends_receipt_to_the_sender_devices_only(
     server: RunningServer, http: Http
 ) -> None:
-    """G5: `delivered` updates once and both sender devices and the reader's other
-    device get a `receipt` with ids, status, by, at and cursor."""
+    """G5: `delivered` updates once and both sender devices get a `receipt` with ids,
+    status, by, at and cursor; the reader's devices get none (only `read` is theirs
+    to learn, PROTOCOL.md 3.3), and their streams stay whole."""
     ann, bob = await http.account("ann"), await http.account("bob")
     (a1, s_a1), (a2, s_a2) = await connect(server, ann), await connect(server, ann)
     (b1, s_b1), (b2, s_b2) = await connect(server, bob), await connect(server, bob)
@@ -111,7 +114,7 @@ async def test_delivered_sends_receipt_to_sender_and_reader_devices(
     await b1.wait_for(lambda: len(b1.messages()) == 2)
     marked = await b1.call("delivered", {"ids": [first["id"], second["id"]]})
     assert marked == {"ok": True, "updated": 2}
-    for device in (a1, a2, b2, b1):
+    for device in (a1, a2):
         await device.wait_for(lambda d=device: len(receipts(d)) == 1)  # type: ignore[misc]
         (receipt,) = receipts(device)
         assert set(receipt) == RECEIPT_KEYS, receipt
@@ -119,6 +122,13 @@ async def test_delivered_sends_receipt_to_sender_and_reader_devices(
         assert receipt["status"] == "delivered"
         assert receipt["by"] == bob.username
         assert TIME.match(receipt["at"]), receipt["at"]
+    # A later message is a barrier: any receipt to bob would have come before it.
+    third = (await a1.send(bob.username, "three", "d-3"))["message"]
+    for device in (b1, b2):
+        await device.wait_for(
+            lambda d=device: third["id"] in {m["id"] for m in d.messages()}  # type: ignore[misc]
+        )
+        assert receipts(device) == []
     for device, synced in ((a1, s_a1), (a2, s_a2), (b1, s_b1), (b2, s_b2)):
         assert_contiguous(device, synced)
     history = await a2.call("history", {"with": bob.username})

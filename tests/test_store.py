@@ -20,7 +20,12 @@ async def test_migrations_match_models(database_url: str) -> None:
     check(database_url)
 
 
-async def _plan(database_url: str, statement: Select[Any], params: dict[str, Any]) -> str:
+async def _plan(
+    database_url: str,
+    statement: Select[Any],
+    params: dict[str, Any],
+    forbid: tuple[str, ...] = ("enable_seqscan", "enable_bitmapscan", "enable_sort"),
+) -> str:
     engine = create_async_engine(database_url)
     try:
         async with engine.connect() as conn:
@@ -34,7 +39,7 @@ async def _plan(database_url: str, statement: Select[Any], params: dict[str, Any
                 return "\n".join(str(row[-1]) for row in rows)
             # The test tables are tiny, where a scan and a sort are cheapest: forbid
             # them, to see whether an index can serve the query in order at all.
-            for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
+            for setting in forbid:
                 await conn.execute(text(f"SET {setting} = off"))
             rows = await conn.execute(text("EXPLAIN " + sql))
             return "\n".join(str(row[0]) for row in rows)
@@ -68,3 +73,21 @@ async def test_stream_page_uses_the_primary_key(database_url: str) -> None:
     )
     assert "pk_stream_events" in plan or "PRIMARY KEY" in plan or "sqlite_autoindex" in plan, plan
     assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
+
+
+async def test_repeat_lookup_probes_the_unique_index(database_url: str) -> None:
+    """The writer looks up a batch's (sender, client_id) keys at once: by index
+    probes, never a scan of all messages (which grows with every message stored)."""
+    keys = [(1, "c-1"), (2, "c-2"), (3, "c-3")]
+    ((statement, params),) = queries.messages_by_client_ids_queries(keys)
+    # PostgreSQL answers an OR of keys with a bitmap of index probes.
+    plan = await _plan(database_url, statement, params, forbid=("enable_seqscan",))
+    assert "sqlite_autoindex_messages_1" in plan or "uq_messages_sender_id_client_id" in plan, plan
+    assert "SCAN messages" not in plan and "Seq Scan on messages" not in plan, plan
+
+
+async def test_block_lookup_probes_the_key(database_url: str) -> None:
+    ((statement, params),) = queries.blocking_pairs_queries([(1, 2), (3, 4)])
+    plan = await _plan(database_url, statement, params, forbid=("enable_seqscan",))
+    assert "sqlite_autoindex_blocks_1" in plan or "pk_blocks" in plan, plan
+    assert "SCAN blocks" not in plan and "Seq Scan on blocks" not in plan, plan

@@ -10,12 +10,14 @@ lookup). Lists go in as expanding parameters, so the statement stays the same.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    Column,
+    ColumnElement,
     Connection,
     Integer,
     RowMapping,
@@ -24,6 +26,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    or_,
     select,
     tuple_,
     union_all,
@@ -183,39 +186,85 @@ def remove_block(conn: Connection, blocker: int, blocked: int) -> None:
 
 def blocking_pairs(conn: Connection, pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
     """Which of the (blocker, blocked) pairs are blocks."""
-    wanted = list(set(pairs))
-    if not wanted:
-        return set()
-    result = conn.execute(_BLOCKING_PAIRS, {"pairs": wanted})
-    return {(row.blocker_id, row.blocked_id) for row in result}
+    found: set[tuple[int, int]] = set()
+    for statement, params in blocking_pairs_queries(list(set(pairs))):
+        found.update((row.blocker_id, row.blocked_id) for row in conn.execute(statement, params))
+    return found
 
 
-_BLOCKING_PAIRS = select(blocks.c.blocker_id, blocks.c.blocked_id).where(
-    tuple_(blocks.c.blocker_id, blocks.c.blocked_id).in_(bindparam("pairs", expanding=True))
-)
+def blocking_pairs_queries(pairs: list[tuple[int, int]]) -> list[tuple[Select[Any], Params]]:
+    return _pair_lookups(_blocks_statement, pairs)
 
 
-# -- messages ---------------------------------------------------------------------------
+@cache
+def _blocks_statement(size: int) -> Select[Any]:
+    return select(blocks.c.blocker_id, blocks.c.blocked_id).where(
+        _pairs_match(blocks.c.blocker_id, blocks.c.blocked_id, size)
+    )
 
 
 def messages_by_client_ids(
     conn: Connection, keys: Iterable[tuple[int, str]]
 ) -> dict[tuple[int, str], RowMapping]:
     """Stored messages for (sender_id, client_id) keys, with the recipient's name."""
-    wanted = list(set(keys))
-    if not wanted:
-        return {}
-    result = conn.execute(_MESSAGES_BY_CLIENT_IDS, {"keys": wanted})
-    return {(row["sender_id"], row["client_id"]): row for row in result.mappings()}
+    found: dict[tuple[int, str], RowMapping] = {}
+    for statement, params in messages_by_client_ids_queries(list(set(keys))):
+        for row in conn.execute(statement, params).mappings():
+            found[(row["sender_id"], row["client_id"])] = row
+    return found
 
 
-_MESSAGES_BY_CLIENT_IDS = (
-    select(messages, users.c.username.label("recipient_name"))
-    .join(users, users.c.id == messages.c.recipient_id)
-    .where(
-        tuple_(messages.c.sender_id, messages.c.client_id).in_(bindparam("keys", expanding=True))
+def messages_by_client_ids_queries(
+    keys: list[tuple[int, str]],
+) -> list[tuple[Select[Any], Params]]:
+    return _pair_lookups(_client_ids_statement, keys)
+
+
+@cache
+def _client_ids_statement(size: int) -> Select[Any]:
+    return (
+        select(messages, users.c.username.label("recipient_name"))
+        .join(users, users.c.id == messages.c.recipient_id)
+        .where(_pairs_match(messages.c.sender_id, messages.c.client_id, size))
     )
-)
+
+
+# Keys per lookup statement: SQLite caps an expression's depth at 1,000.
+PAIRS_PER_LOOKUP = 256
+Params = dict[str, Any]
+
+
+def _pairs_match(first: Column[Any], second: Column[Any], size: int) -> ColumnElement[bool]:
+    """`(first = :a0 AND second = :b0) OR ...`, `size` times.
+
+    Looking up many keys at once, SQLite reads `(a, b) IN (VALUES ...)` by scanning
+    the whole table, but answers this form with one index probe per key (the plans
+    are checked in tests/test_store.py); a VALUES table to join on would work too,
+    but SQLAlchemy compiles it anew for every set of values."""
+    return or_(
+        *((first == bindparam(f"a{i}")) & (second == bindparam(f"b{i}")) for i in range(size))
+    )
+
+
+def _pair_lookups(
+    statement_of_size: Callable[[int], Select[Any]], pairs: list[tuple[Any, Any]]
+) -> list[tuple[Select[Any], Params]]:
+    """The statements and parameters that look `pairs` up, PAIRS_PER_LOOKUP at a time.
+
+    Each chunk is padded to a power of two by repeating its last pair (callers key
+    what they find), so the statements come in nine sizes, each built and compiled
+    once, instead of one per batch size."""
+    queries = []
+    for start in range(0, len(pairs), PAIRS_PER_LOOKUP):
+        chunk = pairs[start : start + PAIRS_PER_LOOKUP]
+        chunk += chunk[-1:] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
+        params: Params = {}
+        for i, (a, b) in enumerate(chunk):
+            params[f"a{i}"], params[f"b{i}"] = a, b
+        queries.append((statement_of_size(len(chunk)), params))
+    return queries
+
+
 _INSERT_MESSAGES = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
 _INSERT_STREAM_EVENTS = insert(stream_events)
 

@@ -27,6 +27,7 @@ from messenger.ratelimit import RateLimiter
 from messenger.store.db import classify_failure
 from messenger.streams import StreamReader
 from messenger.transport.engineio_tracking import track_websockets
+from messenger.transport.packets import JsonPacket, event_packet
 from messenger.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -36,20 +37,6 @@ NAMESPACE = "/"
 BINARY_TYPES = ("5", "6")
 CONNECT_TYPE = "0"
 Handler = Callable[[Connection, Any], Awaitable[dict[str, Any]]]
-
-
-class JsonPacket(socketio.packet.Packet):  # type: ignore[misc]
-    """Socket.IO packets that never carry binary attachments.
-
-    python-socketio walks every outgoing payload looking for bytes, recursively, on
-    each emit: a measurable share of the server's CPU at load. This protocol is JSON
-    only (binary packets are refused inbound, and nothing emits bytes), so the walk
-    can only ever answer no.
-    """
-
-    @classmethod
-    def data_is_binary(cls, data: Any) -> bool:
-        return False
 
 
 class TextOnlyServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -113,9 +100,13 @@ class SocketPusher:
         self._sio = sio
 
     async def emit(self, event: str, data: dict[str, Any], sid: str) -> None:
-        # ignore_queue: the connection is on this node; with Redis configured the
-        # event would otherwise make a round trip through the queue first.
-        await self._sio.emit(event, data, to=sid, namespace=NAMESPACE, ignore_queue=True)
+        """Queue one event on one of this node's sockets (a socket that is gone is
+        skipped). Straight to its Engine.IO socket: `AsyncServer.emit` makes a task
+        per recipient and waits for them all, and with Redis configured it would
+        first send the event round through the queue."""
+        eio_sid = self._sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+        if eio_sid is not None:
+            await self._sio.eio.send(eio_sid, event_packet(event, data))
 
     def pending(self, sid: str) -> int:
         eio_sid = self._sio.manager.eio_sid_from_sid(sid, NAMESPACE)
