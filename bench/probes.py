@@ -12,9 +12,7 @@ import threading
 import time
 from typing import Any
 
-import socketio
-
-from bench.dialects import quiet_clients
+from bench.rawclient import RawClient
 from bench.servers import Server
 from bench.stats import summarize
 
@@ -41,39 +39,42 @@ class _RssSampler:
         self._thread.join()
 
 
+NEW_MESSAGE_FRAME = '2["new_message",'
+SYNCED_FRAME = '2["synced",'
+
+
 async def _drain(url: str, auth: dict[str, Any], timeout: float) -> tuple[int, float, bool]:
-    client = socketio.AsyncClient(reconnection=False, handle_sigint=False)
+    client = RawClient(url)
     count = 0
-    synced = asyncio.Event()
 
-    async def on_message(data: Any) -> None:
+    async def until_synced() -> None:
         nonlocal count
-        count += 1
+        async for frame in client.frames():
+            if frame.startswith(NEW_MESSAGE_FRAME):
+                count += 1
+            elif frame.startswith(SYNCED_FRAME):
+                return
 
-    async def on_synced(data: Any) -> None:
-        synced.set()
-
-    client.on("new_message", on_message)
-    client.on("synced", on_synced)
     t0 = time.monotonic()
     try:
-        await client.connect(url, auth=auth, transports=["websocket"], wait_timeout=30)
-        await asyncio.wait_for(synced.wait(), timeout)
+        await client.connect(auth)
+        await asyncio.wait_for(until_synced(), timeout)
         return count, time.monotonic() - t0, True
     except TimeoutError:
         return count, time.monotonic() - t0, False
     finally:
-        await client.disconnect()
+        await client.close()
 
 
 def offline_drain(
     server: Server, auth: dict[str, Any], expected: int, timeout: float = 300.0
 ) -> dict[str, Any]:
     """Connect one device with `expected` queued messages; time it until `synced`."""
-    quiet_clients()
     rss0 = server.rss()
+    cpu0 = time.process_time()
     with _RssSampler(server) as sampler:
         count, seconds, synced = asyncio.run(_drain(server.url, auth, timeout))
+    client_cpu = time.process_time() - cpu0
     return {
         "queued": expected,
         "received": count,
@@ -82,17 +83,19 @@ def offline_drain(
         "msgs_per_s": round(count / seconds, 1) if seconds > 0 else 0.0,
         "rss_start_mb": round(rss0 / 2**20, 1),
         "rss_peak_mb": round(sampler.peak / 2**20, 1),
+        # The probe's own CPU in percent of one core: near 100 it limits the drain.
+        "client_cpu_pct": round(100 * client_cpu / seconds, 1) if seconds > 0 else 0.0,
     }
 
 
 async def _history(
     url: str, auth: dict[str, Any], peer: str, pages: int, id_range: range, budget: float
 ) -> tuple[list[float], int]:
-    client = socketio.AsyncClient(reconnection=False, handle_sigint=False)
+    client = RawClient(url)
     rng = random.Random(7)
     samples: list[float] = []
     errors = 0
-    await client.connect(url, auth=auth, transports=["websocket"], wait_timeout=30)
+    await client.connect(auth)
     deadline = time.monotonic() + budget
     try:
         for i in range(pages):
@@ -102,7 +105,7 @@ async def _history(
             if i % 10:  # one page in ten is the newest, the rest anywhere in the past
                 query["before"] = rng.randrange(id_range.start + 50, id_range.stop)
             t0 = time.monotonic()
-            answer = await client.call("history", query, timeout=30)
+            answer = await asyncio.wait_for(client.call("history", query), 30)
             samples.append((time.monotonic() - t0) * 1000)
             if not (
                 isinstance(answer, dict)
@@ -111,7 +114,7 @@ async def _history(
             ):
                 errors += 1
     finally:
-        await client.disconnect()
+        await client.close()
     return samples, errors
 
 

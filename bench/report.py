@@ -158,6 +158,7 @@ TABLES: list[tuple[str, str, list[tuple[str, str]]]] = [
             ("msgs/s", "msgs_per_s"),
             ("RSS start MB", "rss_start_mb"),
             ("RSS peak MB", "rss_peak_mb"),
+            ("client CPU %", "client_cpu_pct"),
         ],
     ),
     (
