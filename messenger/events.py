@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from messenger.protocol import NEW_MESSAGE, RECEIPT, RECEIVED_MESSAGE, STATUS_NAMES
 
@@ -20,9 +20,11 @@ class UserRef:
     username: str
 
 
-@dataclass(frozen=True, slots=True)
-class StreamItem:
-    """One event of one user's stream, ready to emit: `data` carries its `cursor`."""
+class StreamItem(NamedTuple):
+    """One event of one user's stream, ready to emit: `data` carries its `cursor`.
+
+    A named tuple: one is made per event pushed or replayed, and a frozen dataclass
+    cost twice as much to build."""
 
     user_id: int
     seq: int
@@ -37,10 +39,13 @@ def utc_now() -> datetime:
 
 
 def format_time(value: datetime | None) -> str | None:
+    """`2026-12-01T12:00:00.123Z`: UTC, to the millisecond (one per time of every
+    message sent or replayed; isoformat costs half of what strftime did)."""
     if value is None:
         return None
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="milliseconds")[:-6] + "Z"  # "+00:00" -> "Z"
 
 
 def message_dict(row: Mapping[Any, Any], sender: str, recipient: str) -> dict[str, Any]:
