@@ -39,13 +39,21 @@ def utc_now() -> datetime:
 
 
 def format_time(value: datetime | None) -> str | None:
-    """`2026-12-01T12:00:00.123Z`: UTC, to the millisecond (one per time of every
-    message sent or replayed; isoformat costs half of what strftime did)."""
+    """`2026-12-01T12:00:00.123Z`: UTC, to the millisecond. Three per message sent,
+    replayed or paged through: %-formatting costs a third of strftime (measured)."""
     if value is None:
         return None
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
-    return value.isoformat(timespec="milliseconds")[:-6] + "Z"  # "+00:00" -> "Z"
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 (the fastest here)
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond // 1000,
+    )
 
 
 def message_dict(row: Mapping[Any, Any], sender: str, recipient: str) -> dict[str, Any]:
