@@ -32,6 +32,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from messenger.protocol import STATUS_READ, STATUS_SENT
@@ -187,13 +188,15 @@ def remove_block(conn: Connection, blocker: int, blocked: int) -> None:
 def blocking_pairs(conn: Connection, pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
     """Which of the (blocker, blocked) pairs are blocks."""
     found: set[tuple[int, int]] = set()
-    for statement, params in blocking_pairs_queries(list(set(pairs))):
+    for statement, params in blocking_pairs_queries(conn.dialect.name, list(set(pairs))):
         found.update((row.blocker_id, row.blocked_id) for row in conn.execute(statement, params))
     return found
 
 
-def blocking_pairs_queries(pairs: list[tuple[int, int]]) -> list[tuple[Select[Any], Params]]:
-    return _pair_lookups(_blocks_statement, pairs)
+def blocking_pairs_queries(
+    dialect: str, pairs: list[tuple[int, int]]
+) -> list[tuple[Select[Any], Params]]:
+    return _pair_lookups(dialect, _blocks_statement, pairs)
 
 
 @cache
@@ -208,16 +211,16 @@ def messages_by_client_ids(
 ) -> dict[tuple[int, str], RowMapping]:
     """Stored messages for (sender_id, client_id) keys, with the recipient's name."""
     found: dict[tuple[int, str], RowMapping] = {}
-    for statement, params in messages_by_client_ids_queries(list(set(keys))):
+    for statement, params in messages_by_client_ids_queries(conn.dialect.name, list(set(keys))):
         for row in conn.execute(statement, params).mappings():
             found[(row["sender_id"], row["client_id"])] = row
     return found
 
 
 def messages_by_client_ids_queries(
-    keys: list[tuple[int, str]],
+    dialect: str, keys: list[tuple[int, str]]
 ) -> list[tuple[Select[Any], Params]]:
-    return _pair_lookups(_client_ids_statement, keys)
+    return _pair_lookups(dialect, _client_ids_statement, keys)
 
 
 @cache
@@ -231,38 +234,53 @@ def _client_ids_statement(size: int) -> Select[Any]:
 
 # Keys per lookup statement: SQLite caps an expression's depth at 1,000.
 PAIRS_PER_LOOKUP = 256
+# The `size` of the one statement PostgreSQL needs, whatever the number of keys.
+AS_ARRAYS = 0
 Params = dict[str, Any]
 
 
 def _pairs_match(first: Column[Any], second: Column[Any], size: int) -> ColumnElement[bool]:
-    """`(first = :a0 AND second = :b0) OR ...`, `size` times.
+    """Whether (first, second) is one of the pairs looked up, by index probes.
 
-    Looking up many keys at once, SQLite reads `(a, b) IN (VALUES ...)` by scanning
-    the whole table, but answers this form with one index probe per key (the plans
-    are checked in tests/test_store.py); a VALUES table to join on would work too,
-    but SQLAlchemy compiles it anew for every set of values."""
+    SQLite reads `(a, b) IN (VALUES ...)` by scanning the whole table, but answers
+    `(first = :a0 AND second = :b0) OR ...` (`size` times) with one probe per key; a
+    VALUES table to join on would probe too, but SQLAlchemy compiles it anew for every
+    set of values. PostgreSQL plans a long OR anew on each execution and, as the table
+    grows, may read it by scanning; given the pairs as two arrays (AS_ARRAYS) it has
+    one prepared statement and joins them to the unique index. The plans are checked
+    in tests/test_store.py."""
+    if size == AS_ARRAYS:
+        wanted = func.unnest(
+            bindparam("a", type_=ARRAY(first.type)), bindparam("b", type_=ARRAY(second.type))
+        ).table_valued("a", "b").render_derived(name="wanted")
+        return tuple_(first, second).in_(select(wanted.c.a, wanted.c.b))
     return or_(
         *((first == bindparam(f"a{i}")) & (second == bindparam(f"b{i}")) for i in range(size))
     )
 
 
 def _pair_lookups(
-    statement_of_size: Callable[[int], Select[Any]], pairs: list[tuple[Any, Any]]
+    dialect: str, statement_of_size: Callable[[int], Select[Any]], pairs: list[tuple[Any, Any]]
 ) -> list[tuple[Select[Any], Params]]:
-    """The statements and parameters that look `pairs` up, PAIRS_PER_LOOKUP at a time.
+    """The statements and parameters that look `pairs` up.
 
-    Each chunk is padded to a power of two by repeating its last pair (callers key
-    what they find), so the statements come in nine sizes, each built and compiled
-    once, instead of one per batch size."""
-    queries = []
+    On SQLite, PAIRS_PER_LOOKUP at a time, each chunk padded to a power of two by
+    repeating its last pair (callers key what they find): the statements come in nine
+    sizes, each built and compiled once, instead of one per batch size."""
+    if not pairs:
+        return []
+    if dialect == "postgresql":
+        params = {"a": [a for a, _ in pairs], "b": [b for _, b in pairs]}
+        return [(statement_of_size(AS_ARRAYS), params)]
+    lookups = []
     for start in range(0, len(pairs), PAIRS_PER_LOOKUP):
         chunk = pairs[start : start + PAIRS_PER_LOOKUP]
         chunk += chunk[-1:] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
-        params: Params = {}
+        chunk_params: Params = {}
         for i, (a, b) in enumerate(chunk):
-            params[f"a{i}"], params[f"b{i}"] = a, b
-        queries.append((statement_of_size(len(chunk)), params))
-    return queries
+            chunk_params[f"a{i}"], chunk_params[f"b{i}"] = a, b
+        lookups.append((statement_of_size(len(chunk)), chunk_params))
+    return lookups
 
 
 _INSERT_MESSAGES = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
