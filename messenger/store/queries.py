@@ -250,9 +250,13 @@ def _pairs_match(first: Column[Any], second: Column[Any], size: int) -> ColumnEl
     one prepared statement and joins them to the unique index. The plans are checked
     in tests/test_store.py."""
     if size == AS_ARRAYS:
-        wanted = func.unnest(
-            bindparam("a", type_=ARRAY(first.type)), bindparam("b", type_=ARRAY(second.type))
-        ).table_valued("a", "b").render_derived(name="wanted")
+        wanted = (
+            func.unnest(
+                bindparam("a", type_=ARRAY(first.type)), bindparam("b", type_=ARRAY(second.type))
+            )
+            .table_valued("a", "b")
+            .render_derived(name="wanted")
+        )
         return tuple_(first, second).in_(select(wanted.c.a, wanted.c.b))
     return or_(
         *((first == bindparam(f"a{i}")) & (second == bindparam(f"b{i}")) for i in range(size))
