@@ -10,7 +10,7 @@ lookup). Lists go in as expanding parameters, so the statement stays the same.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -187,10 +187,8 @@ def remove_block(conn: Connection, blocker: int, blocked: int) -> None:
 
 def blocking_pairs(conn: Connection, pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
     """Which of the (blocker, blocked) pairs are blocks."""
-    found: set[tuple[int, int]] = set()
-    for statement, params in blocking_pairs_queries(conn.dialect.name, list(set(pairs))):
-        found.update((row.blocker_id, row.blocked_id) for row in conn.execute(statement, params))
-    return found
+    rows = _rows_of_pairs(conn, _blocks_statement, pairs)
+    return {(row["blocker_id"], row["blocked_id"]) for row in rows}
 
 
 def blocking_pairs_queries(
@@ -210,11 +208,8 @@ def messages_by_client_ids(
     conn: Connection, keys: Iterable[tuple[int, str]]
 ) -> dict[tuple[int, str], RowMapping]:
     """Stored messages for (sender_id, client_id) keys, with the recipient's name."""
-    found: dict[tuple[int, str], RowMapping] = {}
-    for statement, params in messages_by_client_ids_queries(conn.dialect.name, list(set(keys))):
-        for row in conn.execute(statement, params).mappings():
-            found[(row["sender_id"], row["client_id"])] = row
-    return found
+    rows = _rows_of_pairs(conn, _client_ids_statement, keys)
+    return {(row["sender_id"], row["client_id"]): row for row in rows}
 
 
 def messages_by_client_ids_queries(
@@ -261,6 +256,14 @@ def _pairs_match(first: Column[Any], second: Column[Any], size: int) -> ColumnEl
     return or_(
         *((first == bindparam(f"a{i}")) & (second == bindparam(f"b{i}")) for i in range(size))
     )
+
+
+def _rows_of_pairs(
+    conn: Connection, statement_of_size: Callable[[int], Select[Any]], pairs: Iterable[Any]
+) -> Iterator[RowMapping]:
+    """The rows `statement_of_size` finds for the distinct `pairs` (see `_pair_lookups`)."""
+    for statement, params in _pair_lookups(conn.dialect.name, statement_of_size, list(set(pairs))):
+        yield from conn.execute(statement, params).mappings()
 
 
 def _pair_lookups(
