@@ -14,6 +14,7 @@ from aiohttp import web
 
 from messenger.config import ConfigError, Settings
 from messenger.errors import MessengerError
+from messenger.gc_tuning import tune_for_serving
 from messenger.logs import configure_logging
 
 log = logging.getLogger("messenger")
@@ -115,6 +116,7 @@ async def _serve(settings: Settings) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await node.start()
+    tune_for_serving()
     await site.start()
     log.info("listening on http://%s:%d", settings.host, settings.port)
 
