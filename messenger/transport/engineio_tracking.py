@@ -35,6 +35,7 @@ def track_websockets(eio: Any) -> dict[str, asyncio.Transport]:
             if sid is None or transport is None:
                 return await super().__call__(environ)
             transports[sid] = transport
+            self.transport = transport
             CoalescedWrites(transport)
             try:
                 return await super().__call__(environ)

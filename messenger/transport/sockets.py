@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
+from engineio.async_socket import AsyncSocket
 
 from messenger import protocol
 from messenger.auth import Accounts
@@ -26,6 +27,7 @@ from messenger.protocol import STATUS_DELIVERED, STATUS_READ
 from messenger.ratelimit import RateLimiter
 from messenger.store.db import classify_failure
 from messenger.streams import StreamReader
+from messenger.transport.engineio_socket import LeanSocket
 from messenger.transport.engineio_tracking import track_websockets
 from messenger.transport.packets import JsonPacket, event_packet
 from messenger.writer import Writer
@@ -50,6 +52,14 @@ class TextOnlyServer(socketio.AsyncServer):  # type: ignore[misc]
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(serializer=JsonPacket, **kwargs)
         self._transports = track_websockets(self.eio)
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> None:
+        # Before the session reads or writes anything: the cheaper websocket loops
+        # (see engineio_socket; python-engineio builds its sockets itself).
+        socket = self.eio.sockets.get(eio_sid)
+        if type(socket) is AsyncSocket:
+            socket.__class__ = LeanSocket
+        await super()._handle_eio_connect(eio_sid, environ)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         if isinstance(data, bytes) or (isinstance(data, str) and data[:1] in BINARY_TYPES):
