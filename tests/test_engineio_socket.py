@@ -1,16 +1,26 @@
-"""Engine.IO session liveness over a websocket (messenger/transport/engineio_socket.py
-reads frames without a timeout per read, and keeps one watchdog per session instead):
-a client that stops answering pings is cut once ping_interval + ping_timeout pass
-with nothing heard from it, and a client that answers them is kept."""
+"""The websocket session loops of messenger/transport/engineio_socket.py.
+
+Liveness: frames are read without a timeout per read, with one watchdog per session
+instead, so a client that stops answering pings must still be cut once
+ping_interval + ping_timeout pass with nothing heard, and one that answers them kept.
+
+Order (G4): a packet is written at once while nothing is queued, and queued behind
+the others otherwise; a client that stops reading for a while and reads again must
+still get every event once, in cursor order, across the switch between the two.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
-from tests.support import RunningServer
+from messenger.transport.engineio_socket import DIRECT_WRITE_LIMIT, websocket_frame
+from tests.faults.tools import RawSocket
+from tests.support import Device, Http, RunningServer, accounts, port_of
 
 WS_PATH = "/socket.io/?EIO=4&transport=websocket"
 PING, PONG = "2", "3"
@@ -62,3 +72,71 @@ async def test_a_client_that_answers_pings_is_kept(
         await raw_session.send_str(PONG)
         pings += 1
     assert len(server.node.sio.eio.sockets) == 1
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65_535, 65_536, 200_000])
+def test_websocket_frames_carry_their_length_as_rfc_6455_says(size: int) -> None:
+    """Short lengths in the second byte, up to 65,535 in the next two (126), longer in
+    the next eight (127); FIN set, no mask; text for a str, binary for bytes."""
+    for payload, opcode in (("x" * size, 0x1), (b"\x00" * size, 0x2)):
+        frame = websocket_frame(payload)
+        assert frame[0] == 0x80 | opcode
+        assert frame[1] & 0x80 == 0  # a server's frames are not masked
+        marker = frame[1]
+        if size < 126:
+            assert marker == size
+            header = 2
+        elif size < 65_536:
+            assert marker == 126 and int.from_bytes(frame[2:4], "big") == size
+            header = 4
+        else:
+            assert marker == 127 and int.from_bytes(frame[2:10], "big") == size
+            header = 10
+        assert frame[header:] == (payload.encode() if isinstance(payload, str) else payload)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # the transport's order, not the store's
+async def test_a_reader_that_pauses_gets_every_event_once_in_order(
+    server: RunningServer, http: Http
+) -> None:
+    reader, writer = await accounts(http, "pauser", "flooder")
+    paused = RawSocket(port_of(server.url))  # a tiny receive buffer: the server backs up
+    start = (await paused.connect(reader.token))["cursor"]
+    sender = await Device(server.url).connect(writer.token)
+    body = "x" * 2000
+
+    async def send(first: int, last: int) -> None:
+        for chunk in range(first, last, 100):
+            answers = await asyncio.gather(
+                *(
+                    sender.send(reader.username, body, f"pause-{n}")
+                    for n in range(chunk, min(chunk + 100, last))
+                )
+            )
+            assert all(answer["ok"] for answer in answers)
+
+    # ~7 MB while the client reads nothing: past what the kernel buffers for a
+    # loopback connection (it grows a send buffer up to 4 MB here) and past
+    # DIRECT_WRITE_LIMIT, so packets queue.
+    backed_up, more = 3500, 1000
+    await send(0, backed_up)
+    assert DIRECT_WRITE_LIMIT < backed_up * len(body)
+    sockets = server.node.sio.eio.sockets.values()
+    assert any(socket.queue.qsize() for socket in sockets), "nothing was queued"
+
+    cursors: list[int] = []
+
+    async def read(count: int) -> None:
+        while len(cursors) < count:
+            frame = await paused.receive()
+            if frame.startswith("42"):
+                name, data = json.loads(frame[2:])
+                if name == "new_message":
+                    cursors.append(data["cursor"])
+
+    # It reads again while more arrive: the queue drains as new packets come, and
+    # none of them may overtake a queued one.
+    total = backed_up + more
+    await asyncio.wait_for(asyncio.gather(read(total), send(backed_up, total)), 60)
+    assert cursors == list(range(start + 1, start + total + 1))
+    paused.close()

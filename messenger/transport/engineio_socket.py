@@ -7,17 +7,26 @@ sides online every message is two frames in (`send`, `delivered`) and about four
 out, so at moderate rates, where frames rarely share a wake-up, that bookkeeping
 was about half of the event loop's time per message.
 
-`LeanSocket` keeps python-engineio's protocol handling (`receive`, `send`, ping,
-close) and replaces only the two loops: frames are awaited directly, with one
-watchdog timer per session instead of one timeout per frame, and the writer waits
-on its queue without a timeout (the reader's end, or `close`, wakes it with None).
-Sessions that start on long polling and upgrade keep the library's own path.
+`LeanSocket` keeps python-engineio's protocol handling (`receive`, ping, close)
+and replaces the loops around it:
+
+- frames are awaited directly, with one watchdog timer per session instead of one
+  timeout per frame;
+- a packet sent while nothing is queued and the kernel takes what it is given is
+  written at once as a websocket frame (the transport gathers a loop pass's frames
+  into one `send()`, see engineio_tracking); otherwise it joins the queue, which the
+  writer task drains as before, so order holds and a client that reads slowly
+  backs packets up in the queue, where the live hub's bounds see them.
+
+Sessions that start on long polling and upgrade keep the library's own path, and so
+do compressed (permessage-deflate) sessions, whose frames aiohttp must deflate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from typing import Any
 
 from engineio import exceptions, packet
@@ -31,6 +40,26 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
 
     connected: bool
     upgraded: bool
+    _frames: asyncio.Transport | None = None  # set while frames may be written at once
+    _writer_busy = False
+
+    async def send(self, pkt: packet.Packet) -> None:
+        if self._frames is None or self._writer_busy or not self.queue.empty():
+            await super().send(pkt)
+            return
+        if not await self.check_ping_timeout():
+            return
+        transport = self._frames
+        if (
+            transport is not None
+            and not self._writer_busy
+            and self.queue.empty()
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() <= DIRECT_WRITE_LIMIT
+        ):
+            transport.write(websocket_frame(pkt.encode()))
+        else:
+            await self.queue.put(pkt)
 
     async def poll(self) -> list[Any]:
         if not self.upgraded:
@@ -59,12 +88,16 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             return
         self.connected = True
         self.upgraded = True
+        response = getattr(ws, "_sock", None)  # the aiohttp WebSocketResponse
+        if response is not None and not response.compress:
+            self._frames = transport
         writer = asyncio.ensure_future(self._write_all(ws))
         watchdog = _Watchdog(transport, self.server.ping_interval + self.server.ping_timeout)
         try:
             await self._read_all(ws, watchdog)
         finally:
             watchdog.stop()
+            self._frames = None
         await self.queue.put(None)  # wakes the writer, which ends
         await writer
         await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
@@ -90,12 +123,37 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
 
     async def _write_all(self, ws: Any) -> None:
         try:
-            while packets := await self.poll():
+            while True:
+                self._writer_busy = False
+                packets = await self.poll()
+                if not packets:
+                    break
+                # Until these are written, later packets queue behind them.
+                self._writer_busy = True
                 for pkt in packets:
                     await ws.send(pkt.encode())
         except Exception as exc:  # the connection is gone: nothing more to write
             log.debug("engine.io session %s: write ended: %r", self.sid, exc)
         await ws.close()
+
+
+# Bytes the kernel has not taken yet, past which packets wait in the queue instead.
+DIRECT_WRITE_LIMIT = 64 * 1024
+
+
+def websocket_frame(payload: str | bytes) -> bytes:
+    """One unfragmented, unmasked websocket frame (RFC 6455 5.2), as a server sends:
+    text for a str, binary for bytes."""
+    if isinstance(payload, str):
+        first, data = 0x81, payload.encode()
+    else:
+        first, data = 0x82, payload
+    size = len(data)
+    if size < 126:
+        return bytes((first, size)) + data
+    if size < 1 << 16:
+        return struct.pack("!BBH", first, 126, size) + data
+    return struct.pack("!BBQ", first, 127, size) + data
 
 
 class _Watchdog:
