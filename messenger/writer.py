@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[list[StreamItem]], Awaitable[None]]
 
+# Built once: `json.dumps(..., separators=...)` builds an encoder per call, one per
+# receipt of a batch (3-4 % of a batch's CPU with one `delivered` per message).
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
@@ -299,7 +303,7 @@ def _apply(conn: Connection, batch: Sequence[_Item], now: datetime, lock_rows: b
         outcome.stored = len(new_sends)
 
     for audience, payload in receipts:
-        encoded = json.dumps(payload, separators=(",", ":"))
+        encoded = _COMPACT_JSON.encode(payload)
         for user_id in audience:
             seq = take(user_id)
             event_rows.append(
