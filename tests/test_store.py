@@ -10,6 +10,7 @@ from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from messenger.store import queries
+from messenger.store.db import open_database
 from messenger.store.migrate import check, upgrade
 
 
@@ -97,3 +98,22 @@ async def test_block_lookup_probes_the_key(database_url: str) -> None:
     plan = await _plan(database_url, statement, params, forbid=("enable_seqscan",))
     assert "sqlite_autoindex_blocks_1" in plan or "pk_blocks" in plan, plan
     assert "SCAN blocks" not in plan and "Seq Scan on blocks" not in plan, plan
+
+
+def _plan_cache_mode(conn: Any) -> str:
+    return str(conn.exec_driver_sql("SHOW plan_cache_mode").scalar_one())
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_postgresql_plans_each_execution(database_url: str) -> None:
+    """asyncpg prepares every statement, and PostgreSQL may keep a generic plan made
+    while a table was small (a scan) after it has grown; every connection of the
+    server plans each execution instead (messenger/store/db.py)."""
+    upgrade(database_url)
+    db = open_database(database_url)
+    try:
+        assert await db.read(_plan_cache_mode) == "force_custom_plan"
+        assert await db.write(_plan_cache_mode) == "force_custom_plan"
+        assert await db.write_batch(_plan_cache_mode) == "force_custom_plan"
+    finally:
+        await db.dispose()
