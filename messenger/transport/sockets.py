@@ -38,6 +38,8 @@ NAMESPACE = "/"
 # Socket.IO packet types BINARY_EVENT and BINARY_ACK, as the first character.
 BINARY_TYPES = ("5", "6")
 CONNECT_TYPE = "0"
+# The event name python-socketio registers a catch-all handler under.
+CATCH_ALL = "*"
 Handler = Callable[[Connection, Any], Awaitable[dict[str, Any]]]
 
 
@@ -52,6 +54,17 @@ class TextOnlyServer(socketio.AsyncServer):  # type: ignore[misc]
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(serializer=JsonPacket, **kwargs)
         self._transports = track_websockets(self.eio)
+
+    def _get_event_handler(
+        self, event: str, namespace: str, args: tuple[Any, ...]
+    ) -> tuple[Any, tuple[Any, ...]]:
+        handler, args = super()._get_event_handler(event, namespace, args)
+        if event == CATCH_ALL:
+            # An event named "*" finds the catch-all as if it were registered under
+            # that name, and so without the event name the catch-all is called with
+            # first: it would fail, and the client would never hear back (G8).
+            args = (event, *args)
+        return handler, args
 
     async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> None:
         # Before the session reads or writes anything: the cheaper websocket loops
@@ -172,7 +185,7 @@ class SocketHandlers:
         }
         for name, handler in commands.items():
             sio.on(name, self._wrap(handler), namespace=NAMESPACE)
-        sio.on("*", self._unknown, namespace=NAMESPACE)
+        sio.on(CATCH_ALL, self._unknown, namespace=NAMESPACE)
 
     # -- connection lifecycle -----------------------------------------------------
 
