@@ -4,8 +4,8 @@ python-engineio reads each websocket frame through a new task wrapped in
 `asyncio.wait_for` (its idle timeout), and its writer task wakes for each outbound
 packet through another `wait_for`, which makes a task and a timer too. With both
 sides online every message is two frames in (`send`, `delivered`) and about four
-out, so at moderate rates, where frames rarely share a wake-up, that bookkeeping
-was about half of the event loop's time per message.
+out, and below the peak, where frames rarely share a wake-up, that bookkeeping is
+paid for each of them (docs/performance.md has what removing it bought).
 
 `LeanSocket` keeps python-engineio's protocol handling (`receive`, ping, close)
 and replaces the loops around it:
@@ -49,6 +49,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             return
         if not await self.check_ping_timeout():
             return
+        # check_ping_timeout may have closed the session, and so waited: look again.
         transport = self._frames
         if (
             transport is not None
