@@ -48,7 +48,9 @@ class TextOnlyServer(socketio.AsyncServer):  # type: ignore[misc]
 
     The protocol carries JSON only. python-socketio would take a binary event header
     as a promise of attachments and swallow every later packet of that client while
-    waiting for them; a connection that sends one is dropped instead.
+    waiting for them; a connection that sends one is dropped instead. Its sessions
+    run on `LeanSocket`s (engineio_socket), and an event named "*" is answered like
+    any unknown event.
     """
 
     def __init__(self, **kwargs: Any) -> None:
