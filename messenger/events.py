@@ -6,12 +6,18 @@ reader (backlogs and `sync`), so a replayed event is byte-for-byte the live one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from messenger.protocol import NEW_MESSAGE, RECEIPT, RECEIVED_MESSAGE, STATUS_NAMES
+
+# JSON without spaces, from one encoder built once: `json.dumps(..., separators=...)`
+# builds a new encoder on every call, which costs about as much as the encoding. For
+# Socket.IO packets (transport/packets.py) and stored receipt payloads (the writer).
+to_compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass(frozen=True, slots=True)

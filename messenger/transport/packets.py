@@ -14,6 +14,8 @@ from typing import Any
 
 import socketio
 
+from messenger.events import to_compact_json
+
 # Longer integers are refused, as python-engineio does: int() of a huge digit string
 # is quadratic.
 MAX_INT_DIGITS = 100
@@ -28,13 +30,12 @@ def _bounded_int(digits: str) -> int:
 class PacketJson:
     """The `json` module python-socketio's packets call, with its codec built once."""
 
-    _encoder = json.JSONEncoder(separators=(",", ":"))
     _decoder = json.JSONDecoder(parse_int=_bounded_int)
 
     @classmethod
     def dumps(cls, data: Any, **_options: Any) -> str:
-        # python-socketio always asks for compact separators, which _encoder has.
-        return cls._encoder.encode(data)
+        # python-socketio always asks for compact separators.
+        return to_compact_json(data)
 
     @classmethod
     def loads(cls, text: str | bytes, **_options: Any) -> Any:
