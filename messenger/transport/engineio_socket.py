@@ -44,12 +44,12 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     _writer_busy = False
 
     async def send(self, pkt: packet.Packet) -> None:
-        if self._frames is None or self._writer_busy or not self.queue.empty():
+        if self._frames is None:
             await super().send(pkt)
             return
         if not await self.check_ping_timeout():
             return
-        # check_ping_timeout may have closed the session, and so waited: look again.
+        # Read after the check, which may close the session (and so wait).
         transport = self._frames
         if (
             transport is not None
@@ -60,7 +60,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         ):
             transport.write(websocket_frame(pkt.encode()))
         else:
-            await self.queue.put(pkt)
+            await self.queue.put(pkt)  # behind what is queued: order holds
 
     async def poll(self) -> list[Any]:
         if not self.upgraded:
