@@ -19,6 +19,8 @@ from messenger.app import Node
 from messenger.config import Settings
 
 PASSWORD = "correct horse battery"
+# An Engine.IO session opened straight on a websocket, without long polling first.
+WS_PATH = "/socket.io/?EIO=4&transport=websocket"
 # The keys of a message object (docs: the contract's Message).
 MESSAGE_KEYS = {
     "id",
@@ -64,6 +66,11 @@ async def start_server(
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return RunningServer(node, runner, f"http://127.0.0.1:{port}", settings)
+
+
+def websocket_url(url: str) -> str:
+    """The websocket address of a server's Engine.IO sessions, from its http:// URL."""
+    return url.replace("http://", "ws://") + WS_PATH
 
 
 def port_of(url: str) -> int:

@@ -20,9 +20,8 @@ import pytest
 
 from messenger.transport.engineio_socket import DIRECT_WRITE_LIMIT, websocket_frame
 from tests.faults.tools import RawSocket
-from tests.support import Device, Http, RunningServer, accounts, port_of
+from tests.support import Device, Http, RunningServer, accounts, port_of, websocket_url
 
-WS_PATH = "/socket.io/?EIO=4&transport=websocket"
 PING, PONG = "2", "3"
 # Seconds: the server pings every INTERVAL, and a session silent for
 # INTERVAL + TIMEOUT is cut.
@@ -35,7 +34,7 @@ async def raw_session(server: RunningServer) -> AsyncIterator[aiohttp.ClientWebS
     eio = server.node.sio.eio
     eio.ping_interval, eio.ping_timeout = INTERVAL, TIMEOUT
     async with aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(server.url.replace("http://", "ws://") + WS_PATH)
+        ws = await http.ws_connect(websocket_url(server.url))
         opened = await ws.receive(timeout=5)
         assert opened.type == aiohttp.WSMsgType.TEXT and opened.data.startswith("0{"), opened
         yield ws

@@ -41,6 +41,7 @@ from tests.support import (
     Snapshot,
     read_tables,
     two_way_scene,
+    websocket_url,
 )
 
 T = TypeVar("T")
@@ -848,8 +849,8 @@ class RawSocket:
 
     @classmethod
     async def open(cls, session: aiohttp.ClientSession, url: str, token: str | None) -> RawSocket:
-        ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
-        raw = cls(await session.ws_connect(ws_url, max_msg_size=0, autoping=True))
+        ws = await session.ws_connect(websocket_url(url), max_msg_size=0, autoping=True)
+        raw = cls(ws)
         opened = await raw.receive(5)
         assert isinstance(opened, str) and opened.startswith("0{"), opened
         if token is not None:

@@ -27,11 +27,11 @@ from tests.support import (
     poison_messages,
     sql,
     start_server,
+    websocket_url,
 )
 
 FOREIGN = "http://evil.example"
 ALLOWED = "https://chat.example"
-WS_PATH = "/socket.io/?EIO=4&transport=websocket"
 
 
 async def refused(url: str, auth: Any, **kwargs: Any) -> Any:
@@ -52,9 +52,7 @@ async def ws_handshake(url: str, origin: str | None) -> int:
     headers = {"Origin": origin} if origin is not None else {}
     async with aiohttp.ClientSession() as session:
         try:
-            ws = await session.ws_connect(
-                url.replace("http://", "ws://") + WS_PATH, headers=headers
-            )
+            ws = await session.ws_connect(websocket_url(url), headers=headers)
         except aiohttp.WSServerHandshakeError as exc:
             return exc.status
         opened = await ws.receive(timeout=5)

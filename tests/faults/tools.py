@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.processes import HOST, free_port
-from tests.support import PASSWORD, Account
+from tests.support import PASSWORD, WS_PATH, Account
 
 TCP_ESTABLISHED = 1  # tcpi_state, linux/tcp_states.h
 # Quick mode fits the whole directory in about three minutes on a slow 2-core box;
@@ -305,7 +305,7 @@ class RawSocket:
         key = base64.b64encode(secrets.token_bytes(16)).decode()
         self.writer.write(
             (
-                "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
+                f"GET {WS_PATH} HTTP/1.1\r\n"
                 f"Host: {HOST}:{self.port}\r\n"
                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
