@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from messenger.config import Settings
 from messenger.store.models import messages
-from tests.support import Account, Device, Http, RunningServer, start_server
+from tests.support import Account, Device, Http, RunningServer, sql, start_server
 
 
 async def connect(url: str, account: Account) -> Device:
@@ -179,3 +179,36 @@ async def test_same_client_id_from_two_senders_stores_two(
     assert await count_messages(server.settings.database_url) == 2
     for device in (a, b, c):
         await device.disconnect()
+
+
+async def test_a_repeat_among_new_sends_stores_each_new_one_once(
+    server: RunningServer, http: Http
+) -> None:
+    """The writer first takes every send of a batch for new, and a stored key among
+    them fails that attempt as a whole; the batch runs again with each key looked up.
+    The repeat gets the stored message, every new send is stored once, and the failed
+    attempt took no stream position (both streams stay contiguous)."""
+    url = server.settings.database_url
+    ann, bob = await http.account("ann"), await http.account("bob")
+    a = await connect(server.url, ann)
+    first = await a.send(bob.username, "first", "k-0")
+    assert first["ok"], first
+
+    # Fired together so that they share write batches with the repeat.
+    sends = [a.send(bob.username, f"new {i}", f"k-{i}") for i in range(1, 11)]
+    sends.insert(5, a.send(bob.username, "first, again", "k-0"))
+    answers = await asyncio.gather(*sends)
+
+    assert all(answer["ok"] for answer in answers), answers
+    assert answers[5]["message"] == first["message"]
+    new = answers[:5] + answers[6:]
+    assert [m["message"]["body"] for m in new] == [f"new {i}" for i in range(1, 11)]
+    assert len({m["message"]["id"] for m in new} | {first["message"]["id"]}) == 11
+    rows = await sql(
+        url,
+        "SELECT username, stream_seq FROM users ORDER BY id",
+        "SELECT count(*) FROM stream_events",
+        "SELECT count(*) FROM messages",
+    )
+    assert rows == [(ann.username, 11), (bob.username, 11), (22,), (11,)]
+    await a.disconnect()
