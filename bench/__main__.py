@@ -106,7 +106,7 @@ def _steps(s: scenarios.Settings, chosen: tuple[str, ...]) -> int:
     n = len(s.dbs)
     counts = {
         "live": 2 * n * s.rounds,
-        "sweep": n * (2 * len(s.sweep_fractions) + 1),
+        "sweep": n * (2 * len(s.sweep_fractions) + 1) + (2 if "sqlite" in s.dbs else 0),
         "offline": 2 * n * len(s.offline_sizes),
         "history": 2 * n,
         "connections": 1 + n,
@@ -145,7 +145,7 @@ def run(s: scenarios.Settings, chosen: tuple[str, ...]) -> dict[str, Any]:
             print(f"\n{name} failed: {exc}", file=sys.stderr)
             continue
         if name == "live":
-            results["live"], results["sweep"] = value
+            results["live"], results["sweep"], results["disk"] = value
         else:
             results[name] = value
     results["seconds"] = round(time.monotonic() - t0, 1)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from bench import accounts, servers
+from bench import accounts, disk, servers
 from bench.driver import drive
 from bench.loadgen import LoadSpec, Peer
 from bench.progress import Progress
@@ -77,10 +78,12 @@ class _Pair:
         )
 
 
-def live(s: Settings, progress: Progress, sweep: bool) -> tuple[Rows, Rows]:
-    """Per database: alternating closed-loop rounds, then (optionally) the sweep."""
+def live(s: Settings, progress: Progress, sweep: bool) -> tuple[Rows, Rows, Rows]:
+    """Per database: alternating closed-loop rounds, then (optionally) the sweep; on
+    SQLite the sweep also separates the disk's share of the latency (`_disk_share`)."""
     rows: Rows = []
     curve: Rows = []
+    disk: Rows = []
     for db in s.dbs:
         with (
             servers.database(db, s.workdir) as url,
@@ -94,7 +97,45 @@ def live(s: Settings, progress: Progress, sweep: bool) -> tuple[Rows, Rows]:
                 curve += _sweep(
                     pair, progress, relay_row["msgs_per_s"], messenger_row["msgs_per_s"]
                 )
-    return rows, curve
+        if sweep and db == "sqlite":
+            more_curve, disk_row = _disk_share(s, progress, messenger_row["msgs_per_s"])
+            curve += more_curve
+            disk.append(disk_row)
+    return rows, curve, disk
+
+
+DISK_PROBE_S = 10.0
+
+
+def _disk_share(
+    s: Settings, progress: Progress, messenger_peak: float
+) -> tuple[Rows, dict[str, Any]]:
+    """At half the peak, messenger with `synchronous=NORMAL` (the WAL is not fsynced
+    at each commit, so the disk's slow fsyncs stop adding to the tail), then the
+    disk's own fsync latency in the directory the SQLite files are in."""
+    rate = max(1.0, round(0.5 * messenger_peak))
+    normal = {"MESSENGER_SQLITE_SYNCHRONOUS": "NORMAL"}
+    with (
+        servers.database("sqlite", s.workdir) as url,
+        servers.running(servers.start_messenger(s.workdir, url, env=normal)) as server,
+    ):
+        peers = accounts.pairs_of(accounts.messenger_peers(server.url, 2 * s.pairs))
+        with progress.step(f"sweep sqlite: synchronous=NORMAL at {rate:.0f}/s"):
+            row = drive(server, _spec(s, server, "messenger", rate), peers, s.workers)
+        with progress.step(f"sweep sqlite: fsync latency ({DISK_PROBE_S:.0f} s)"):
+            fsyncs = disk.fsync_latency(sqlite_directory(url), DISK_PROBE_S)
+    curve_row = {
+        "target": "messenger",
+        "db": "sqlite",
+        "series": "messenger on sqlite, synchronous=NORMAL",
+        "fraction_of_own_peak": 0.5,
+        **row,
+    }
+    return [curve_row], {"db": "sqlite", "directory": str(sqlite_directory(url)), **fsyncs}
+
+
+def sqlite_directory(url: str) -> Path:
+    return Path(url.split(":///", 1)[1]).parent
 
 
 def _rounds(pair: _Pair, progress: Progress) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -78,6 +78,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         key = "_".join(row["layout"].replace(",", "").split())
         out[f"cluster_msgs_per_s__{key}"] = row["msgs_per_s"]
         out[f"cluster_ratio_vs_one_node__{key}"] = row["ratio_vs_one_node"]
+    for row in results.get("disk", []):
+        out["fsync_p99_ms"], out["fsync_max_ms"] = row["p99_ms"], row["max_ms"]
     for row in results.get("sweep", []):
         if row.get("fraction_of_own_peak") == 0.5:
             key = "_".join(row["series"].replace("(", "").replace(")", "").split())
@@ -145,6 +147,18 @@ TABLES: list[tuple[str, str, list[tuple[str, str]]]] = [
             ("push p99 ms", "push.p99_ms"),
             ("receipt p99 ms", "receipt.p99_ms"),
             *CPU,
+        ],
+    ),
+    (
+        "disk",
+        "the disk under the SQLite files: 8 KiB append + fsync, every 2 ms",
+        [
+            ("fsyncs", "fsyncs"),
+            ("p50 ms", "p50_ms"),
+            ("p99 ms", "p99_ms"),
+            ("p99.9 ms", "p99_9_ms"),
+            ("max ms", "max_ms"),
+            ("over 50 ms", "over_50_ms"),
         ],
     ),
     (
