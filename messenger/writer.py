@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[list[StreamItem]], Awaitable[None]]
 
+# One optimistic attempt, then up to three that look keys up (a race with another
+# node's writer costs one of those).
+WRITE_ATTEMPTS = 4
+
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
@@ -211,21 +215,20 @@ class Writer:
                 log.exception("publishing %d events failed", len(outcome.events))
 
     async def _apply_with_retry(self, batch: list[_Item]) -> _Outcome:
-        for attempt in range(3):
+        # The first attempt takes every send for a new one: a repeated (sender,
+        # client_id) is rare, and the unique index catches it (the lookup was a tenth
+        # of a batch's instructions, by callgrind). Only then does the batch run
+        # again, looking each key up first; and again, twice at most, if another
+        # node's writer stored one of the keys between our lookup and our insert.
+        for attempt in range(WRITE_ATTEMPTS):
             try:
-                # The first attempt takes every send for a new one: a repeated
-                # (sender, client_id) is rare, and the unique index catches it (the
-                # lookup was a tenth of a batch's instructions, by callgrind). Only
-                # then is the batch run again, looking each key up first.
                 return await self._db.write_batch(
                     _apply, batch, utc_now(), self._db.is_postgresql, look_up=attempt > 0
                 )
             except IntegrityError:
-                if attempt == 2:
+                if attempt == WRITE_ATTEMPTS - 1:
                     raise
-                if attempt == 1:
-                    # Another node's writer stored one of our keys between our
-                    # lookup and our insert; the next attempt finds its row.
+                if attempt > 0:
                     log.info("write batch raced another writer; retrying")
         raise AssertionError("unreachable")
 
