@@ -83,7 +83,7 @@ def live(s: Settings, progress: Progress, sweep: bool) -> tuple[Rows, Rows, Rows
     SQLite the sweep also separates the disk's share of the latency (`_disk_share`)."""
     rows: Rows = []
     curve: Rows = []
-    disk: Rows = []
+    fsyncs: Rows = []
     for db in s.dbs:
         with (
             servers.database(db, s.workdir) as url,
@@ -100,8 +100,8 @@ def live(s: Settings, progress: Progress, sweep: bool) -> tuple[Rows, Rows, Rows
         if sweep and db == "sqlite":
             more_curve, disk_row = _disk_share(s, progress, messenger_row["msgs_per_s"])
             curve += more_curve
-            disk.append(disk_row)
-    return rows, curve, disk
+            fsyncs.append(disk_row)
+    return rows, curve, fsyncs
 
 
 DISK_PROBE_S = 10.0
