@@ -53,15 +53,18 @@ def median_row(rows: Rows) -> dict[str, Any]:
     return ordered[(len(ordered) - 1) // 2]
 
 
+def _messenger_pairs(s: Settings, messenger: Server) -> list[tuple[Peer, Peer]]:
+    """Sender/recipient pairs of real accounts on `messenger`."""
+    return accounts.pairs_of(accounts.messenger_peers(messenger.url, 2 * s.pairs))
+
+
 class _Pair:
     """The relay and one messenger, both running, with their client identities."""
 
     def __init__(self, s: Settings, relay: Server, messenger: Server, db: str) -> None:
         self.s, self.relay, self.messenger, self.db = s, relay, messenger, db
         self.relay_peers = accounts.pairs_of(accounts.relay_peers(2 * s.pairs))
-        self.messenger_peers: list[tuple[Peer, Peer]] = accounts.pairs_of(
-            accounts.messenger_peers(messenger.url, 2 * s.pairs)
-        )
+        self.messenger_peers = _messenger_pairs(s, messenger)
 
     def run_relay(self, rate: float | None = None) -> dict[str, Any]:
         return drive(
@@ -115,15 +118,15 @@ def _disk_share(
     disk's own fsync latency in the directory the SQLite files are in."""
     rate = max(1.0, round(0.5 * messenger_peak))
     normal = {"MESSENGER_SQLITE_SYNCHRONOUS": "NORMAL"}
-    with (
-        servers.database("sqlite", s.workdir) as url,
-        servers.running(servers.start_messenger(s.workdir, url, env=normal)) as server,
-    ):
-        peers = accounts.pairs_of(accounts.messenger_peers(server.url, 2 * s.pairs))
-        with progress.step(f"sweep sqlite: synchronous=NORMAL at {rate:.0f}/s"):
-            row = drive(server, _spec(s, server, "messenger", rate), peers, s.workers)
+    with servers.database("sqlite", s.workdir) as url:
+        with servers.running(servers.start_messenger(s.workdir, url, env=normal)) as server:
+            peers = _messenger_pairs(s, server)
+            with progress.step(f"sweep sqlite: synchronous=NORMAL at {rate:.0f}/s"):
+                row = drive(server, _spec(s, server, "messenger", rate), peers, s.workers)
+        # With the server stopped: the disk alone.
+        directory = _sqlite_directory(url)
         with progress.step(f"sweep sqlite: fsync latency ({DISK_PROBE_S:.0f} s)"):
-            fsyncs = disk.fsync_latency(sqlite_directory(url), DISK_PROBE_S)
+            fsyncs = disk.fsync_latency(directory, DISK_PROBE_S)
     curve_row = {
         "target": "messenger",
         "db": "sqlite",
@@ -131,10 +134,10 @@ def _disk_share(
         "fraction_of_own_peak": 0.5,
         **row,
     }
-    return [curve_row], {"db": "sqlite", "directory": str(sqlite_directory(url)), **fsyncs}
+    return [curve_row], {"db": "sqlite", "directory": str(directory), **fsyncs}
 
 
-def sqlite_directory(url: str) -> Path:
+def _sqlite_directory(url: str) -> Path:
     return Path(url.split(":///", 1)[1]).parent
 
 
