@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import accounts, disk, servers
+from bench import accounts, disk, servers, writer_stats
 from bench.driver import drive
 from bench.loadgen import LoadSpec, Peer
 from bench.progress import Progress
@@ -72,13 +72,23 @@ class _Pair:
         )
 
     def run_messenger(self, rate: float | None = None) -> dict[str, Any]:
-        return drive(
+        return _with_writer_stats(
             self.messenger,
-            _spec(self.s, self.messenger, "messenger", rate),
-            self.messenger_peers,
-            self.s.workers,
-            _extra_cpu(self.db),
+            lambda: drive(
+                self.messenger,
+                _spec(self.s, self.messenger, "messenger", rate),
+                self.messenger_peers,
+                self.s.workers,
+                _extra_cpu(self.db),
+            ),
         )
+
+
+def _with_writer_stats(server: Server, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`run()`'s row, with what messenger's writer did meanwhile (bench.writer_stats)."""
+    before = writer_stats.scrape(server.url)
+    row = run()
+    return {**row, "writer": writer_stats.since(before, server.url)}
 
 
 def live(s: Settings, progress: Progress, sweep: bool) -> tuple[Rows, Rows, Rows]:
@@ -122,7 +132,10 @@ def _disk_share(
         with servers.running(servers.start_messenger(s.workdir, url, env=normal)) as server:
             peers = _messenger_pairs(s, server)
             with progress.step(f"sweep sqlite: synchronous=NORMAL at {rate:.0f}/s"):
-                row = drive(server, _spec(s, server, "messenger", rate), peers, s.workers)
+                row = _with_writer_stats(
+                    server,
+                    lambda: drive(server, _spec(s, server, "messenger", rate), peers, s.workers),
+                )
         # With the server stopped: the disk alone.
         directory = _sqlite_directory(url)
         with progress.step(f"sweep sqlite: fsync latency ({DISK_PROBE_S:.0f} s)"):

@@ -115,6 +115,12 @@ CPU = [
     ("loadgen CPU %", "loadgen_cpu_pct"),
     ("other CPU %", "other_cpu_pct"),
 ]
+# messenger's writer over the run (bench.writer_stats); the relay has none.
+WRITER = [
+    ("items/batch", "writer.items_per_batch"),
+    ("commit ms", "writer.commit_ms"),
+    ("queue wait ms", "writer.queue_wait_ms"),
+]
 TABLES: list[tuple[str, str, list[tuple[str, str]]]] = [
     (
         "live",
@@ -131,6 +137,7 @@ TABLES: list[tuple[str, str, list[tuple[str, str]]]] = [
             ("receipt p50 ms", "receipt.p50_ms"),
             ("receipt p99 ms", "receipt.p99_ms"),
             *CPU,
+            *WRITER,
             ("errors", "errors"),
             ("lost", "lost"),
         ],
@@ -147,6 +154,7 @@ TABLES: list[tuple[str, str, list[tuple[str, str]]]] = [
             ("push p99 ms", "push.p99_ms"),
             ("receipt p99 ms", "receipt.p99_ms"),
             *CPU,
+            *WRITER,
         ],
     ),
     (

@@ -65,6 +65,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # The writer's saturation signal: a batch waits while the one before it runs,
+        # so this grows with the commit time long before anything fails.
+        self.write_wait_seconds = Histogram(
+            "messenger_write_wait_seconds",
+            "How long the oldest item of each write batch waited in the writer's queue",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.write_failures = Counter(
             "messenger_write_failures_total", "Write batches that failed", ["code"], registry=r
         )

@@ -65,6 +65,7 @@ class _Send:
     body: str
     client_id: str
     future: asyncio.Future[SendResult]
+    queued_at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(slots=True)
@@ -73,12 +74,14 @@ class _Mark:
     ids: list[int]
     status: int
     future: asyncio.Future[int]
+    queued_at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(slots=True)
 class _Touch:
     user_id: int
     at: datetime
+    queued_at: float = field(default_factory=time.perf_counter)
 
 
 _Item = _Send | _Mark | _Touch
@@ -177,6 +180,8 @@ class Writer:
 
     async def _commit(self, batch: list[_Item]) -> None:
         started = time.perf_counter()
+        # The queue is first in, first out: the first item waited longest.
+        self._metrics.write_wait_seconds.observe(started - batch[0].queued_at)
         try:
             outcome = await self._apply_with_retry(batch)
         except Exception as exc:  # every waiting item must hear of it

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import sqlite3
 
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.cluster_support import wait_until
 from tests.support import Device, Http, RunningServer
 
 
@@ -44,3 +50,50 @@ async def test_metrics_follow_traffic_and_backlog(server: RunningServer, http: H
     assert sample(text, "messenger_messages_read_total") == 1
     await device.disconnect()
     await bob_device.disconnect()
+
+
+STALL = 0.5
+
+
+async def _sample_now(http: Http, name: str) -> float:
+    _, text = await http.request("GET", "/metrics")
+    return sample(text, name)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # a second connection takes SQLite's lock
+async def test_a_send_queued_behind_a_stalled_batch_shows_its_wait(
+    server: RunningServer, http: Http
+) -> None:
+    """messenger_write_wait_seconds is the writer's saturation signal: a send that
+    queues while the batch before it cannot commit shows that wait."""
+    ann, bob = await http.account("ann"), await http.account("bob")
+    device = await Device(server.url).connect(ann.token)
+    await device.wait_synced()
+    started = await _sample_now(http, "messenger_write_wait_seconds_count")
+
+    async def a_batch_started() -> bool:
+        return await _sample_now(http, "messenger_write_wait_seconds_count") > started
+
+    database = make_url(server.settings.database_url).database
+    assert database is not None
+    lock = sqlite3.connect(database, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # the writer's next BEGIN IMMEDIATE waits for this
+    try:
+        first = asyncio.create_task(device.send(bob.username, "one", "c-1"))
+        # Once a batch has started, it is stuck on the lock; what comes next queues.
+        await wait_until(a_batch_started, timeout=10, interval=0.01)
+        second = asyncio.create_task(device.send(bob.username, "two", "c-2"))
+        await asyncio.sleep(STALL)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert (await first)["ok"] and (await second)["ok"]
+
+    _, text = await http.request("GET", "/metrics")
+    assert sample(text, "messenger_write_wait_seconds_count") == sample(
+        text, "messenger_write_batch_size_count"
+    )
+    # The second send waited for the stalled batch (the bound leaves room for the
+    # moments its event took to arrive).
+    assert sample(text, "messenger_write_wait_seconds_sum") >= STALL / 2
+    await device.disconnect()
