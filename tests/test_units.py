@@ -1,13 +1,20 @@
-"""Pure pieces: settings from the environment, and the token-bucket rate limiter."""
+"""Pure pieces: settings from the environment, the token-bucket rate limiter, and how
+bulk statements compile."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql import asyncpg
+from sqlalchemy.engine import Dialect
 
 from messenger.config import ConfigError, Settings
 from messenger.ratelimit import RateLimiter
+from messenger.store.bulk import BulkStatement
+from messenger.store.models import messages, stream_events
 
 
 def test_settings_read_the_environment_and_flags_win() -> None:
@@ -57,3 +64,22 @@ def test_rate_limiter_allows_bursts_then_the_steady_rate() -> None:
 def test_rate_limit_zero_is_off() -> None:
     limiter = RateLimiter(rate=0)
     assert all(limiter.allow("u") for _ in range(10_000))
+
+
+@pytest.mark.parametrize(
+    ("dialect", "placeholder"), [(sqlite.dialect(), "?"), (asyncpg.dialect(), "$5")]
+)
+def test_bulk_statements_bind_by_position_in_the_drivers_style(
+    dialect: Dialect, placeholder: str
+) -> None:
+    sql, names = BulkStatement(insert(stream_events)).compiled_for(dialect)
+    assert names == ("user_id", "seq", "kind", "message_id", "payload")
+    assert sql.startswith("INSERT INTO stream_events") and placeholder in sql
+
+
+def test_bulk_statements_refuse_values_the_driver_would_get_unconverted() -> None:
+    # A datetime goes to SQLite as text that SQLAlchemy formats: only execute() does.
+    with pytest.raises(ValueError, match="'at' needs converting"):
+        BulkStatement(update(messages).values(sent_at=bindparam("at"))).compiled_for(
+            sqlite.dialect()
+        )

@@ -36,6 +36,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from messenger.protocol import STATUS_READ, STATUS_SENT
+from messenger.store.bulk import BulkStatement
 from messenger.store.models import blocks, messages, stream_events, tokens, users
 
 # -- users ------------------------------------------------------------------------------
@@ -77,7 +78,7 @@ _LOCK_USERS = (
     .order_by(users.c.id)
     .with_for_update()
 )
-_ADVANCE_HEAD = (
+_ADVANCE_HEADS = BulkStatement(
     update(users)
     .where(users.c.id == bindparam("uid"))
     .values(stream_seq=users.c.stream_seq + bindparam("step"))
@@ -109,7 +110,7 @@ def advance_stream_heads(
     ids = sorted(counts)
     if lock_first:
         conn.execute(_LOCK_USERS, {"ids": ids})
-    conn.execute(_ADVANCE_HEAD, [{"uid": uid, "step": counts[uid]} for uid in ids])
+    _ADVANCE_HEADS.run(conn, [{"uid": uid, "step": counts[uid]} for uid in ids])
     return stream_heads(conn, ids)
 
 
@@ -291,7 +292,7 @@ def _pair_lookups(
 
 
 _INSERT_MESSAGES = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
-_INSERT_STREAM_EVENTS = insert(stream_events)
+_INSERT_STREAM_EVENTS = BulkStatement(insert(stream_events))
 
 
 def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
@@ -301,8 +302,7 @@ def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[in
 
 
 def insert_stream_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(_INSERT_STREAM_EVENTS, list(rows))
+    _INSERT_STREAM_EVENTS.run(conn, rows)
 
 
 def mark_status(
