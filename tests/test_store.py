@@ -3,15 +3,18 @@ served by indexes (a page must not cost more as the table grows)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Select
+from sqlalchemy import Connection, Select, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from messenger.protocol import STATUS_SENT
 from messenger.store import queries
 from messenger.store.db import open_database
 from messenger.store.migrate import check, upgrade
+from messenger.store.models import messages
 
 
 async def test_migrations_match_models(database_url: str) -> None:
@@ -117,3 +120,45 @@ async def test_postgresql_plans_each_execution(database_url: str) -> None:
         assert await db.write_batch(_plan_cache_mode) == "force_custom_plan"
     finally:
         await db.dispose()
+
+
+def _store_messages(conn: Connection, keys: list[tuple[int, str]]) -> list[tuple[int, int, str]]:
+    """Insert a message per (sender index, client_id) key in the order given; returns
+    (id, sender_id, client_id) as stored, in the order of the ids insert_messages gave."""
+    now = datetime.now(UTC)
+    people = [queries.insert_user(conn, f"user{i}", "x", now) for i in range(3)]
+    rows = [
+        {
+            "sender_id": people[sender],
+            "recipient_id": people[(sender + 1) % 3],
+            "body": client_id,
+            "client_id": client_id,
+            "sent_at": now,
+            "status": STATUS_SENT,
+            "delivered_at": None,
+            "read_at": None,
+            "recipient_seq": position + 1,
+        }
+        for position, (sender, client_id) in enumerate(keys)
+    ]
+    ids = queries.insert_messages(conn, rows)
+    stored = {
+        row.id: (row.sender_id, row.client_id)
+        for row in conn.execute(select(messages).where(messages.c.id.in_(ids)))
+    }
+    return [(message_id, *stored[message_id]) for message_id in ids]
+
+
+async def test_insert_messages_gives_each_row_its_own_id(database_url: str) -> None:
+    """One multi-row INSERT; RETURNING promises no order, so the ids are matched to
+    the rows by their (sender, client_id) keys: the nth id is the nth row's."""
+    keys = [(2, "b"), (0, "b"), (1, "a"), (0, "a"), (2, "c")]  # neither key order sorted
+    db = open_database(database_url)
+    try:
+        stored = await db.write(_store_messages, keys)
+    finally:
+        await db.dispose()
+    assert len({message_id for message_id, _, _ in stored}) == len(keys)
+    assert [client_id for _, _, client_id in stored] == [client_id for _, client_id in keys]
+    senders = [sender_id for _, sender_id, _ in stored]
+    assert senders[1] == senders[3] != senders[0] == senders[4]
