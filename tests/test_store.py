@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import Connection, Select, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from messenger.protocol import STATUS_SENT
@@ -162,3 +164,33 @@ async def test_insert_messages_gives_each_row_its_own_id(database_url: str) -> N
     assert [client_id for _, _, client_id in stored] == [client_id for _, client_id in keys]
     senders = [sender_id for _, sender_id, _ in stored]
     assert senders[1] == senders[3] != senders[0] == senders[4]
+
+
+def _backend_pid(conn: Connection) -> int:
+    return int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_a_read_outlives_connections_postgresql_closed(database_url: str) -> None:
+    """Reads take pooled connections without checking them first; one that PostgreSQL
+    closed meanwhile (a restart, an administrator) costs the read a second try, not
+    an error."""
+    upgrade(database_url)
+    db = open_database(database_url)
+    try:
+        before = await db.read(_backend_pid)
+        admin = await asyncpg.connect(
+            make_url(database_url).set(drivername="postgresql").render_as_string(False)
+        )
+        try:
+            closed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        assert closed >= 1
+        after = await db.read(_backend_pid)
+        assert after != before  # a new connection answered
+    finally:
+        await db.dispose()

@@ -221,20 +221,36 @@ class PostgresDatabase(Database):
     dialect = "postgresql"
 
     def __init__(self, url: str) -> None:
-        # pre-ping: a restarted PostgreSQL costs one failed checkout, not one per
-        # pooled connection.
         options: dict[str, Any] = {
             "pool_size": 4,
             "max_overflow": 4,
-            "pool_pre_ping": True,
             "hide_parameters": True,
             "connect_args": {"server_settings": PG_SESSION_SETTINGS},
         }
-        self._writer_engine = create_async_engine(url, **options)
+        # Writes check each connection as they take it from the pool (a round trip):
+        # a write is not simply run again, so it must not meet a connection that
+        # PostgreSQL closed (a restart). Reads skip that round trip, about a sixth of
+        # a history page (bench `history`: p50 3.6-4.0 -> 2.5-3.6 ms), and are run
+        # again instead when they meet such a connection (see `read`).
+        self._writer_engine = create_async_engine(url, pool_pre_ping=True, **options)
         self._reader_engine = create_async_engine(url, **{**options, "pool_size": 8})
         self._batch_conn: AsyncConnection | None = None
 
     async def read(
+        self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        try:
+            return await self._read_once(work, *args, **kwargs)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # PostgreSQL had closed the connection (a restart, an administrator).
+            # SQLAlchemy has dropped the pool's other connections of that age too, and
+            # a read changes nothing: once more, on a new connection.
+            log.info("a pooled database connection was closed; reading again")
+            return await self._read_once(work, *args, **kwargs)
+
+    async def _read_once(
         self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         async with self._reader_engine.connect() as conn:
