@@ -175,7 +175,6 @@ async def test_a_read_outlives_connections_postgresql_closed(database_url: str) 
     """Reads take pooled connections without checking them first; one that PostgreSQL
     closed meanwhile (a restart, an administrator) costs the read a second try, not
     an error."""
-    upgrade(database_url)
     db = open_database(database_url)
     try:
         before = await db.read(_backend_pid)

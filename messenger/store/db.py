@@ -230,7 +230,7 @@ class PostgresDatabase(Database):
         # Writes check each connection as they take it from the pool (a round trip):
         # a write is not simply run again, so it must not meet a connection that
         # PostgreSQL closed (a restart). Reads skip that round trip, about a sixth of
-        # a history page (bench `history`: p50 3.6-4.0 -> 2.5-3.6 ms), and are run
+        # a history page (bench `history`: p50 3.6-4.0 -> 2.4-3.6 ms), and are run
         # again instead when they meet such a connection (see `read`).
         self._writer_engine = create_async_engine(url, pool_pre_ping=True, **options)
         self._reader_engine = create_async_engine(url, **{**options, "pool_size": 8})

@@ -301,9 +301,9 @@ def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[in
     """Insert in one statement; returns the ids in the order given.
 
     RETURNING promises no order, and asked to keep one (`sort_by_parameter_order`)
-    SQLAlchemy inserts SQLite's rows one statement each: 20 messages cost ~3x what one
-    multi-row INSERT does. Each id is matched to its row by (sender_id, client_id)
-    instead, which the unique constraint makes one row's.
+    SQLAlchemy inserts SQLite's rows one statement each (one multi-row INSERT instead
+    saves 6.4 % of the writer's instructions, by callgrind). Each id is matched to its
+    row by (sender_id, client_id), which the unique constraint makes one row's.
     """
     result = conn.execute(_INSERT_MESSAGES, list(rows))
     ids = {(row.sender_id, row.client_id): row.id for row in result}
