@@ -255,3 +255,22 @@ async def test_concurrent_calls_arrive_in_creation_order(server: RunningServer, 
     await b.wait_for(lambda: len(b.messages()) == 50)
     assert [m["body"] for m in b.messages()] == [f"g{i}" for i in range(50)]
     await disconnect_all(a, b)
+
+
+async def test_a_send_that_looks_its_recipient_up_keeps_its_place(
+    server: RunningServer, http: Http
+) -> None:
+    """G4: a send whose recipient the server must first look up (its first message to
+    carl) waits for the database, and the sends fired right after it, to a recipient
+    already known, are still stored after it, in the order the socket carried them."""
+    ann, bob, carl = [await http.account(name) for name in ("ann", "bob", "carl")]
+    a, _ = await connect(server, ann)
+    assert (await a.send(bob.username, "hello", "known-0"))["ok"]  # bob is known now
+    order = [carl.username] + [bob.username] * 5
+    answers = await asyncio.gather(
+        *(a.send(to, f"o{i}", f"order-{i}") for i, to in enumerate(order))
+    )
+    assert all(answer["ok"] for answer in answers), answers
+    ids = [answer["message"]["id"] for answer in answers]
+    assert ids == sorted(ids), ids
+    await disconnect_all(a)
