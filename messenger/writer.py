@@ -404,9 +404,9 @@ def _apply_marks(
                 claims.setdefault((mark.user.id, message_id), mark)
         changed = queries.mark_status(conn, list(claims), status, now)
         by_item: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
-        for row in changed:
-            mark = claims[(row["recipient_id"], row["id"])]
-            by_item[id(mark)][row["sender_id"]].append(row["id"])
+        for message_id, sender_id, recipient_id in changed:
+            mark = claims[(recipient_id, message_id)]
+            by_item[id(mark)][sender_id].append(message_id)
         for mark in items:
             by_sender = by_item.get(id(mark), {})
             updated = sum(len(ids) for ids in by_sender.values())

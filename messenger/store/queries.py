@@ -94,7 +94,7 @@ def stream_head(conn: Connection, user_id: int) -> int:
 
 def stream_heads(conn: Connection, user_ids: Sequence[int]) -> dict[int, int]:
     result = conn.execute(_STREAM_HEADS, {"ids": list(user_ids)})
-    return {row.id: row.stream_seq for row in result}
+    return {user_id: seq for user_id, seq in result}
 
 
 def advance_stream_heads(
@@ -306,7 +306,7 @@ def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[in
     row by (sender_id, client_id), which the unique constraint makes one row's.
     """
     result = conn.execute(_INSERT_MESSAGES, list(rows))
-    ids = {(row.sender_id, row.client_id): row.id for row in result}
+    ids = {(sender, client_id): message_id for message_id, sender, client_id in result}
     return [ids[(row["sender_id"], row["client_id"])] for row in rows]
 
 
@@ -316,7 +316,7 @@ def insert_stream_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> No
 
 def mark_status(
     conn: Connection, marks: Sequence[tuple[int, int]], status: int, now: datetime
-) -> list[RowMapping]:
+) -> list[tuple[int, int, int]]:
     """Raise to `status` the messages of the distinct (recipient_id, message_id) pairs,
     in one statement; returns (id, sender_id, recipient_id) of the rows that changed, by id.
 
@@ -328,7 +328,7 @@ def mark_status(
         _MARK_READ if status == STATUS_READ else _MARK_DELIVERED,
         {"ids": ids, "pairs": list(marks), "status": status, "now": now},
     )
-    return sorted(result.mappings(), key=lambda row: row["id"])
+    return sorted((message_id, sender, recipient) for message_id, sender, recipient in result)
 
 
 def _mark_statement(sets_read_at: bool) -> ReturningUpdate[Any]:
