@@ -48,18 +48,7 @@ class Delivery:
         """Check the recipient and queue the message for storing; the future resolves
         after the commit (G1), and the writer pushes it then. Callers that submit in
         order are stored in order."""
-        return self.queue_send(sender, await self._peer(sender, command.to), command)
-
-    def known_recipient(self, sender: UserRef, username: str) -> UserRef | None:
-        """The recipient `submit_send` would find without a query, or None when it
-        would have to look it up or refuse (the sender naming themself)."""
-        recipient = self._directory.cached(username)
-        return None if recipient is None or recipient.id == sender.id else recipient
-
-    def queue_send(
-        self, sender: UserRef, recipient: UserRef, command: SendCommand
-    ) -> asyncio.Future[SendResult]:
-        """Queue the message to a recipient already checked (`known_recipient`)."""
+        recipient = await self._peer(sender, command.to)
         return self._writer.submit_send(sender, recipient, command.body, command.client_id)
 
     def submit_mark(self, user: UserRef, ids: list[int], status: int) -> asyncio.Future[int]:

@@ -29,10 +29,6 @@ class Directory:
             if len(cache) > self._size:
                 cache.popitem(last=False)
 
-    def cached(self, username: str) -> UserRef | None:
-        """The user with this name if the cache knows it (no query)."""
-        return self._by_name.get(username)
-
     async def resolve(self, username: str) -> UserRef:
         """The user with this (normalized) name, or `not_found`."""
         found = await self.resolve_many([username])

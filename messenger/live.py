@@ -70,9 +70,6 @@ class Connection:
     # runs each event as its own task; this FIFO lock keeps the connection's writes
     # in the order they arrived even when one of them waits for the database.
     admission: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Writing events of this connection on that slower path (their tasks not done):
-    # while any is, a later one may not be queued straight from its frame.
-    slow_writes: int = 0
     # Events that arrived ahead of a missing one, waiting briefly for it (see
     # `LiveHub.deliver`), and the timer after which SQL fills the gap instead.
     held: dict[int, StreamItem] = field(default_factory=dict)

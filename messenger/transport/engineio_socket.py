@@ -50,18 +50,6 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         if not await self.check_ping_timeout():
             return
         # Read after the check, which may close the session (and so wait).
-        self._write_or_queue(pkt)
-
-    def send_nowait(self, pkt: packet.Packet) -> bool:
-        """`send` for a caller that cannot wait (a callback): False, and nothing sent,
-        unless the session is open on its websocket. Skips the ping check, which only
-        closes the session sooner: the watchdog ends a silent one all the same."""
-        if self._frames is None or self.closed:
-            return False
-        self._write_or_queue(pkt)
-        return True
-
-    def _write_or_queue(self, pkt: packet.Packet) -> None:
         transport = self._frames
         if (
             transport is not None
@@ -72,7 +60,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         ):
             transport.write(websocket_frame(pkt.encode()))
         else:
-            self.queue.put_nowait(pkt)  # behind what is queued: order holds
+            await self.queue.put(pkt)  # behind what is queued: order holds
 
     async def poll(self) -> list[Any]:
         if not self.upgraded:

@@ -3,25 +3,15 @@
 python-socketio is untyped and runs every event as its own task; this module keeps
 both facts at the edge. Every event is answered through its acknowledgement, errors
 included (G8), and on seed-protocol connections failures are also emitted as `error`.
-
-The events that queue writes (`send`, `delivered`, ...) skip that task when they can:
-a valid one whose recipient is known is queued for the writer while its frame is
-read, and answered from the commit's callback (callgrind: 4.9 % fewer of the event
-loop's instructions per `send` and `delivered`). Any other case takes the task, and
-while one of a connection's writing events is on that path, its later ones follow
-it there, so they are queued in the order they arrived.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
-import engineio
 import socketio
 from engineio.async_socket import AsyncSocket
 
@@ -40,7 +30,7 @@ from messenger.streams import StreamReader
 from messenger.transport.engineio_socket import LeanSocket
 from messenger.transport.engineio_tracking import track_websockets
 from messenger.transport.packets import JsonPacket, event_packet
-from messenger.writer import SendResult, Writer
+from messenger.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +41,6 @@ CONNECT_TYPE = "0"
 # The event name python-socketio registers a catch-all handler under.
 CATCH_ALL = "*"
 Handler = Callable[[Connection, Any], Awaitable[dict[str, Any]]]
-# An event answered without python-socketio's task: (sid, args) -> its answer, later.
-DirectCommand = Callable[[str, list[Any]], "asyncio.Future[dict[str, Any]]"]
-# A writing event made ready to queue while its frame is read: what queues it (the
-# write's future) and how its result becomes the answer.
-Ready = tuple[Callable[[], "asyncio.Future[Any]"], Callable[[Any], dict[str, Any]]]
-# Checks a writing event's payload without side effects: Ready, or None when the
-# event needs the full path (a bad payload, a recipient not known yet).
-Quick = Callable[[Connection, Any], Ready | None]
 
 
 class TextOnlyServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -74,45 +56,6 @@ class TextOnlyServer(socketio.AsyncServer):  # type: ignore[misc]
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(serializer=JsonPacket, **kwargs)
         self._transports = track_websockets(self.eio)
-        # Events of the default namespace answered by these instead (see the module
-        # docstring), and the tasks of acks that could not be written at once.
-        self.direct: dict[str, DirectCommand] = {}
-        self._ack_tasks: set[asyncio.Future[None]] = set()
-
-    async def _handle_event(self, eio_sid: str, namespace: Any, id: Any, data: Any) -> None:
-        """A `direct` event is handed to its command, and acknowledged when the
-        command's answer resolves; every other event goes python-socketio's way."""
-        command = (
-            self.direct.get(data[0])
-            if (namespace or NAMESPACE) == NAMESPACE and data and isinstance(data[0], str)
-            else None
-        )
-        if command is None:
-            await super()._handle_event(eio_sid, namespace, id, data)
-            return
-        sid = self.manager.sid_from_eio_sid(eio_sid, NAMESPACE)
-        if sid is None or not self.manager.is_connected(sid, NAMESPACE):
-            return  # as python-socketio does: events before the handshake are dropped
-        answer = command(sid, list(data[1:]))
-        if id is not None:
-            answer.add_done_callback(partial(self._acknowledge, eio_sid, id))
-
-    def _acknowledge(self, eio_sid: str, ack_id: int, answer: asyncio.Future[Any]) -> None:
-        if answer.cancelled():
-            return  # the server is stopping
-        if answer.exception() is not None:  # the handlers answer failures themselves
-            log.error("event answer failed: %r", answer.exception())
-            value = MessengerError(ErrorCode.INTERNAL, "the server failed; retry later").answer()
-        else:
-            value = answer.result()
-        ack = self.packet_class(socketio.packet.ACK, namespace=NAMESPACE, id=ack_id, data=[value])
-        socket = self.eio.sockets.get(eio_sid)
-        frame = engineio.packet.Packet(engineio.packet.MESSAGE, data=ack.encode())
-        if isinstance(socket, LeanSocket) and socket.send_nowait(frame):
-            return
-        task = asyncio.ensure_future(self._send_packet(eio_sid, ack))  # long polling
-        self._ack_tasks.add(task)
-        task.add_done_callback(self._ack_tasks.discard)
 
     def _get_event_handler(
         self, event: str, namespace: str, args: tuple[Any, ...]
@@ -208,7 +151,7 @@ class SocketPusher:
 class SocketHandlers:
     def __init__(
         self,
-        sio: TextOnlyServer,
+        sio: socketio.AsyncServer,
         settings: Settings,
         accounts: Accounts,
         delivery: Delivery,
@@ -226,23 +169,16 @@ class SocketHandlers:
         self._hub = hub
         self._metrics = metrics
         self._limiter = RateLimiter(settings.rate_limit)
-        # Writing events on the full path: the loop keeps only weak references to tasks.
-        self._full_path: set[asyncio.Future[dict[str, Any]]] = set()
 
     def register(self) -> None:
         sio = self._sio
         sio.on("connect", self.connect, namespace=NAMESPACE)
         sio.on("disconnect", self.disconnect, namespace=NAMESPACE)
-        # The events that queue writes, so that they keep their order (see `_ordered`).
-        writing: dict[str, tuple[Handler, Quick | None]] = {
-            protocol.SEND: (self._send, self._quick_send),
-            protocol.PRIVATE_MESSAGE: (self._private_message, None),
-            protocol.DELIVERED: (self._delivered, partial(self._quick_mark, STATUS_DELIVERED)),
-            protocol.READ: (self._read, partial(self._quick_mark, STATUS_READ)),
-        }
-        for name, (handler, quick) in writing.items():
-            sio.direct[name] = self._ordered(handler, quick)
         commands: dict[str, Handler] = {
+            protocol.SEND: self._send,
+            protocol.PRIVATE_MESSAGE: self._private_message,
+            protocol.DELIVERED: self._delivered,
+            protocol.READ: self._read,
             protocol.HISTORY: self._history,
             protocol.SYNC: self._sync,
             protocol.PRESENCE: self._presence,
@@ -314,94 +250,21 @@ class SocketHandlers:
             if conn is None:
                 return MessengerError(ErrorCode.UNAUTHORIZED, "not connected").answer()
             try:
-                self._check_rate(conn)
+                if not self._limiter.allow(conn.user.id):
+                    self._metrics.rate_limited.inc()
+                    log.info("rate limited user=%s", conn.user.username)
+                    raise MessengerError(ErrorCode.RATE_LIMITED, "too many events; slow down")
                 if len(args) != 1:
                     raise invalid("an event carries exactly one payload object")
                 return {"ok": True, **await handler(conn, args[0])}
+            except MessengerError as exc:
+                return await self._fail(conn, exc)
             except Exception as exc:
-                return await self._fail(conn, self._as_error(conn, exc))
+                error = classify_failure(exc)
+                log.error("event failed for user=%s: %s (%r)", conn.user.username, error.code, exc)
+                return await self._fail(conn, error)
 
         return on_event
-
-    def _check_rate(self, conn: Connection) -> None:
-        if not self._limiter.allow(conn.user.id):
-            self._metrics.rate_limited.inc()
-            log.info("rate limited user=%s", conn.user.username)
-            raise MessengerError(ErrorCode.RATE_LIMITED, "too many events; slow down")
-
-    @staticmethod
-    def _as_error(conn: Connection, exc: BaseException) -> MessengerError:
-        """What to answer for a failure (unexpected ones are logged)."""
-        if isinstance(exc, MessengerError):
-            return exc
-        error = classify_failure(exc)
-        log.error("event failed for user=%s: %s (%r)", conn.user.username, error.code, exc)
-        return error
-
-    def _ordered(self, handler: Handler, quick: Quick | None) -> DirectCommand:
-        """A writing event: queued for the writer while its frame is read when `quick`
-        can (and the connection has no writing event on the full path), else run as
-        `handler` in a task of its own, which later writing events then follow."""
-        full = self._wrap(handler)
-
-        def command(sid: str, args: list[Any]) -> asyncio.Future[dict[str, Any]]:
-            conn = self._hub.get(sid)
-            if conn is not None and not conn.seed and not conn.slow_writes and len(args) == 1:
-                ready = quick(conn, args[0]) if quick is not None else None
-                if ready is not None:
-                    return self._queue_now(conn, *ready)
-            task = asyncio.ensure_future(full(sid, *args))
-            self._full_path.add(task)
-            task.add_done_callback(self._full_path.discard)
-            if conn is not None:
-                conn.slow_writes += 1
-                task.add_done_callback(partial(_slow_write_done, conn))
-            return task
-
-        return command
-
-    def _queue_now(
-        self,
-        conn: Connection,
-        queue: Callable[[], asyncio.Future[Any]],
-        shape: Callable[[Any], dict[str, Any]],
-    ) -> asyncio.Future[dict[str, Any]]:
-        """Queue a ready writing event; its answer resolves once the write commits."""
-        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        try:
-            self._check_rate(conn)
-            stored = queue()
-        except Exception as exc:  # refused, or the server is stopping
-            answer.set_result(self._as_error(conn, exc).answer())
-            return answer
-
-        def answer_with(done: asyncio.Future[Any]) -> None:
-            if done.cancelled():
-                answer.cancel()
-            elif (failure := done.exception()) is not None:
-                answer.set_result(self._as_error(conn, failure).answer())
-            else:
-                answer.set_result({"ok": True, **shape(done.result())})
-
-        stored.add_done_callback(answer_with)
-        return answer
-
-    def _quick_send(self, conn: Connection, payload: Any) -> Ready | None:
-        try:
-            command = protocol.parse_send(payload, self._settings.max_body)
-        except MessengerError:
-            return None  # the full path answers it, after the rate limit
-        recipient = self._delivery.known_recipient(conn.user, command.to)
-        if recipient is None:
-            return None
-        return partial(self._delivery.queue_send, conn.user, recipient, command), _sent
-
-    def _quick_mark(self, status: int, conn: Connection, payload: Any) -> Ready | None:
-        try:
-            ids = protocol.parse_ids(payload)
-        except MessengerError:
-            return None
-        return partial(self._delivery.submit_mark, conn.user, ids, status), _updated
 
     async def _unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
         conn = self._hub.get(sid)
@@ -428,7 +291,7 @@ class SocketHandlers:
         """Queue in arrival order (the admission lock), then wait for the commit."""
         async with conn.admission:
             stored = await self._delivery.submit_send(conn.user, command)
-        return _sent(await stored)
+        return {"message": (await stored).message}
 
     async def _delivered(self, conn: Connection, payload: Any) -> dict[str, Any]:
         return await self._mark(conn, protocol.parse_ids(payload), STATUS_DELIVERED)
@@ -439,7 +302,7 @@ class SocketHandlers:
     async def _mark(self, conn: Connection, ids: list[int], status: int) -> dict[str, Any]:
         async with conn.admission:
             updated = self._delivery.submit_mark(conn.user, ids, status)
-        return _updated(await updated)
+        return {"updated": await updated}
 
     async def _history(self, conn: Connection, payload: Any) -> dict[str, Any]:
         return await self._delivery.history(conn.user, protocol.parse_history(payload))
@@ -462,18 +325,6 @@ class SocketHandlers:
     def _server_client_id() -> str:
         """A fresh client_id for a `privateMessage` that brought none (not idempotent)."""
         return "srv-" + secrets.token_hex(12)
-
-
-def _sent(result: SendResult) -> dict[str, Any]:
-    return {"message": result.message}
-
-
-def _updated(count: int) -> dict[str, Any]:
-    return {"updated": count}
-
-
-def _slow_write_done(conn: Connection, _task: asyncio.Future[Any]) -> None:
-    conn.slow_writes -= 1
 
 
 def _optional_cursor(value: Any, head: int) -> int | None:
