@@ -72,22 +72,15 @@ class _Pair:
         )
 
     def run_messenger(self, rate: float | None = None) -> dict[str, Any]:
-        return _with_writer_stats(
-            self.messenger,
-            lambda: drive(
-                self.messenger,
-                _spec(self.s, self.messenger, "messenger", rate),
-                self.messenger_peers,
-                self.s.workers,
-                _extra_cpu(self.db),
-            ),
-        )
+        return _drive_messenger(self.s, self.messenger, self.messenger_peers, self.db, rate)
 
 
-def _with_writer_stats(server: Server, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """`run()`'s row, with what messenger's writer did meanwhile (bench.writer_stats)."""
+def _drive_messenger(
+    s: Settings, server: Server, peers: list[tuple[Peer, Peer]], db: str, rate: float | None
+) -> dict[str, Any]:
+    """One run against messenger, with what its writer did meanwhile (bench.writer_stats)."""
     before = writer_stats.scrape(server.url)
-    row = run()
+    row = drive(server, _spec(s, server, "messenger", rate), peers, s.workers, _extra_cpu(db))
     return {**row, "writer": writer_stats.since(before, server.url)}
 
 
@@ -132,10 +125,7 @@ def _disk_share(
         with servers.running(servers.start_messenger(s.workdir, url, env=normal)) as server:
             peers = _messenger_pairs(s, server)
             with progress.step(f"sweep sqlite: synchronous=NORMAL at {rate:.0f}/s"):
-                row = _with_writer_stats(
-                    server,
-                    lambda: drive(server, _spec(s, server, "messenger", rate), peers, s.workers),
-                )
+                row = _drive_messenger(s, server, peers, "sqlite", rate)
         # With the server stopped: the disk alone.
         directory = _sqlite_directory(url)
         with progress.step(f"sweep sqlite: fsync latency ({DISK_PROBE_S:.0f} s)"):
