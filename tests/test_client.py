@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import socketio
 
 from messenger.client import Client, MessengerClientError, NewMessage, Receipt, login, register
 from messenger.client.stream import Stream
@@ -127,6 +128,44 @@ async def test_send_receive_delivered_and_read(server: RunningServer, http: Http
 
         pages = [page async for page in bob_client.history(ann.username, limit=1)]
         assert [[m.id for m in page] for page in pages] == [[message.id]]
+
+
+@pytest.mark.parametrize("passes", [0, 1, 2, 3])
+async def test_a_task_cancelled_as_its_answer_arrives_ends(
+    server: RunningServer, http: Http, monkeypatch: pytest.MonkeyPatch, passes: int
+) -> None:
+    """The chat's /quit once hung: `close()` cancelled the task that was marking a
+    message read just as the server's answer came in; python-socketio's `call` (an
+    `asyncio.wait_for` on Python 3.11) returned the answer instead of raising, and the
+    task went on with its loop. Here the cancel lands 0-3 passes of the event loop
+    after the answer is taken off the socket; the loop must end every time."""
+    ann, bob = await http.account("ann"), await http.account("bob")
+    async with opened(server.url, ann) as ann_client, opened(server.url, bob) as bob_client:
+        message = await ann_client.send(bob.username, "hi")
+        loop = asyncio.get_running_loop()
+        targets: list[asyncio.Task[None]] = []
+        handle_ack = socketio.AsyncClient._handle_ack
+
+        def cancel_later(task: asyncio.Task[None], left: int) -> None:
+            if left:
+                loop.call_soon(cancel_later, task, left - 1)
+            else:
+                task.cancel()
+
+        async def cancel_on_answer(sio: Any, *args: Any) -> None:
+            await handle_ack(sio, *args)  # hands the answer to the waiting request
+            if targets:
+                cancel_later(targets.pop(), passes)
+
+        async def mark_read_forever() -> None:
+            while True:  # like the client's own tasks: a loop around requests
+                await bob_client.request("read", {"ids": [message.id]})
+
+        monkeypatch.setattr(socketio.AsyncClient, "_handle_ack", cancel_on_answer)
+        task = asyncio.create_task(mark_read_forever())
+        targets.append(task)
+        done, _ = await asyncio.wait([task], timeout=5)
+        assert task in done and task.cancelled()
 
 
 async def test_history_pages_newest_first(server: RunningServer, http: Http) -> None:
@@ -252,6 +291,44 @@ async def test_live_client_reconnects_after_a_server_restart(servers: Servers) -
         await bob_device.send(ann.username, "after the restart", "x1")
         await eventually(lambda: seen.bodies() == ["after the restart"])
         await bob_device.disconnect()
+
+
+@pytest.mark.parametrize("passes", [0, 1, 2, 3])
+async def test_closing_as_a_reconnect_completes_returns(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch, passes: int
+) -> None:
+    """The same swallowed cancel in python-socketio's `connect` (see the test above):
+    a client closed just as its reconnect completes must not keep its connection."""
+    server = await servers.start()
+    ann = await Http(server.url).account("ann")
+    loop = asyncio.get_running_loop()
+    closing: list[asyncio.Task[None]] = []
+    handle_connect = socketio.AsyncClient._handle_connect
+
+    def close_later(client: Client, left: int) -> None:
+        if left:
+            loop.call_soon(close_later, client, left - 1)
+        else:
+            closing.append(asyncio.ensure_future(client.close()))
+
+    client = await Client(server.url, ann.token, reconnect_delay=0.05).__aenter__()
+    try:
+        await servers.stop(server)
+        await eventually(lambda: not client.connected)
+
+        async def close_on_connect(sio: Any, *args: Any) -> None:
+            await handle_connect(sio, *args)
+            if not closing:
+                close_later(client, passes)
+
+        monkeypatch.setattr(socketio.AsyncClient, "_handle_connect", close_on_connect)
+        server = await servers.start(port_of(server.url))
+        await eventually(lambda: bool(closing))
+        done, _ = await asyncio.wait(closing, timeout=5)
+        assert closing[0] in done
+    finally:
+        if not closing:
+            await client.close()
 
 
 async def test_a_message_replayed_before_it_was_taken_is_shown_once(

@@ -270,15 +270,31 @@ class Client:
         return await self._call(event, payload, self._call_timeout)
 
     async def _call(self, event: str, payload: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """Emit `event` and wait for its acknowledgement.
+
+        Not `AsyncClient.call`: it waits through `asyncio.wait_for`, which on Python
+        3.11 returns the answer instead of raising when the calling task is cancelled
+        just as the answer arrives (CPython gh-86296). The task then carries on as if
+        never cancelled, and `close()`, which cancels and awaits it, waits forever.
+        """
         sio = self._sio
         if sio is None:
             raise MessengerClientError("unavailable", "not connected to the server")
+        acked: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def on_ack(*args: Any) -> None:
+            if not acked.done():
+                acked.set_result(args[0] if len(args) == 1 else args)
+
         try:
-            answer = await sio.call(event, payload, timeout=seconds)
-        except socketio.exceptions.TimeoutError:
-            raise MessengerClientError("timeout", f"no answer to {event}") from None
+            await sio.emit(event, payload, callback=on_ack)
         except socketio.exceptions.SocketIOError as exc:
             raise MessengerClientError("unavailable", str(exc)) from None
+        try:
+            async with asyncio.timeout(seconds):
+                answer = await acked
+        except TimeoutError:
+            raise MessengerClientError("timeout", f"no answer to {event}") from None
         if not isinstance(answer, dict) or answer.get("ok") is not True:
             raise MessengerClientError.from_answer(answer)
         return answer
@@ -448,6 +464,7 @@ class Client:
             self._first_done(None)
             delay = self._delay_min
             try:
+                _raise_if_cancelled()  # connect() waits with wait_for too (see _call)
                 await lost.wait()
             finally:
                 await _quietly_close(sio)
@@ -506,6 +523,14 @@ class Client:
         for future in self._waiters.values():
             if not future.done():
                 future.set_exception(refusal)
+
+
+def _raise_if_cancelled() -> None:
+    """Honour a cancel that a library call swallowed (see `Client._call`): the task's
+    count of cancel requests stays up until someone calls `uncancel()`."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _quietly_close(sio: socketio.AsyncClient) -> None:
