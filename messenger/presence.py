@@ -128,8 +128,11 @@ class RedisPresence:
             except Exception as exc:
                 log.warning("presence heartbeat failed: %s", exc)
             self._changed.clear()
+            # Not wait_for: on Python 3.11 it can swallow stop()'s cancel (CPython
+            # gh-86296), and stop() would wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), self._heartbeat)
+                async with asyncio.timeout(self._heartbeat):
+                    await self._changed.wait()
             await asyncio.sleep(0.05)  # gather a burst of connects into one write
 
     async def _write(self) -> None:
