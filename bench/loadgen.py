@@ -1,8 +1,10 @@
 """The load generator: worker processes, each driving sender -> recipient client pairs.
 
-Each worker runs its own event loop so the generator scales past one core. Senders
-keep a bounded window of unanswered sends; recipients batch the ids they received
-into `delivered` events, which makes the server send receipts back to the senders.
+Each worker runs its own event loop so the generator scales past one core, and its
+clients are bare Socket.IO clients (bench.rawclient) so that it needs far less CPU
+than the servers it drives. Senders keep a bounded window of unanswered sends;
+recipients batch the ids they received into `delivered` events, which makes the
+server send receipts back to the senders.
 All workers start sending at one shared monotonic instant (CLOCK_MONOTONIC is
 system-wide on Linux), so their measurement windows line up with the server's.
 """
@@ -14,14 +16,14 @@ import multiprocessing as mp
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import socketio
 
-from bench.dialects import DIALECTS, Dialect, quiet_clients
+from bench.dialects import DIALECTS, Dialect
+from bench.rawclient import OnEvent, RawClient
 from bench.stats import WorkerResult
 
 CONNECT_CONCURRENCY = 32
@@ -64,8 +66,8 @@ class _Pair:
     index: int
     sender: Peer
     recipient: Peer
-    sio_sender: socketio.AsyncClient
-    sio_recipient: socketio.AsyncClient
+    sio_sender: RawClient
+    sio_recipient: RawClient
     window: asyncio.Semaphore
     sent_at: dict[str, float] = field(default_factory=dict)
     id_sent_at: dict[int, float] = field(default_factory=dict)
@@ -89,30 +91,37 @@ class _Worker:
         self.window_hi = 0.0
         self.stop_at = 0.0
         self.pairs: list[_Pair] = []
+        self.listeners: list[asyncio.Task[None]] = []
 
     def in_window(self, t: float) -> bool:
         return self.window_lo <= t < self.window_hi
 
     # -- wiring -----------------------------------------------------------------
 
-    def _new_client(self, http: aiohttp.ClientSession) -> socketio.AsyncClient:
-        return socketio.AsyncClient(
-            reconnection=False, handle_sigint=False, http_session=http, request_timeout=30
-        )
+    def _recipient_events(self, pair: _Pair) -> OnEvent:
+        on_push = self._on_push(pair)
+        push_event = self.dialect.push_event
 
-    def _bind(self, pair: _Pair) -> None:
-        pair.sio_recipient.on(self.dialect.push_event, self._on_push(pair))
-        pair.sio_sender.on("receipt", self._on_receipt(pair))
-        if self.dialect.waits_for_synced:
-
-            async def on_synced(data: Any) -> None:
+        async def on_event(name: str, data: Any) -> None:
+            if name == push_event:
+                await on_push(data)
+            elif name == "synced":
                 pair.synced.set()
 
-            pair.sio_recipient.on("synced", on_synced)
-        else:
+        if not self.dialect.waits_for_synced:
             pair.synced.set()
+        return on_event
 
-    def _on_push(self, pair: _Pair) -> Callable[[Any], Any]:
+    def _sender_events(self, pair: _Pair) -> OnEvent:
+        on_receipt = self._on_receipt(pair)
+
+        async def on_event(name: str, data: Any) -> None:
+            if name == "receipt":
+                on_receipt(data)
+
+        return on_event
+
+    def _on_push(self, pair: _Pair) -> Callable[[Any], Awaitable[None]]:
         async def handler(data: Any) -> None:
             now = time.monotonic()
             pushed = self.dialect.pushed(data)
@@ -134,8 +143,8 @@ class _Worker:
 
         return handler
 
-    def _on_receipt(self, pair: _Pair) -> Callable[[Any], Any]:
-        async def handler(data: Any) -> None:
+    def _on_receipt(self, pair: _Pair) -> Callable[[Any], None]:
+        def handler(data: Any) -> None:
             now = time.monotonic()
             ids = data.get("ids") if isinstance(data, dict) else None
             for message_id in ids or ():
@@ -167,12 +176,11 @@ class _Worker:
 
     # -- sending ----------------------------------------------------------------
 
-    def _on_ack(self, pair: _Pair, key: str, t0: float) -> Callable[..., None]:
-        def callback(*args: Any) -> None:
+    def _on_ack(self, pair: _Pair, key: str, t0: float) -> Callable[[Any], None]:
+        def callback(answer: Any) -> None:
             now = time.monotonic()
             pair.window.release()
             pair.outstanding -= 1
-            answer = args[0] if args else None
             if not isinstance(answer, dict) or not answer.get("ok"):
                 self.result.errors += 1
                 pair.sent_at.pop(key, None)
@@ -223,7 +231,7 @@ class _Worker:
                 pair.sender.username, pair.recipient.username, f"{key} {pad}", key
             )
             await pair.sio_sender.emit(
-                self.dialect.send_event, payload, callback=self._on_ack(pair, key, t0)
+                self.dialect.send_event, payload, self._on_ack(pair, key, t0)
             )
 
     # -- lifecycle --------------------------------------------------------------
@@ -231,31 +239,32 @@ class _Worker:
     async def connect(self, http: aiohttp.ClientSession) -> None:
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-        async def one(client: socketio.AsyncClient, peer: Peer) -> None:
+        async def one(client: RawClient, peer: Peer, on_event: OnEvent) -> None:
             async with gate:
                 try:
-                    await client.connect(
-                        peer.url or self.spec.url,
-                        auth=peer.auth,
-                        transports=["websocket"],
-                        wait_timeout=30,
-                    )
+                    async with asyncio.timeout(30):
+                        await client.connect(peer.auth)
                 except Exception:  # counted, the run goes on without it
                     self.result.connect_errors += 1
+                    return
+            self.listeners.append(asyncio.create_task(client.listen(on_event)))
 
         for index, (sender, recipient) in enumerate(self.peers):
             pair = _Pair(
                 index,
                 sender,
                 recipient,
-                self._new_client(http),
-                self._new_client(http),
+                RawClient(sender.url or self.spec.url, http),
+                RawClient(recipient.url or self.spec.url, http),
                 asyncio.Semaphore(self.spec.window),
             )
-            self._bind(pair)
             self.pairs.append(pair)
-        await asyncio.gather(*(one(p.sio_recipient, p.recipient) for p in self.pairs))
-        await asyncio.gather(*(one(p.sio_sender, p.sender) for p in self.pairs))
+        await asyncio.gather(
+            *(one(p.sio_recipient, p.recipient, self._recipient_events(p)) for p in self.pairs)
+        )
+        await asyncio.gather(
+            *(one(p.sio_sender, p.sender, self._sender_events(p)) for p in self.pairs)
+        )
         waits = [
             asyncio.wait_for(p.synced.wait(), self.spec.connect_timeout)
             for p in self.pairs
@@ -295,9 +304,11 @@ class _Worker:
     async def close(self) -> None:
         clients = [c for p in self.pairs for c in (p.sio_sender, p.sio_recipient)]
         await asyncio.gather(
-            *(asyncio.wait_for(c.disconnect(), 5) for c in clients if c.connected),
-            return_exceptions=True,
+            *(asyncio.wait_for(c.close(), 5) for c in clients), return_exceptions=True
         )
+        for listener in self.listeners:
+            listener.cancel()
+        await asyncio.gather(*self.listeners, return_exceptions=True)
 
 
 async def _worker_main(
@@ -336,7 +347,6 @@ def worker_process(
     results: Any,
 ) -> None:
     """Entry point of one load-generator process; puts its WorkerResult on `results`."""
-    quiet_clients()
     try:
         result = asyncio.run(_worker_main(spec, peers, worker_id, ready, go, start_at))
     except BaseException as exc:  # reported to the parent, not lost
