@@ -16,7 +16,7 @@ from messenger.protocol import STATUS_SENT
 from messenger.store import queries
 from messenger.store.db import open_database
 from messenger.store.migrate import check, upgrade
-from messenger.store.models import messages
+from messenger.store.models import messages, users
 
 
 async def test_migrations_match_models(database_url: str) -> None:
@@ -164,6 +164,33 @@ async def test_insert_messages_gives_each_row_its_own_id(database_url: str) -> N
     assert [client_id for _, _, client_id in stored] == [client_id for _, client_id in keys]
     senders = [sender_id for _, sender_id, _ in stored]
     assert senders[1] == senders[3] != senders[0] == senders[4]
+
+
+async def test_stream_heads_read_in_padded_chunks_match_the_table(database_url: str) -> None:
+    """The writer reads stream heads through statements of power-of-two sizes, the last
+    id repeated: whatever the count, one head per user, as stored."""
+    db = open_database(database_url)
+    try:
+        reads = await db.write(_heads_three_ways)
+    finally:
+        await db.dispose()
+    for stored, read in reads:
+        assert read == stored
+
+
+def _heads_three_ways(conn: Connection) -> list[tuple[dict[int, int], dict[int, int]]]:
+    now = datetime.now(UTC)
+    count = queries.IDS_PER_READ + 6  # two chunks, the second padded
+    ids = [queries.insert_user(conn, f"heads{i}", "x", now) for i in range(count)]
+    queries.advance_stream_heads(conn, {uid: 1 + uid % 5 for uid in ids}, lock_first=False)
+    reads = []
+    for wanted in (ids[:1], ids[2:5], ids):
+        stored = {
+            row.id: row.stream_seq
+            for row in conn.execute(select(users).where(users.c.id.in_(wanted)))
+        }
+        reads.append((stored, queries.stream_heads(conn, wanted)))
+    return reads
 
 
 def _backend_pid(conn: Connection) -> int:

@@ -1,19 +1,19 @@
 """Pure pieces: settings from the environment, the token-bucket rate limiter, and how
-bulk statements compile."""
+statements compile for the driver."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import asyncpg
 from sqlalchemy.engine import Dialect
 
 from messenger.config import ConfigError, Settings
 from messenger.ratelimit import RateLimiter
-from messenger.store.bulk import BulkStatement
+from messenger.store.driver_sql import DriverStatement
 from messenger.store.models import messages, stream_events
 
 
@@ -69,17 +69,25 @@ def test_rate_limit_zero_is_off() -> None:
 @pytest.mark.parametrize(
     ("dialect", "placeholder"), [(sqlite.dialect(), "?"), (asyncpg.dialect(), "$5")]
 )
-def test_bulk_statements_bind_by_position_in_the_drivers_style(
+def test_driver_statements_bind_by_position_in_the_drivers_style(
     dialect: Dialect, placeholder: str
 ) -> None:
-    sql, names = BulkStatement(insert(stream_events)).compiled_for(dialect)
+    sql, names = DriverStatement(insert(stream_events)).compiled_for(dialect)
     assert names == ("user_id", "seq", "kind", "message_id", "payload")
     assert sql.startswith("INSERT INTO stream_events") and placeholder in sql
 
 
-def test_bulk_statements_refuse_values_the_driver_would_get_unconverted() -> None:
+def test_driver_statements_refuse_values_the_driver_would_get_unconverted() -> None:
     # A datetime goes to SQLite as text that SQLAlchemy formats: only execute() does.
     with pytest.raises(ValueError, match="'at' needs converting"):
-        BulkStatement(update(messages).values(sent_at=bindparam("at"))).compiled_for(
+        DriverStatement(update(messages).values(sent_at=bindparam("at"))).compiled_for(
             sqlite.dialect()
         )
+    # ... and comes back as that text, which only SQLAlchemy's result parses.
+    with pytest.raises(ValueError, match="'sent_at' needs converting"):
+        DriverStatement(select(messages.c.id, messages.c.sent_at)).compiled_for(sqlite.dialect())
+    # A list is spelled out when SQLAlchemy executes the statement, not before.
+    with pytest.raises(ValueError, match="'ids' expands"):
+        DriverStatement(
+            select(messages.c.id).where(messages.c.id.in_(bindparam("ids", expanding=True)))
+        ).compiled_for(sqlite.dialect())

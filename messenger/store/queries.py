@@ -5,7 +5,9 @@ tables of `models`; rows come back as mappings.
 The statements of the hot paths (every send, mark, connect and page) are built once,
 with bound parameters: building a Core statement and its cache key on each call cost
 about twice what running it did on SQLite (measured: ~300 us against ~100 us per
-lookup). Lists go in as expanding parameters, so the statement stays the same.
+lookup). Lists go in as expanding parameters, so the statement stays the same; the
+writer's per-batch statements skip even that (`DriverStatement`, compiled once, with
+lists padded to a few sizes).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from messenger.protocol import STATUS_READ, STATUS_SENT
-from messenger.store.bulk import BulkStatement
+from messenger.store.driver_sql import DriverStatement
 from messenger.store.models import blocks, messages, stream_events, tokens, users
 
 # -- users ------------------------------------------------------------------------------
@@ -69,16 +71,13 @@ def usernames(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
 
 
 _STREAM_HEAD = select(users.c.stream_seq).where(users.c.id == bindparam("user_id"))
-_STREAM_HEADS = select(users.c.id, users.c.stream_seq).where(
-    users.c.id.in_(bindparam("ids", expanding=True))
-)
 _LOCK_USERS = (
     select(users.c.id)
     .where(users.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(users.c.id)
     .with_for_update()
 )
-_ADVANCE_HEADS = BulkStatement(
+_ADVANCE_HEADS = DriverStatement(
     update(users)
     .where(users.c.id == bindparam("uid"))
     .values(stream_seq=users.c.stream_seq + bindparam("step"))
@@ -93,8 +92,33 @@ def stream_head(conn: Connection, user_id: int) -> int:
 
 
 def stream_heads(conn: Connection, user_ids: Sequence[int]) -> dict[int, int]:
-    result = conn.execute(_STREAM_HEADS, {"ids": list(user_ids)})
-    return {user_id: seq for user_id, seq in result}
+    """The users' cursors, read by statements of a few sizes (see `_padded`) compiled
+    once each: the writer reads them for every batch."""
+    heads: dict[int, int] = {}
+    for chunk in _padded(list(user_ids), IDS_PER_READ):
+        values = {f"u{i}": user_id for i, user_id in enumerate(chunk)}
+        result = _stream_heads_statement(len(chunk)).execute(conn, values)
+        heads.update((user_id, seq) for user_id, seq in result)
+    return heads
+
+
+# Ids per stream-heads read (a batch's users fit in one).
+IDS_PER_READ = 1024
+
+
+@cache
+def _stream_heads_statement(size: int) -> DriverStatement:
+    wanted = [bindparam(f"u{i}", type_=Integer) for i in range(size)]
+    return DriverStatement(select(users.c.id, users.c.stream_seq).where(users.c.id.in_(wanted)))
+
+
+def _padded(values: list[Any], most: int) -> Iterator[list[Any]]:
+    """`values` in chunks of at most `most`, each padded to a power of two by repeating
+    its last value (callers key what they find), so that a statement comes in a few
+    sizes rather than one per length."""
+    for start in range(0, len(values), most):
+        chunk = values[start : start + most]
+        yield chunk + chunk[-1:] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
 
 
 def advance_stream_heads(
@@ -110,7 +134,7 @@ def advance_stream_heads(
     ids = sorted(counts)
     if lock_first:
         conn.execute(_LOCK_USERS, {"ids": ids})
-    _ADVANCE_HEADS.run(conn, [{"uid": uid, "step": counts[uid]} for uid in ids])
+    _ADVANCE_HEADS.executemany(conn, [{"uid": uid, "step": counts[uid]} for uid in ids])
     return stream_heads(conn, ids)
 
 
@@ -187,9 +211,23 @@ def remove_block(conn: Connection, blocker: int, blocked: int) -> None:
 
 
 def blocking_pairs(conn: Connection, pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
-    """Which of the (blocker, blocked) pairs are blocks."""
-    rows = _rows_of_pairs(conn, _blocks_statement, pairs)
-    return {(row["blocker_id"], row["blocked_id"]) for row in rows}
+    """Which of the (blocker, blocked) pairs are blocks. The writer asks for every batch:
+    on SQLite through the driver (PostgreSQL's arrays need SQLAlchemy's conversion)."""
+    dialect = conn.dialect.name
+    found: set[tuple[int, int]] = set()
+    for statement, params in _pair_lookups(dialect, _blocks_statement, list(set(pairs))):
+        if dialect == "sqlite":
+            result = _driver_statement(statement).execute(conn, params)
+        else:
+            result = conn.execute(statement, params)
+        found.update((blocker, blocked) for blocker, blocked in result)
+    return found
+
+
+@cache
+def _driver_statement(statement: Select[Any]) -> DriverStatement:
+    """The `DriverStatement` of one of the cached sized lookups."""
+    return DriverStatement(statement)
 
 
 def blocking_pairs_queries(
@@ -281,9 +319,7 @@ def _pair_lookups(
         params = {"a": [a for a, _ in pairs], "b": [b for _, b in pairs]}
         return [(statement_of_size(AS_ARRAYS), params)]
     lookups = []
-    for start in range(0, len(pairs), PAIRS_PER_LOOKUP):
-        chunk = pairs[start : start + PAIRS_PER_LOOKUP]
-        chunk += chunk[-1:] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
+    for chunk in _padded(pairs, PAIRS_PER_LOOKUP):
         chunk_params: Params = {}
         for i, (a, b) in enumerate(chunk):
             chunk_params[f"a{i}"], chunk_params[f"b{i}"] = a, b
@@ -294,7 +330,7 @@ def _pair_lookups(
 _INSERT_MESSAGES = insert(messages).returning(
     messages.c.id, messages.c.sender_id, messages.c.client_id
 )
-_INSERT_STREAM_EVENTS = BulkStatement(insert(stream_events))
+_INSERT_STREAM_EVENTS = DriverStatement(insert(stream_events))
 
 
 def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
@@ -311,7 +347,7 @@ def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[in
 
 
 def insert_stream_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    _INSERT_STREAM_EVENTS.run(conn, rows)
+    _INSERT_STREAM_EVENTS.executemany(conn, rows)
 
 
 def mark_status(
