@@ -15,6 +15,7 @@ from messenger.errors import invalid, not_found
 from messenger.events import (
     UserRef,
     format_time,
+    formatted,
     message_dict,
     sync_entry,
     utc_now,
@@ -68,7 +69,8 @@ class Delivery:
             rows = rows[: query.limit] if query.after is not None else rows[1:]
         names = {user.id: user.username, peer.id: peer.username}
         messages = [
-            message_dict(row, names[row["sender_id"]], names[row["recipient_id"]]) for row in rows
+            message_dict(row, names[row["sender_id"]], names[row["recipient_id"]], formatted)
+            for row in rows
         ]
         return {"messages": messages, "has_more": has_more}
 

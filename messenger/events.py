@@ -7,7 +7,7 @@ reader (backlogs and `sync`), so a replayed event is byte-for-byte the live one.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -62,19 +62,31 @@ def format_time(value: datetime | None) -> str | None:
     )
 
 
-def message_dict(row: Mapping[Any, Any], sender: str, recipient: str) -> dict[str, Any]:
-    """A Message object (PROTOCOL.md 3.1) from a `messages` row."""
+def message_dict(
+    row: Mapping[Any, Any],
+    sender: str,
+    recipient: str,
+    show_time: Callable[[Any], str | None] = format_time,
+) -> dict[str, Any]:
+    """A Message object (PROTOCOL.md 3.1) from a `messages` row; `show_time` turns the
+    row's times into the API's text (`formatted` for rows whose times the database
+    formatted already)."""
     return {
         "id": row["id"],
         "from": sender,
         "to": recipient,
         "body": row["body"],
         "client_id": row["client_id"],
-        "sent_at": format_time(row["sent_at"]),
+        "sent_at": show_time(row["sent_at"]),
         "status": STATUS_NAMES[row["status"]],
-        "delivered_at": format_time(row["delivered_at"]),
-        "read_at": format_time(row["read_at"]),
+        "delivered_at": show_time(row["delivered_at"]),
+        "read_at": show_time(row["read_at"]),
     }
+
+
+def formatted(value: str | None) -> str | None:
+    """A time the database gave as the API's text already (`store.api_time`)."""
+    return value
 
 
 def new_message_item(user_id: int, seq: int, message: dict[str, Any]) -> StreamItem:

@@ -162,6 +162,10 @@ async def test_read_implies_delivered_and_never_goes_backwards(
     assert stored["status"] == "read"
     assert stored["read_at"] is not None and TIME.match(stored["read_at"])
     assert stored["delivered_at"] is not None and TIME.match(stored["delivered_at"])
+    # The page's times come formatted by the database: the same text the send's
+    # answer and the receipt gave, formatted in Python.
+    assert stored["sent_at"] == message["sent_at"]
+    assert stored["read_at"] == stored["delivered_at"] == receipts(a1)[0]["at"]
 
     # Again, and backwards: nothing changes.
     assert await b2.call("read", {"ids": [message["id"]]}) == {"ok": True, "updated": 0}

@@ -3,7 +3,7 @@ served by indexes (a page must not cost more as the table grows)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Select, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from messenger.events import format_time
 from messenger.protocol import STATUS_SENT
 from messenger.store import queries
 from messenger.store.db import open_database
@@ -191,6 +192,48 @@ def _heads_three_ways(conn: Connection) -> list[tuple[dict[int, int], dict[int, 
         }
         reads.append((stored, queries.stream_heads(conn, wanted)))
     return reads
+
+
+TIMES = [
+    datetime(2026, 12, 1, 12, 0, 0, 123000, tzinfo=UTC),
+    datetime(2026, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),
+    datetime(2027, 1, 1, 0, 0, 0, 0, tzinfo=UTC),
+    datetime(2024, 2, 29, 7, 8, 9, 1000, tzinfo=UTC),
+    datetime(2026, 6, 1, 12, 0, 0, 500000, tzinfo=timezone(timedelta(hours=-5))),
+]
+
+
+async def test_a_page_shows_times_as_the_api_formats_them(database_url: str) -> None:
+    """History pages take their times formatted by the database (`api_time`); each must
+    read exactly as `format_time` writes the stored value, on both databases."""
+    db = open_database(database_url)
+    try:
+        page = await db.write(_page_of_times)
+    finally:
+        await db.dispose()
+    assert [row["sent_at"] for row in page] == [format_time(at) for at in TIMES]
+    assert [row["read_at"] for row in page] == [format_time(at) for at in TIMES[::-1]]
+    assert [row["delivered_at"] for row in page] == [None] * len(TIMES)
+
+
+def _page_of_times(conn: Connection) -> list[Any]:
+    ann, bob = (queries.insert_user(conn, name, "x", TIMES[0]) for name in ("tann", "tbob"))
+    rows = [
+        {
+            "sender_id": ann,
+            "recipient_id": bob,
+            "body": "",
+            "client_id": f"t{i}",
+            "sent_at": at,
+            "status": STATUS_SENT,
+            "delivered_at": None,
+            "read_at": read_at,
+            "recipient_seq": i + 1,
+        }
+        for i, (at, read_at) in enumerate(zip(TIMES, TIMES[::-1], strict=True))
+    ]
+    queries.insert_messages(conn, rows)
+    return queries.conversation_page(conn, ann, bob, None, None, len(TIMES))
 
 
 def _backend_pid(conn: Connection) -> int:

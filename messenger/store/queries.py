@@ -38,6 +38,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from messenger.protocol import STATUS_READ, STATUS_SENT
+from messenger.store.api_time import api_time
 from messenger.store.driver_sql import DriverStatement
 from messenger.store.models import blocks, messages, stream_events, tokens, users
 
@@ -397,7 +398,7 @@ def _conversation_statement(before: bool, after: bool) -> Select[Any]:
     newest_first = not after
 
     def direction(sender: str, recipient: str) -> Select[Any]:
-        query = select(messages).where(
+        query = select(*_PAGE_COLUMNS).where(
             messages.c.sender_id == bindparam(sender),
             messages.c.recipient_id == bindparam(recipient),
         )
@@ -417,6 +418,11 @@ def _conversation_statement(before: bool, after: bool) -> Select[Any]:
 
 
 _LIMIT = bindparam("limit", type_=Integer)
+# A page's columns: a message's, its times as the API shows them (`api_time`).
+_TIMES = ("sent_at", "delivered_at", "read_at")
+_PAGE_COLUMNS = [column for column in messages.c if column.name not in _TIMES] + [
+    api_time(messages.c[name]).label(name) for name in _TIMES
+]
 
 
 def conversation_query(
@@ -444,7 +450,8 @@ def conversation_page(
     after: int | None,
     limit: int,
 ) -> list[RowMapping]:
-    """A page of a conversation (see `conversation_query`), ascending by id."""
+    """A page of a conversation (see `conversation_query`), ascending by id; its times
+    come formatted for the API (`api_time`)."""
     statement, params = conversation_query(user_id, peer_id, before, after, limit)
     rows = list(conn.execute(statement, params).mappings())
     return rows if after is not None else rows[::-1]
