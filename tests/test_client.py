@@ -130,6 +130,14 @@ async def test_send_receive_delivered_and_read(server: RunningServer, http: Http
         assert [[m.id for m in page] for page in pages] == [[message.id]]
 
 
+def after_passes(passes: int, action: Callable[[], object]) -> None:
+    """Run `action` now (0) or that many passes of the event loop from now."""
+    if passes:
+        asyncio.get_running_loop().call_soon(after_passes, passes - 1, action)
+    else:
+        action()
+
+
 @pytest.mark.parametrize("passes", [0, 1, 2, 3])
 async def test_a_task_cancelled_as_its_answer_arrives_ends(
     server: RunningServer, http: Http, monkeypatch: pytest.MonkeyPatch, passes: int
@@ -142,20 +150,13 @@ async def test_a_task_cancelled_as_its_answer_arrives_ends(
     ann, bob = await http.account("ann"), await http.account("bob")
     async with opened(server.url, ann) as ann_client, opened(server.url, bob) as bob_client:
         message = await ann_client.send(bob.username, "hi")
-        loop = asyncio.get_running_loop()
         targets: list[asyncio.Task[None]] = []
         handle_ack = socketio.AsyncClient._handle_ack
-
-        def cancel_later(task: asyncio.Task[None], left: int) -> None:
-            if left:
-                loop.call_soon(cancel_later, task, left - 1)
-            else:
-                task.cancel()
 
         async def cancel_on_answer(sio: Any, *args: Any) -> None:
             await handle_ack(sio, *args)  # hands the answer to the waiting request
             if targets:
-                cancel_later(targets.pop(), passes)
+                after_passes(passes, targets.pop().cancel)
 
         async def mark_read_forever() -> None:
             while True:  # like the client's own tasks: a loop around requests
@@ -301,15 +302,8 @@ async def test_closing_as_a_reconnect_completes_returns(
     a client closed just as its reconnect completes must not keep its connection."""
     server = await servers.start()
     ann = await Http(server.url).account("ann")
-    loop = asyncio.get_running_loop()
     closing: list[asyncio.Task[None]] = []
     handle_connect = socketio.AsyncClient._handle_connect
-
-    def close_later(client: Client, left: int) -> None:
-        if left:
-            loop.call_soon(close_later, client, left - 1)
-        else:
-            closing.append(asyncio.ensure_future(client.close()))
 
     client = await Client(server.url, ann.token, reconnect_delay=0.05).__aenter__()
     try:
@@ -319,7 +313,7 @@ async def test_closing_as_a_reconnect_completes_returns(
         async def close_on_connect(sio: Any, *args: Any) -> None:
             await handle_connect(sio, *args)
             if not closing:
-                close_later(client, passes)
+                after_passes(passes, lambda: closing.append(asyncio.ensure_future(client.close())))
 
         monkeypatch.setattr(socketio.AsyncClient, "_handle_connect", close_on_connect)
         server = await servers.start(port_of(server.url))
