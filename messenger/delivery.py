@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
+from messenger.batch import SendResult
 from messenger.directory import Directory
 from messenger.errors import invalid, not_found
 from messenger.events import (
@@ -25,7 +26,7 @@ from messenger.protocol import HistoryQuery, SendCommand, SyncQuery
 from messenger.store import queries
 from messenger.store.db import Database
 from messenger.streams import StreamReader
-from messenger.writer import SendResult, Writer
+from messenger.writer import Writer
 
 
 class Delivery:

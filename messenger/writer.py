@@ -15,32 +15,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from messenger.errors import ErrorCode, MessengerError, forbidden
-from messenger.events import (
-    StreamItem,
-    UserRef,
-    message_dict,
-    new_message_item,
-    receipt_item,
-    receipt_payload,
-    to_compact_json,
-    utc_now,
+from messenger.batch import (
+    MarkOrder,
+    Order,
+    Outcome,
+    SendOrder,
+    SendResult,
+    TouchOrder,
+    apply_batch,
 )
+from messenger.errors import ErrorCode, MessengerError
+from messenger.events import StreamItem, UserRef, utc_now
 from messenger.metrics import Metrics
-from messenger.protocol import STATUS_READ, STATUS_SENT
-from messenger.store import queries
 from messenger.store.db import Database, classify_failure
-from messenger.store.models import EVENT_NEW_MESSAGE, EVENT_RECEIPT
 
 log = logging.getLogger(__name__)
 
@@ -51,60 +45,12 @@ Publish = Callable[[list[StreamItem]], Awaitable[None]]
 WRITE_ATTEMPTS = 4
 
 
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    message: dict[str, Any]
-    # False when the (sender, client_id) was stored before: nothing new was pushed.
-    created: bool
-
-
 @dataclass(slots=True)
-class _Send:
-    sender: UserRef
-    recipient: UserRef
-    body: str
-    client_id: str
-    future: asyncio.Future[SendResult]
+class _Queued:
+    order: Order
+    # None for a touch: nobody waits for one.
+    future: asyncio.Future[Any] | None
     queued_at: float = field(default_factory=time.perf_counter)
-
-
-@dataclass(slots=True)
-class _Mark:
-    user: UserRef
-    ids: list[int]
-    status: int
-    future: asyncio.Future[int]
-    queued_at: float = field(default_factory=time.perf_counter)
-
-
-@dataclass(slots=True)
-class _Touch:
-    user_id: int
-    at: datetime
-    queued_at: float = field(default_factory=time.perf_counter)
-
-
-_Item = _Send | _Mark | _Touch
-
-
-@dataclass
-class _Outcome:
-    """What a committed batch answers and publishes."""
-
-    answers: list[tuple[asyncio.Future[Any], Any]] = field(default_factory=list)
-    # (first, repeat): a send repeated within the batch is answered with the first's.
-    repeats: list[tuple[asyncio.Future[SendResult], asyncio.Future[SendResult]]] = field(
-        default_factory=list
-    )
-    events: list[StreamItem] = field(default_factory=list)
-    stored: int = 0
-    duplicates: int = 0
-    delivered: int = 0
-    read: int = 0
-
-
-class _RetryBatch(Exception):
-    """Another writer stored one of our (sender, client_id) keys first: run again."""
 
 
 class Writer:
@@ -115,7 +61,7 @@ class Writer:
         self._publish = publish
         self._metrics = metrics
         self._batch_max = batch_max
-        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Queued | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -138,25 +84,25 @@ class Writer:
         Queueing is synchronous, so callers that queue in order are stored in order.
         """
         future: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Send(sender, recipient, body, client_id, future))
+        self._enqueue(SendOrder(sender, recipient, body, client_id), future)
         return future
 
     def submit_mark(self, user: UserRef, ids: list[int], status: int) -> asyncio.Future[int]:
         """Queue a status mark of the user's messages among `ids`; resolves to how many
         changed."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Mark(user, ids, status, future))
+        self._enqueue(MarkOrder(user, ids, status), future)
         return future
 
     def touch(self, user_id: int, at: datetime) -> None:
         """Record that the user was seen (presence), batched with the next writes."""
         if not self._closed:
-            self._queue.put_nowait(_Touch(user_id, at))
+            self._queue.put_nowait(_Queued(TouchOrder(user_id, at), None))
 
-    def _enqueue(self, item: _Send | _Mark) -> None:
+    def _enqueue(self, order: Order, future: asyncio.Future[Any]) -> None:
         if self._closed:
             raise MessengerError(ErrorCode.UNAVAILABLE, "the server is shutting down")
-        self._queue.put_nowait(item)
+        self._queue.put_nowait(_Queued(order, future))
 
     async def _run(self) -> None:
         stopping = False
@@ -164,7 +110,7 @@ class Writer:
             first = await self._queue.get()
             if first is None:
                 break
-            batch: list[_Item] = [first]
+            batch: list[_Queued] = [first]
             while len(batch) < self._batch_max and not self._queue.empty():
                 item = self._queue.get_nowait()
                 if item is None:
@@ -178,7 +124,7 @@ class Writer:
                 for start in range(0, len(rest), self._batch_max):
                     await self._commit(rest[start : start + self._batch_max])
 
-    async def _commit(self, batch: list[_Item]) -> None:
+    async def _commit(self, batch: list[_Queued]) -> None:
         started = time.perf_counter()
         # The queue is first in, first out: the first item waited longest.
         self._metrics.write_wait_seconds.observe(started - batch[0].queued_at)
@@ -195,7 +141,7 @@ class Writer:
                     await self._commit([item])
                 return
             for item in batch:
-                if not isinstance(item, _Touch) and not item.future.done():
+                if item.future is not None and not item.future.done():
                     item.future.set_exception(error)
             return
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
@@ -205,8 +151,9 @@ class Writer:
         self._metrics.messages_delivered.inc(outcome.delivered)
         self._metrics.messages_read.inc(outcome.read)
         for first, repeat in outcome.repeats:
-            _chain(first, repeat)
-        for future, answer in outcome.answers:
+            _chain(_future_of(batch[first]), _future_of(batch[repeat]))
+        for index, answer in outcome.answers:
+            future = _future_of(batch[index])
             if not future.done():
                 if isinstance(answer, MessengerError):
                     future.set_exception(answer)
@@ -219,16 +166,17 @@ class Writer:
                 # Committed is committed: a lost push is repaired from SQL (G9).
                 log.exception("publishing %d events failed", len(outcome.events))
 
-    async def _apply_with_retry(self, batch: list[_Item]) -> _Outcome:
+    async def _apply_with_retry(self, batch: list[_Queued]) -> Outcome:
         # The first attempt takes every send for a new one: a repeated (sender,
         # client_id) is rare, and the unique index catches it (the lookup was a tenth
         # of a batch's instructions, by callgrind). Only then does the batch run
         # again, looking each key up first; and again, twice at most, if another
         # node's writer stored one of the keys between our lookup and our insert.
+        orders = [item.order for item in batch]
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 return await self._db.write_batch(
-                    _apply, batch, utc_now(), self._db.is_postgresql, look_up=attempt > 0
+                    apply_batch, orders, utc_now(), self._db.is_postgresql, look_up=attempt > 0
                 )
             except IntegrityError:
                 if attempt == WRITE_ATTEMPTS - 1:
@@ -238,139 +186,17 @@ class Writer:
         raise AssertionError("unreachable")
 
 
-def _drain(queue: asyncio.Queue[_Item | None]) -> list[_Item | None]:
+def _future_of(item: _Queued) -> asyncio.Future[Any]:
+    """The future of an answered order (touches are never answered)."""
+    assert item.future is not None
+    return item.future
+
+
+def _drain(queue: asyncio.Queue[_Queued | None]) -> list[_Queued | None]:
     items = []
     while not queue.empty():
         items.append(queue.get_nowait())
     return items
-
-
-def _apply(
-    conn: Connection, batch: Sequence[_Item], now: datetime, lock_rows: bool, look_up: bool
-) -> _Outcome:
-    """Run one batch inside the caller's transaction. Without `look_up`, a send whose
-    (sender, client_id) is stored already makes the insert fail (IntegrityError).
-
-    Runs on the database's writer thread with SQLite: it reads and builds, and leaves
-    every future and metric to the event loop (`Writer._commit`)."""
-    outcome = _Outcome()
-    sends = [item for item in batch if isinstance(item, _Send)]
-    marks = [item for item in batch if isinstance(item, _Mark)]
-    touches = {item.user_id: item.at for item in batch if isinstance(item, _Touch)}
-
-    new_sends = _settle_known_sends(conn, sends, outcome, look_up)
-    receipts = _apply_marks(conn, marks, now, outcome)
-
-    # Stream positions for every event of the batch, taken in one statement.
-    counts: Counter[int] = Counter()
-    for send in new_sends:
-        counts[send.sender.id] += 1
-        counts[send.recipient.id] += 1
-    for audience, _ in receipts:
-        counts.update(audience)
-    next_seq: dict[int, int] = {}
-    if counts:
-        heads = queries.advance_stream_heads(conn, counts, lock_first=lock_rows)
-        next_seq = {uid: heads[uid] - counts[uid] + 1 for uid in counts}
-
-    def take(user_id: int) -> int:
-        seq = next_seq[user_id]
-        next_seq[user_id] = seq + 1
-        return seq
-
-    event_rows: list[dict[str, Any]] = []
-    if new_sends:
-        seqs = [(take(s.sender.id), take(s.recipient.id)) for s in new_sends]
-        rows = [
-            {
-                "sender_id": s.sender.id,
-                "recipient_id": s.recipient.id,
-                "body": s.body,
-                "client_id": s.client_id,
-                "sent_at": now,
-                "status": STATUS_SENT,
-                "delivered_at": None,
-                "read_at": None,
-                "recipient_seq": recipient_seq,
-            }
-            for s, (_, recipient_seq) in zip(new_sends, seqs, strict=True)
-        ]
-        ids = queries.insert_messages(conn, rows)
-        for send, row, message_id, (sender_seq, recipient_seq) in zip(
-            new_sends, rows, ids, seqs, strict=True
-        ):
-            message = message_dict(
-                {**row, "id": message_id}, send.sender.username, send.recipient.username
-            )
-            outcome.answers.append((send.future, SendResult(message, created=True)))
-            for user_id, seq in ((send.sender.id, sender_seq), (send.recipient.id, recipient_seq)):
-                event_rows.append(
-                    {
-                        "user_id": user_id,
-                        "seq": seq,
-                        "kind": EVENT_NEW_MESSAGE,
-                        "message_id": message_id,
-                        "payload": None,
-                    }
-                )
-                outcome.events.append(new_message_item(user_id, seq, message))
-        outcome.stored = len(new_sends)
-
-    for audience, payload in receipts:
-        encoded = to_compact_json(payload)
-        for user_id in audience:
-            seq = take(user_id)
-            event_rows.append(
-                {
-                    "user_id": user_id,
-                    "seq": seq,
-                    "kind": EVENT_RECEIPT,
-                    "message_id": None,
-                    "payload": encoded,
-                }
-            )
-            outcome.events.append(receipt_item(user_id, seq, payload))
-
-    queries.insert_stream_events(conn, event_rows)
-    queries.touch_last_seen(conn, touches)
-    return outcome
-
-
-def _settle_known_sends(
-    conn: Connection, sends: list[_Send], outcome: _Outcome, look_up: bool
-) -> list[_Send]:
-    """Answer repeats and blocked sends; return the sends that store a new message.
-
-    A repeat of a stored (sender, client_id) gets the stored message (when `look_up`);
-    a repeat within this batch gets the first one's answer (G2). A send to someone who
-    blocks the sender fails `forbidden` and stores nothing.
-    """
-    stored = (
-        queries.messages_by_client_ids(conn, ((s.sender.id, s.client_id) for s in sends))
-        if look_up
-        else {}
-    )
-    blocked = queries.blocking_pairs(conn, ((s.recipient.id, s.sender.id) for s in sends))
-    first_in_batch: dict[tuple[int, str], _Send] = {}
-    new_sends: list[_Send] = []
-    for send in sends:
-        key = (send.sender.id, send.client_id)
-        if key in stored:
-            row = stored[key]
-            message = message_dict(row, send.sender.username, row["recipient_name"])
-            outcome.answers.append((send.future, SendResult(message, created=False)))
-            outcome.duplicates += 1
-        elif key in first_in_batch:
-            outcome.repeats.append((first_in_batch[key].future, send.future))
-            outcome.duplicates += 1
-        elif (send.recipient.id, send.sender.id) in blocked:
-            outcome.answers.append(
-                (send.future, forbidden(f"{send.recipient.username} does not accept your messages"))
-            )
-        else:
-            first_in_batch[key] = send
-            new_sends.append(send)
-    return new_sends
 
 
 def _chain(first: asyncio.Future[SendResult], repeat: asyncio.Future[SendResult]) -> None:
@@ -385,42 +211,3 @@ def _chain(first: asyncio.Future[SendResult], repeat: asyncio.Future[SendResult]
             repeat.set_result(SendResult(done.result().message, created=False))
 
     first.add_done_callback(copy)
-
-
-def _apply_marks(
-    conn: Connection, marks: list[_Mark], now: datetime, outcome: _Outcome
-) -> list[tuple[tuple[int, ...], dict[str, Any]]]:
-    """Raise statuses; return one receipt (the users whose streams get it, payload)
-    per item and sender. Consecutive items of one status share a statement; runs keep queue order,
-    so a `delivered` queued after a `read` of the same message still changes nothing.
-    """
-    receipts: list[tuple[tuple[int, ...], dict[str, Any]]] = []
-    for status, run in groupby(marks, key=lambda mark: mark.status):
-        items = list(run)
-        # Each changed message counts for the first item of its recipient naming it.
-        claims: dict[tuple[int, int], _Mark] = {}
-        for mark in items:
-            for message_id in mark.ids:
-                claims.setdefault((mark.user.id, message_id), mark)
-        changed = queries.mark_status(conn, list(claims), status, now)
-        by_item: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
-        for message_id, sender_id, recipient_id in changed:
-            mark = claims[(recipient_id, message_id)]
-            by_item[id(mark)][sender_id].append(message_id)
-        for mark in items:
-            by_sender = by_item.get(id(mark), {})
-            updated = sum(len(ids) for ids in by_sender.values())
-            outcome.answers.append((mark.future, updated))
-            if status == STATUS_READ:
-                outcome.read += updated
-            else:
-                outcome.delivered += updated
-            for sender_id, ids in sorted(by_sender.items()):
-                payload = receipt_payload(ids, status, mark.user.username, now)
-                # The sender learns of delivery and reading; the reader's devices
-                # only of reading (PROTOCOL.md 3.3): that a device of theirs got a
-                # message tells the others nothing, and would cost every delivery
-                # an event more in the reader's stream.
-                audience = (sender_id, mark.user.id) if status == STATUS_READ else (sender_id,)
-                receipts.append((audience, payload))
-    return receipts

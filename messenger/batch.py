@@ -1,0 +1,246 @@
+"""What one write batch does inside its transaction: plain data in, plain data out.
+
+The writer (`messenger.writer`) queues sends, status marks and presence touches as
+*orders*, and runs a batch of them here, on whatever holds the write connection (a
+process of its own on SQLite, the event loop on PostgreSQL). Nothing here knows of
+futures or the event loop: orders and outcomes pickle, and answers name the order
+they answer by its index in the batch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import groupby
+from typing import Any
+
+from sqlalchemy import Connection
+
+from messenger.errors import forbidden
+from messenger.events import (
+    StreamItem,
+    UserRef,
+    message_dict,
+    new_message_item,
+    receipt_item,
+    receipt_payload,
+    to_compact_json,
+)
+from messenger.protocol import STATUS_READ, STATUS_SENT
+from messenger.store import queries
+from messenger.store.models import EVENT_NEW_MESSAGE, EVENT_RECEIPT
+
+
+@dataclass(frozen=True, slots=True)
+class SendOrder:
+    sender: UserRef
+    recipient: UserRef
+    body: str
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkOrder:
+    """Raise the status of the user's messages among `ids`."""
+
+    user: UserRef
+    ids: list[int]
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class TouchOrder:
+    """The user was seen at `at` (presence); answered by nothing."""
+
+    user_id: int
+    at: datetime
+
+
+Order = SendOrder | MarkOrder | TouchOrder
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    message: dict[str, Any]
+    # False when the (sender, client_id) was stored before: nothing new was pushed.
+    created: bool
+
+
+@dataclass
+class Outcome:
+    """What a committed batch answers and publishes. Answers name their order by its
+    index in the batch."""
+
+    answers: list[tuple[int, Any]] = field(default_factory=list)
+    # (first, repeat): a send repeated within the batch is answered with the first's.
+    repeats: list[tuple[int, int]] = field(default_factory=list)
+    events: list[StreamItem] = field(default_factory=list)
+    stored: int = 0
+    duplicates: int = 0
+    delivered: int = 0
+    read: int = 0
+
+
+def apply_batch(
+    conn: Connection, batch: Sequence[Order], now: datetime, lock_rows: bool, look_up: bool
+) -> Outcome:
+    """Run one batch inside the caller's transaction. Without `look_up`, a send whose
+    (sender, client_id) is stored already makes the insert fail (IntegrityError)."""
+    outcome = Outcome()
+    sends = [(i, order) for i, order in enumerate(batch) if isinstance(order, SendOrder)]
+    marks = [(i, order) for i, order in enumerate(batch) if isinstance(order, MarkOrder)]
+    touches = {order.user_id: order.at for order in batch if isinstance(order, TouchOrder)}
+
+    new_sends = _settle_known_sends(conn, sends, outcome, look_up)
+    receipts = _apply_marks(conn, marks, now, outcome)
+
+    # Stream positions for every event of the batch, taken in one statement.
+    counts: Counter[int] = Counter()
+    for _, send in new_sends:
+        counts[send.sender.id] += 1
+        counts[send.recipient.id] += 1
+    for audience, _ in receipts:
+        counts.update(audience)
+    next_seq: dict[int, int] = {}
+    if counts:
+        heads = queries.advance_stream_heads(conn, counts, lock_first=lock_rows)
+        next_seq = {uid: heads[uid] - counts[uid] + 1 for uid in counts}
+
+    def take(user_id: int) -> int:
+        seq = next_seq[user_id]
+        next_seq[user_id] = seq + 1
+        return seq
+
+    event_rows: list[dict[str, Any]] = []
+    if new_sends:
+        seqs = [(take(s.sender.id), take(s.recipient.id)) for _, s in new_sends]
+        rows = [
+            {
+                "sender_id": s.sender.id,
+                "recipient_id": s.recipient.id,
+                "body": s.body,
+                "client_id": s.client_id,
+                "sent_at": now,
+                "status": STATUS_SENT,
+                "delivered_at": None,
+                "read_at": None,
+                "recipient_seq": recipient_seq,
+            }
+            for (_, s), (_, recipient_seq) in zip(new_sends, seqs, strict=True)
+        ]
+        ids = queries.insert_messages(conn, rows)
+        for (index, send), row, message_id, (sender_seq, recipient_seq) in zip(
+            new_sends, rows, ids, seqs, strict=True
+        ):
+            message = message_dict(
+                {**row, "id": message_id}, send.sender.username, send.recipient.username
+            )
+            outcome.answers.append((index, SendResult(message, created=True)))
+            for user_id, seq in ((send.sender.id, sender_seq), (send.recipient.id, recipient_seq)):
+                event_rows.append(
+                    {
+                        "user_id": user_id,
+                        "seq": seq,
+                        "kind": EVENT_NEW_MESSAGE,
+                        "message_id": message_id,
+                        "payload": None,
+                    }
+                )
+                outcome.events.append(new_message_item(user_id, seq, message))
+        outcome.stored = len(new_sends)
+
+    for audience, payload in receipts:
+        encoded = to_compact_json(payload)
+        for user_id in audience:
+            seq = take(user_id)
+            event_rows.append(
+                {
+                    "user_id": user_id,
+                    "seq": seq,
+                    "kind": EVENT_RECEIPT,
+                    "message_id": None,
+                    "payload": encoded,
+                }
+            )
+            outcome.events.append(receipt_item(user_id, seq, payload))
+
+    queries.insert_stream_events(conn, event_rows)
+    queries.touch_last_seen(conn, touches)
+    return outcome
+
+
+def _settle_known_sends(
+    conn: Connection, sends: list[tuple[int, SendOrder]], outcome: Outcome, look_up: bool
+) -> list[tuple[int, SendOrder]]:
+    """Answer repeats and blocked sends; return the sends that store a new message.
+
+    A repeat of a stored (sender, client_id) gets the stored message (when `look_up`);
+    a repeat within this batch gets the first one's answer (G2). A send to someone who
+    blocks the sender fails `forbidden` and stores nothing.
+    """
+    stored = (
+        queries.messages_by_client_ids(conn, ((s.sender.id, s.client_id) for _, s in sends))
+        if look_up
+        else {}
+    )
+    blocked = queries.blocking_pairs(conn, ((s.recipient.id, s.sender.id) for _, s in sends))
+    first_in_batch: dict[tuple[int, str], int] = {}
+    new_sends: list[tuple[int, SendOrder]] = []
+    for index, send in sends:
+        key = (send.sender.id, send.client_id)
+        if key in stored:
+            row = stored[key]
+            message = message_dict(row, send.sender.username, row["recipient_name"])
+            outcome.answers.append((index, SendResult(message, created=False)))
+            outcome.duplicates += 1
+        elif key in first_in_batch:
+            outcome.repeats.append((first_in_batch[key], index))
+            outcome.duplicates += 1
+        elif (send.recipient.id, send.sender.id) in blocked:
+            outcome.answers.append(
+                (index, forbidden(f"{send.recipient.username} does not accept your messages"))
+            )
+        else:
+            first_in_batch[key] = index
+            new_sends.append((index, send))
+    return new_sends
+
+
+def _apply_marks(
+    conn: Connection, marks: list[tuple[int, MarkOrder]], now: datetime, outcome: Outcome
+) -> list[tuple[tuple[int, ...], dict[str, Any]]]:
+    """Raise statuses; return one receipt (the users whose streams get it, payload)
+    per item and sender. Consecutive items of one status share a statement; runs keep queue order,
+    so a `delivered` queued after a `read` of the same message still changes nothing.
+    """
+    receipts: list[tuple[tuple[int, ...], dict[str, Any]]] = []
+    for status, run in groupby(marks, key=lambda indexed: indexed[1].status):
+        items = list(run)
+        # Each changed message counts for the first item of its recipient naming it.
+        claims: dict[tuple[int, int], int] = {}
+        for index, mark in items:
+            for message_id in mark.ids:
+                claims.setdefault((mark.user.id, message_id), index)
+        changed = queries.mark_status(conn, list(claims), status, now)
+        by_item: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+        for message_id, sender_id, recipient_id in changed:
+            by_item[claims[(recipient_id, message_id)]][sender_id].append(message_id)
+        for index, mark in items:
+            by_sender = by_item.get(index, {})
+            updated = sum(len(ids) for ids in by_sender.values())
+            outcome.answers.append((index, updated))
+            if status == STATUS_READ:
+                outcome.read += updated
+            else:
+                outcome.delivered += updated
+            for sender_id, ids in sorted(by_sender.items()):
+                payload = receipt_payload(ids, status, mark.user.username, now)
+                # The sender learns of delivery and reading; the reader's devices
+                # only of reading (PROTOCOL.md 3.3): that a device of theirs got a
+                # message tells the others nothing, and would cost every delivery
+                # an event more in the reader's stream.
+                audience = (sender_id, mark.user.id) if status == STATUS_READ else (sender_id,)
+                receipts.append((audience, payload))
+    return receipts
