@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from messenger.events import format_time
-from messenger.protocol import STATUS_SENT
+from messenger.protocol import STATUS_DELIVERED, STATUS_READ, STATUS_SENT
 from messenger.store import queries
 from messenger.store.db import open_database
 from messenger.store.migrate import check, upgrade
@@ -125,10 +125,14 @@ async def test_postgresql_plans_each_execution(database_url: str) -> None:
         await db.dispose()
 
 
+SENT_AT = datetime(2026, 12, 2, 1, 2, 3, 456789, tzinfo=UTC)
+
+
 def _store_messages(conn: Connection, keys: list[tuple[int, str]]) -> list[tuple[int, int, str]]:
     """Insert a message per (sender index, client_id) key in the order given; returns
-    (id, sender_id, client_id) as stored, in the order of the ids insert_messages gave."""
-    now = datetime.now(UTC)
+    (id, sender_id, client_id) as stored, in the order of the ids insert_messages gave,
+    and checks that each row reads back with the time it was given."""
+    now = SENT_AT
     people = [queries.insert_user(conn, f"user{i}", "x", now) for i in range(3)]
     rows = [
         {
@@ -145,17 +149,24 @@ def _store_messages(conn: Connection, keys: list[tuple[int, str]]) -> list[tuple
         for position, (sender, client_id) in enumerate(keys)
     ]
     ids = queries.insert_messages(conn, rows)
-    stored = {
-        row.id: (row.sender_id, row.client_id)
-        for row in conn.execute(select(messages).where(messages.c.id.in_(ids)))
-    }
+    found = conn.execute(select(messages).where(messages.c.id.in_(ids))).all()
+    assert {(row.sent_at, row.delivered_at, row.read_at) for row in found} == {(now, None, None)}
+    stored = {row.id: (row.sender_id, row.client_id) for row in found}
     return [(message_id, *stored[message_id]) for message_id in ids]
 
 
-async def test_insert_messages_gives_each_row_its_own_id(database_url: str) -> None:
-    """One multi-row INSERT; RETURNING promises no order, so the ids are matched to
+# Neither key order sorted; then more rows than one SQLite statement takes.
+SHUFFLED_KEYS = [(2, "b"), (0, "b"), (1, "a"), (0, "a"), (2, "c")]
+MANY_KEYS = [(i % 3, f"k{(i * 37) % 150}") for i in range(150)]
+
+
+@pytest.mark.parametrize("keys", [SHUFFLED_KEYS, MANY_KEYS], ids=["shuffled", "chunked"])
+async def test_insert_messages_gives_each_row_its_own_id(
+    database_url: str, keys: list[tuple[int, str]]
+) -> None:
+    """Multi-row INSERTs; RETURNING promises no order, so the ids are matched to
     the rows by their (sender, client_id) keys: the nth id is the nth row's."""
-    keys = [(2, "b"), (0, "b"), (1, "a"), (0, "a"), (2, "c")]  # neither key order sorted
+    assert len(MANY_KEYS) > queries.MESSAGES_PER_INSERT
     db = open_database(database_url)
     try:
         stored = await db.write(_store_messages, keys)
@@ -163,8 +174,90 @@ async def test_insert_messages_gives_each_row_its_own_id(database_url: str) -> N
         await db.dispose()
     assert len({message_id for message_id, _, _ in stored}) == len(keys)
     assert [client_id for _, _, client_id in stored] == [client_id for _, client_id in keys]
-    senders = [sender_id for _, sender_id, _ in stored]
-    assert senders[1] == senders[3] != senders[0] == senders[4]
+    people = sorted({sender_id for _, sender_id, _ in stored})
+    assert [sender_id for _, sender_id, _ in stored] == [people[i] for i, _ in keys]
+
+
+def _mark_many(conn: Connection) -> dict[str, Any]:
+    """300 messages to bob (and one to carol), marked delivered with a stranger's
+    pair and repeats mixed in, then some of them read."""
+    now = SENT_AT
+    alice, bob, carol = (queries.insert_user(conn, name, "x", now) for name in "abc")
+    rows = [
+        {
+            "sender_id": alice,
+            "recipient_id": carol if i == 0 else bob,
+            "body": "hi",
+            "client_id": f"m{i}",
+            "sent_at": now,
+            "status": STATUS_SENT,
+            "delivered_at": None,
+            "read_at": None,
+            "recipient_seq": i + 1,
+        }
+        for i in range(301)
+    ]
+    to_carol, *to_bob = queries.insert_messages(conn, rows)
+    later = now + timedelta(seconds=1)
+    pairs = [(bob, message_id) for message_id in reversed(to_bob)] + [(bob, to_bob[5])]
+    delivered = queries.mark_status(conn, [*pairs, (bob, to_carol)], STATUS_DELIVERED, now)
+    again = queries.mark_status(conn, pairs, STATUS_DELIVERED, later)
+    read = queries.mark_status(conn, [(bob, m) for m in to_bob[:3]], STATUS_READ, later)
+    found = {row.id: row for row in conn.execute(select(messages))}
+    return {
+        "people": (alice, bob),
+        "to_carol": to_carol,
+        "to_bob": to_bob,
+        "results": (delivered, again, read),
+        "found": found,
+    }
+
+
+async def test_marks_raise_only_the_recipients_messages_once(database_url: str) -> None:
+    """More pairs than one SQLite statement takes: each of bob's messages changes
+    once (receipts never repeat), carol's is not bob's to mark, reading keeps the
+    delivery time, and the times read back as given."""
+    assert 300 > queries.PAIRS_PER_LOOKUP
+    db = open_database(database_url)
+    try:
+        got = await db.write(_mark_many)
+    finally:
+        await db.dispose()
+    (alice, bob), to_bob, found = got["people"], got["to_bob"], got["found"]
+    delivered, again, read = got["results"]
+    assert delivered == [(message_id, alice, bob) for message_id in sorted(to_bob)]
+    assert again == []
+    assert read == [(message_id, alice, bob) for message_id in to_bob[:3]]
+    assert found[got["to_carol"]].status == STATUS_SENT
+    later = SENT_AT + timedelta(seconds=1)
+    for message_id in to_bob:
+        row = found[message_id]
+        assert row.delivered_at == SENT_AT
+        if message_id in to_bob[:3]:
+            assert (row.status, row.read_at) == (STATUS_READ, later)
+        else:
+            assert (row.status, row.read_at) == (STATUS_DELIVERED, None)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_sqlite_marks_probe_the_primary_key(database_url: str) -> None:
+    """SQLite's marks find each (recipient, message) pair by the primary key, never by
+    a scan of all messages (PostgreSQL's statement finds the ids in an array)."""
+    params = {"status": 1, "now": "2026-12-02 00:00:00.000000"}
+    params |= {f"{key}{i}": i + 1 for i in range(4) for key in "ab"}
+    engine = create_async_engine(database_url)
+    try:
+        marks = queries.sqlite_mark_statement(sets_read_at=False, size=4)
+        sql, names = marks.compiled_for(engine.dialect)
+        async with engine.connect() as conn:
+            rows = await conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + sql, tuple(params[name] for name in names)
+            )
+            plan = "\n".join(str(row[-1]) for row in rows)
+    finally:
+        await engine.dispose()
+    assert "INTEGER PRIMARY KEY" in plan or "USING PRIMARY KEY" in plan, plan
+    assert "SCAN messages" not in plan, plan
 
 
 async def test_stream_heads_read_in_padded_chunks_match_the_table(database_url: str) -> None:

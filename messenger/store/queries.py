@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     RowMapping,
     Select,
+    String,
     bindparam,
     delete,
     func,
@@ -35,7 +36,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.sql.elements import BindParameter
 
 from messenger.protocol import STATUS_READ, STATUS_SENT
 from messenger.store.api_time import api_time
@@ -335,16 +338,66 @@ _INSERT_STREAM_EVENTS = DriverStatement(insert(stream_events))
 
 
 def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Insert in one statement; returns the ids in the order given.
+    """Insert in one statement (on SQLite, one per MESSAGES_PER_INSERT rows, through the
+    driver); returns the ids in the order given.
 
     RETURNING promises no order, and asked to keep one (`sort_by_parameter_order`)
     SQLAlchemy inserts SQLite's rows one statement each (one multi-row INSERT instead
     saves 6.4 % of the writer's instructions, by callgrind). Each id is matched to its
     row by (sender_id, client_id), which the unique constraint makes one row's.
     """
-    result = conn.execute(_INSERT_MESSAGES, list(rows))
-    ids = {(sender, client_id): message_id for message_id, sender, client_id in result}
+    if conn.dialect.name == "sqlite":
+        stored_time = _stored_time(conn.dialect)
+        inserted: list[tuple[int, int, str]] = []
+        for start in range(0, len(rows), MESSAGES_PER_INSERT):
+            chunk = rows[start : start + MESSAGES_PER_INSERT]
+            values: Params = {}
+            for i, row in enumerate(chunk):
+                for name in _MESSAGE_FIELDS:
+                    values[f"{name}{i}"] = row[name]
+                for name in _MESSAGE_TIMES:
+                    values[f"{name}{i}"] = stored_time(row[name])
+            inserted += _insert_messages_statement(len(chunk)).execute(conn, values)
+    else:
+        inserted = [tuple(row) for row in conn.execute(_INSERT_MESSAGES, list(rows))]
+    ids = {(sender, client_id): message_id for message_id, sender, client_id in inserted}
     return [ids[(row["sender_id"], row["client_id"])] for row in rows]
+
+
+MESSAGES_PER_INSERT = 64
+_MESSAGE_FIELDS = ("sender_id", "recipient_id", "body", "client_id", "status", "recipient_seq")
+_MESSAGE_TIMES = ("sent_at", "delivered_at", "read_at")
+
+
+@cache
+def _insert_messages_statement(size: int) -> DriverStatement:
+    """`size` messages in one INSERT, on SQLite: times go in as the text SQLAlchemy
+    would have stored (`_stored_time`), everything else as it is."""
+    rows = [
+        {
+            **{
+                name: bindparam(f"{name}{i}", type_=messages.c[name].type)
+                for name in _MESSAGE_FIELDS
+            },
+            **{name: bindparam(f"{name}{i}", type_=String) for name in _MESSAGE_TIMES},
+        }
+        for i in range(size)
+    ]
+    return DriverStatement(
+        insert(messages)
+        .values(rows)
+        .returning(messages.c.id, messages.c.sender_id, messages.c.client_id)
+    )
+
+
+@lru_cache(maxsize=4)
+def _stored_time(dialect: Dialect) -> Callable[[datetime | None], Any]:
+    """How the dialect stores a time of `messages` (what the column's type would bind),
+    for statements that hand the driver its values directly."""
+    processor = messages.c.sent_at.type.dialect_impl(dialect).bind_processor(dialect)
+    if processor is None:
+        return lambda value: value
+    return processor
 
 
 def insert_stream_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -355,27 +408,43 @@ def mark_status(
     conn: Connection, marks: Sequence[tuple[int, int]], status: int, now: datetime
 ) -> list[tuple[int, int, int]]:
     """Raise to `status` the messages of the distinct (recipient_id, message_id) pairs,
-    in one statement; returns (id, sender_id, recipient_id) of the rows that changed, by id.
+    in one statement (on SQLite, one per PAIRS_PER_LOOKUP pairs, through the driver);
+    returns (id, sender_id, recipient_id) of the rows that changed, by id.
 
     A pair whose message is not addressed to that recipient, or is already at or past
     the status, changes nothing: others' ids are ignored and receipts never go back.
     """
-    ids = sorted({message_id for _, message_id in marks})
-    result = conn.execute(
-        _MARK_READ if status == STATUS_READ else _MARK_DELIVERED,
-        {"ids": ids, "pairs": list(marks), "status": status, "now": now},
-    )
-    return sorted((message_id, sender, recipient) for message_id, sender, recipient in result)
+    reads = status == STATUS_READ
+    if conn.dialect.name == "sqlite":
+        changed: list[tuple[int, int, int]] = []
+        stored_now = _stored_time(conn.dialect)(now)
+        for chunk in _padded(sorted(set(marks)), PAIRS_PER_LOOKUP):
+            values: Params = {"status": status, "now": stored_now}
+            for i, (recipient_id, message_id) in enumerate(chunk):
+                values[f"a{i}"], values[f"b{i}"] = recipient_id, message_id
+            changed += sqlite_mark_statement(reads, len(chunk)).execute(conn, values)
+    else:
+        ids = sorted({message_id for _, message_id in marks})
+        result = conn.execute(
+            _MARK_READ if reads else _MARK_DELIVERED,
+            {"ids": ids, "pairs": list(marks), "status": status, "now": now},
+        )
+        changed = [tuple(row) for row in result]
+    return sorted((message_id, sender, recipient) for message_id, sender, recipient in changed)
 
 
-def _mark_statement(sets_read_at: bool) -> ReturningUpdate[Any]:
-    now = bindparam("now", type_=messages.c.delivered_at.type)
+def _mark_values(sets_read_at: bool, now: BindParameter[Any]) -> dict[str, Any]:
     values: dict[str, Any] = {
         "status": bindparam("status"),
         "delivered_at": func.coalesce(messages.c.delivered_at, now),
     }
     if sets_read_at:
         values["read_at"] = now
+    return values
+
+
+def _mark_statement(sets_read_at: bool) -> ReturningUpdate[Any]:
+    now = bindparam("now", type_=messages.c.delivered_at.type)
     return (
         update(messages)
         .where(
@@ -383,7 +452,23 @@ def _mark_statement(sets_read_at: bool) -> ReturningUpdate[Any]:
             tuple_(messages.c.recipient_id, messages.c.id).in_(bindparam("pairs", expanding=True)),
             messages.c.status < bindparam("status"),
         )
-        .values(**values)
+        .values(**_mark_values(sets_read_at, now))
+        .returning(messages.c.id, messages.c.sender_id, messages.c.recipient_id)
+    )
+
+
+@cache
+def sqlite_mark_statement(sets_read_at: bool, size: int) -> DriverStatement:
+    """`_mark_statement` for `size` pairs on SQLite, found by primary-key probes
+    (`_pairs_match`), the time given as its stored text."""
+    now = bindparam("now", type_=String)
+    return DriverStatement(
+        update(messages)
+        .where(
+            _pairs_match(messages.c.recipient_id, messages.c.id, size),
+            messages.c.status < bindparam("status"),
+        )
+        .values(**_mark_values(sets_read_at, now))
         .returning(messages.c.id, messages.c.sender_id, messages.c.recipient_id)
     )
 
