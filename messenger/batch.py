@@ -1,9 +1,9 @@
 """What one write batch does inside its transaction: plain data in, plain data out.
 
 The writer (`messenger.writer`) queues sends, status marks and presence touches as
-*orders*, and runs a batch of them here, on whatever holds the write connection (a
-process of its own on SQLite, the event loop on PostgreSQL). Nothing here knows of
-futures or the event loop: orders and outcomes pickle, and answers name the order
+*orders*, and runs a batch of them here, wherever the write connection lives (the
+writer thread on SQLite, the event loop on PostgreSQL). Nothing here knows of futures
+or the event loop: orders and outcomes are plain data, and answers name the order
 they answer by its index in the batch.
 """
 

@@ -32,10 +32,6 @@ class MessengerError(Exception):
         self.code = code
         self.message = message
 
-    def __reduce__(self) -> tuple[type[MessengerError], tuple[ErrorCode, str]]:
-        # Answers cross a process boundary (the SQLite writer's): keep both fields.
-        return (type(self), (self.code, self.message))
-
     def as_dict(self) -> dict[str, str]:
         return {"code": self.code.value, "message": self.message}
 
