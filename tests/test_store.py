@@ -125,6 +125,27 @@ async def test_postgresql_plans_each_execution(database_url: str) -> None:
         await db.dispose()
 
 
+def _left_in_a_transaction(conn: Any) -> bool:
+    """After a statement, whether the server still holds a transaction open (asyncpg
+    tracks the server's status)."""
+    conn.exec_driver_sql("SELECT 1")
+    return bool(conn.connection.driver_connection.is_in_transaction())
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_postgresql_reads_send_no_begin(database_url: str) -> None:
+    """PostgreSQL reads run statement by statement: BEGIN and ROLLBACK were two of a
+    history page's three round trips, and under READ COMMITTED each statement has a
+    snapshot of its own either way. Writes keep their transactions."""
+    db = open_database(database_url)
+    try:
+        assert not await db.read(_left_in_a_transaction)
+        assert await db.write(_left_in_a_transaction)
+        assert await db.write_batch(_left_in_a_transaction)
+    finally:
+        await db.dispose()
+
+
 SENT_AT = datetime(2026, 12, 2, 1, 2, 3, 456789, tzinfo=UTC)
 
 
