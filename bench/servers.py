@@ -116,17 +116,22 @@ def start(
     workdir: Path,
     env: dict[str, str] | None = None,
     timeout: float = 60.0,
+    root: Path | None = None,
 ) -> Server:
-    """Start `python -m ...args` and return once GET /healthz answers 200."""
+    """Start `python -m ...args` and return once GET /healthz answers 200. The code
+    is this checkout's, or that of `root` (another checkout: `bench.ab`)."""
     port = free_port()
     log_path = workdir / f"{name}-{port}.log"
     full_env = {**os.environ, **(env or {})}
-    # `python -m bench.relay` must import from this checkout, whatever the cwd.
-    root = str(Path(__file__).resolve().parent.parent)
-    full_env["PYTHONPATH"] = os.pathsep.join(p for p in (root, full_env.get("PYTHONPATH")) if p)
+    # `python -m bench.relay` must import from this checkout, whatever the cwd. With
+    # another root, that root is the working directory too: `python -m` looks there
+    # first.
+    code = str((root or Path(__file__).parent.parent).resolve())
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in (code, full_env.get("PYTHONPATH")) if p)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", *args, "--port", str(port)],
+            cwd=code if root else None,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=full_env,
@@ -150,6 +155,7 @@ def start_messenger(
     redis_url: str | None = None,
     name: str = "messenger",
     env: dict[str, str] | None = None,
+    root: Path | None = None,
 ) -> Server:
     args = ["messenger", "serve", "--host", HOST, "--database-url", database_url]
     if not migrate:
@@ -165,7 +171,7 @@ def start_messenger(
         "MESSENGER_MAX_CONNECTIONS_PER_USER": "0",
         "MESSENGER_LOG_FORMAT": "text",
     }
-    return start(name, args, workdir, env={**base, **(env or {})}, timeout=120.0)
+    return start(name, args, workdir, env={**base, **(env or {})}, timeout=120.0, root=root)
 
 
 def start_redis(workdir: Path, timeout: float = 10.0) -> Server:
