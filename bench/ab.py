@@ -26,9 +26,11 @@ from typing import Any
 from bench import accounts, servers, writer_stats
 from bench.driver import drive
 from bench.loadgen import LoadSpec, Peer
+from bench.scenarios import Settings
 from bench.servers import Server
 
 SIDES = ("A", "B")
+_DEFAULTS = Settings(workdir=Path(), dbs=())
 
 
 def _env(pairs: list[str]) -> dict[str, str]:
@@ -67,21 +69,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _spec(args: argparse.Namespace, server: Server) -> LoadSpec:
-    if args.closed:
-        return LoadSpec(
-            url=server.url,
-            dialect="messenger",
-            duration=args.duration,
-            warmup=args.warmup,
-            window=16,
-        )
+    """The load of one run: the windows are those of `live` (closed loop) and of its
+    sweep (offered rate)."""
     return LoadSpec(
         url=server.url,
         dialect="messenger",
         duration=args.duration,
         warmup=args.warmup,
-        window=64,
-        rate=args.rate / args.workers,
+        window=_DEFAULTS.window if args.closed else _DEFAULTS.sweep_window,
+        rate=None if args.closed else args.rate / args.workers,
     )
 
 
