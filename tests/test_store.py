@@ -149,6 +149,28 @@ async def test_postgresql_reads_send_no_begin(database_url: str) -> None:
 SENT_AT = datetime(2026, 12, 2, 1, 2, 3, 456789, tzinfo=UTC)
 
 
+def _message_row(
+    sender_id: int,
+    recipient_id: int,
+    client_id: str,
+    seq: int,
+    sent_at: datetime = SENT_AT,
+    read_at: datetime | None = None,
+) -> dict[str, Any]:
+    """A new message's row, as the writer hands it to `insert_messages`."""
+    return {
+        "sender_id": sender_id,
+        "recipient_id": recipient_id,
+        "body": client_id,
+        "client_id": client_id,
+        "sent_at": sent_at,
+        "status": STATUS_SENT,
+        "delivered_at": None,
+        "read_at": read_at,
+        "recipient_seq": seq,
+    }
+
+
 def _store_messages(conn: Connection, keys: list[tuple[int, str]]) -> list[tuple[int, int, str]]:
     """Insert a message per (sender index, client_id) key in the order given; returns
     (id, sender_id, client_id) as stored, in the order of the ids insert_messages gave,
@@ -156,17 +178,7 @@ def _store_messages(conn: Connection, keys: list[tuple[int, str]]) -> list[tuple
     now = SENT_AT
     people = [queries.insert_user(conn, f"user{i}", "x", now) for i in range(3)]
     rows = [
-        {
-            "sender_id": people[sender],
-            "recipient_id": people[(sender + 1) % 3],
-            "body": client_id,
-            "client_id": client_id,
-            "sent_at": now,
-            "status": STATUS_SENT,
-            "delivered_at": None,
-            "read_at": None,
-            "recipient_seq": position + 1,
-        }
+        _message_row(people[sender], people[(sender + 1) % 3], client_id, position + 1, now)
         for position, (sender, client_id) in enumerate(keys)
     ]
     ids = queries.insert_messages(conn, rows)
@@ -204,20 +216,7 @@ def _mark_many(conn: Connection) -> dict[str, Any]:
     pair and repeats mixed in, then some of them read."""
     now = SENT_AT
     alice, bob, carol = (queries.insert_user(conn, name, "x", now) for name in "abc")
-    rows = [
-        {
-            "sender_id": alice,
-            "recipient_id": carol if i == 0 else bob,
-            "body": "hi",
-            "client_id": f"m{i}",
-            "sent_at": now,
-            "status": STATUS_SENT,
-            "delivered_at": None,
-            "read_at": None,
-            "recipient_seq": i + 1,
-        }
-        for i in range(301)
-    ]
+    rows = [_message_row(alice, carol if i == 0 else bob, f"m{i}", i + 1, now) for i in range(301)]
     to_carol, *to_bob = queries.insert_messages(conn, rows)
     later = now + timedelta(seconds=1)
     pairs = [(bob, message_id) for message_id in reversed(to_bob)] + [(bob, to_bob[5])]
@@ -333,17 +332,7 @@ async def test_a_page_shows_times_as_the_api_formats_them(database_url: str) -> 
 def _page_of_times(conn: Connection) -> list[Any]:
     ann, bob = (queries.insert_user(conn, name, "x", TIMES[0]) for name in ("tann", "tbob"))
     rows = [
-        {
-            "sender_id": ann,
-            "recipient_id": bob,
-            "body": "",
-            "client_id": f"t{i}",
-            "sent_at": at,
-            "status": STATUS_SENT,
-            "delivered_at": None,
-            "read_at": read_at,
-            "recipient_seq": i + 1,
-        }
+        _message_row(ann, bob, f"t{i}", i + 1, at, read_at)
         for i, (at, read_at) in enumerate(zip(TIMES, TIMES[::-1], strict=True))
     ]
     queries.insert_messages(conn, rows)
