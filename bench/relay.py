@@ -11,6 +11,7 @@ Run as a subprocess: `python -m bench.relay --port P`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 from datetime import UTC, datetime
 from typing import Any
@@ -109,8 +110,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument(
+        "--event-loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="the loop to run on: messenger's default, so that the comparison is of "
+        "persistence, not of event loops",
+    )
     args = parser.parse_args(argv)
-    web.run_app(create_app(), host=args.host, port=args.port, print=None, access_log=None)
+    if args.event_loop == "uvloop":
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    web.run_app(
+        create_app(), host=args.host, port=args.port, print=None, access_log=None, loop=loop
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from messenger.config import ConfigError, Settings
 from messenger.errors import MessengerError
+from messenger.event_loop import run_on_event_loop
 from messenger.gc_tuning import tune_for_serving
 from messenger.logs import configure_logging
 
@@ -102,7 +103,7 @@ def _upgrade(settings: Settings) -> None:
 def serve(settings: Settings) -> int:
     if settings.migrate:
         _upgrade(settings)
-    asyncio.run(_serve(settings))
+    run_on_event_loop(_serve(settings), settings.event_loop)
     return 0
 
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from tests.processes import ServeGroup
 from tests.support import Account, Device, Http, stored_conversation
 
@@ -120,12 +122,14 @@ async def test_acked_sends_survive_kill_9(processes: ServeGroup, database_url: s
     await device.disconnect()
 
 
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
 async def test_sigterm_stops_gracefully_keeping_acked_sends(
-    processes: ServeGroup, database_url: str
+    processes: ServeGroup, database_url: str, event_loop: str
 ) -> None:
     """G1: SIGTERM mid-load: the process exits 0 within seconds, and every send it
-    acknowledged is stored."""
-    server = await processes(database_url).start()
+    acknowledged is stored; on either event loop the server can run on."""
+    server = processes(database_url, env={"MESSENGER_EVENT_LOOP": event_loop})
+    await server.start()
     ann, bob = await accounts(server.url)
     stopped = asyncio.Event()
 

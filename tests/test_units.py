@@ -41,6 +41,7 @@ def test_settings_read_the_environment_and_flags_win() -> None:
         {"MESSENGER_CORS_ORIGINS": "*"},
         {"MESSENGER_RATE_LIMIT": "-1"},
         {"MESSENGER_SQLITE_SYNCHRONOUS": "sometimes"},
+        {"MESSENGER_EVENT_LOOP": "tokio"},
     ],
 )
 def test_bad_settings_are_refused(env: dict[str, str]) -> None:

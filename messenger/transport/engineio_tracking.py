@@ -11,7 +11,10 @@ websocket class to remember each session's transport.
 Every Engine.IO packet is a websocket frame of its own, and aiohttp hands each frame
 to the kernel with a `send()` of its own: replaying a backlog, that system call was
 the largest single cost (17 % of the server's time). The frames one pass of the loop
-writes to a connection now leave in one `send()`, at the end of that pass.
+writes to a connection now leave in one `send()`, at the end of that pass. The
+gathering transport wraps the real one on the connection's aiohttp protocol, which
+every writer of the connection (aiohttp's, ours) reads it from; uvloop's transports
+cannot have their methods replaced, so wrapping is what works on both loops.
 """
 
 from __future__ import annotations
@@ -30,13 +33,12 @@ def track_websockets(eio: Any) -> dict[str, asyncio.Transport]:
     class TrackedWebSocket(base):  # type: ignore[misc, valid-type]
         async def __call__(self, environ: dict[str, Any]) -> Any:
             sid = getattr(getattr(self.handler, "__self__", None), "sid", None)
-            request = environ.get("aiohttp.request")
-            transport = getattr(request, "transport", None)
-            if sid is None or transport is None:
+            protocol = getattr(environ.get("aiohttp.request"), "_protocol", None)
+            if sid is None or protocol is None or protocol.transport is None:
                 return await super().__call__(environ)
+            transport = protocol.transport = CoalescedTransport(protocol.transport)
             transports[sid] = transport
             self.transport = transport
-            CoalescedWrites(transport)
             try:
                 return await super().__call__(environ)
             finally:
@@ -47,43 +49,77 @@ def track_websockets(eio: Any) -> dict[str, asyncio.Transport]:
     return transports
 
 
-class CoalescedWrites:
-    """Gathers what is written to `transport` during one pass of the event loop and
-    writes it at the end of the pass, in one call. Installs itself on the transport;
-    closing flushes first, aborting drops what is pending."""
+class CoalescedTransport(asyncio.Transport):
+    """Wraps a transport: what is written to it during one pass of the event loop is
+    written to the real one at the end of the pass, in one call. Closing flushes
+    first, aborting drops what is pending; everything else is the real transport's."""
 
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self._transport = transport
+    def __init__(self, inner: asyncio.Transport) -> None:
+        super().__init__()
+        self._inner = inner
         self._loop = asyncio.get_running_loop()
-        self._write = transport.write
-        self._writelines = transport.writelines
-        self._close = transport.close
-        self._abort = transport.abort
         self._chunks: list[bytes] = []
-        transport.write = self.write  # type: ignore[method-assign]
-        transport.writelines = self.writelines  # type: ignore[method-assign, assignment]
-        transport.close = self.close  # type: ignore[method-assign]
-        transport.abort = self.abort  # type: ignore[method-assign]
+        self._pending = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._chunks:
             self._loop.call_soon(self.flush)
         # A caller may reuse its buffer once write() returns: keep a copy of it.
-        self._chunks.append(data if type(data) is bytes else bytes(data))
+        chunk = data if type(data) is bytes else bytes(data)
+        self._chunks.append(chunk)
+        self._pending += len(chunk)
 
     def writelines(self, chunks: Iterable[bytes | bytearray | memoryview[Any]]) -> None:
         self.flush()  # keep the order of what was written
-        self._writelines(chunks)
+        self._inner.writelines(chunks)
 
     def flush(self) -> None:
-        chunks, self._chunks = self._chunks, []
-        if chunks and not self._transport.is_closing():
-            self._write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        chunks, self._chunks, self._pending = self._chunks, [], 0
+        if chunks and not self._inner.is_closing():
+            self._inner.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+    def get_write_buffer_size(self) -> int:
+        return self._inner.get_write_buffer_size() + self._pending
 
     def close(self) -> None:
         self.flush()
-        self._close()
+        self._inner.close()
 
     def abort(self) -> None:
         self._chunks.clear()
-        self._abort()
+        self._pending = 0
+        self._inner.abort()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._inner.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self._inner.can_write_eof()
+
+    def is_closing(self) -> bool:
+        return self._inner.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._inner.get_extra_info(name, default)
+
+    def is_reading(self) -> bool:
+        return self._inner.is_reading()
+
+    def pause_reading(self) -> None:
+        self._inner.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._inner.resume_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._inner.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._inner.get_write_buffer_limits()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._inner.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._inner.get_protocol()
