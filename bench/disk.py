@@ -16,7 +16,9 @@ from typing import Any
 
 from bench.stats import percentile
 
-BLOCK = b"\0" * 8192  # about what one small batch appends to the WAL
+# A floor: a batch of 40 sends and 40 marks appends about 800 KiB to the WAL
+# (`python -m bench.wal_frames`); 8 KiB is kept so that runs stay comparable.
+BLOCK = b"\0" * 8192
 PAUSE_S = 0.002  # a few hundred fsyncs a second, like the writer at moderate load
 SLOW_MS = 50.0
 
