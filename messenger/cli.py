@@ -14,7 +14,7 @@ from aiohttp import web
 
 from messenger.config import ConfigError, Settings
 from messenger.errors import MessengerError
-from messenger.event_loop import run_on_event_loop
+from messenger.event_loop import run_on_event_loop, running_loop_kind
 from messenger.gc_tuning import tune_for_serving
 from messenger.logs import configure_logging
 
@@ -119,7 +119,12 @@ async def _serve(settings: Settings) -> None:
     await node.start()
     tune_for_serving()
     await site.start()
-    log.info("listening on http://%s:%d", settings.host, settings.port)
+    log.info(
+        "listening on http://%s:%d (event loop: %s)",
+        settings.host,
+        settings.port,
+        running_loop_kind(),
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

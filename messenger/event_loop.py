@@ -30,3 +30,9 @@ def run_on_event_loop(main: Coroutine[Any, Any, T], event_loop: str) -> T:
         return asyncio.run(main)
     main.close()
     raise ValueError(f"unknown event loop {event_loop!r}")
+
+
+def running_loop_kind() -> str:
+    """ "uvloop" or "asyncio": which kind of loop runs this code (for the logs)."""
+    module = type(asyncio.get_running_loop()).__module__
+    return "uvloop" if module.split(".")[0] == "uvloop" else "asyncio"

@@ -130,6 +130,7 @@ async def test_sigterm_stops_gracefully_keeping_acked_sends(
     acknowledged is stored; on either event loop the server can run on."""
     server = processes(database_url, env={"MESSENGER_EVENT_LOOP": event_loop})
     await server.start()
+    assert f"(event loop: {event_loop})" in server.output()
     ann, bob = await accounts(server.url)
     stopped = asyncio.Event()
 
