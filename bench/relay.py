@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         "persistence, not of event loops",
     )
     args = parser.parse_args(argv)
+    loop: asyncio.AbstractEventLoop
     if args.event_loop == "uvloop":
         import uvloop
 
