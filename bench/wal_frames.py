@@ -30,12 +30,16 @@ from pathlib import Path
 from sqlalchemy import Connection
 
 from messenger.batch import MarkOrder, Order, SendOrder, apply_batch
+from messenger.client.ids import new_client_id
 from messenger.events import UserRef
 from messenger.store.db import SqliteDatabase
 from messenger.store.migrate import upgrade
 
 WAL_HEADER = 32
 FRAME_HEADER = 24
+# uuid7: the Python client's (messenger.client.ids); uuid4: random, as most clients
+# make them; counter: the load generator's `<run>.<pair>.<n>`.
+CLIENT_IDS = ("uuid7", "uuid4", "counter")
 
 
 def _create(path: Path, page_size: int, users: int) -> list[UserRef]:
@@ -59,21 +63,34 @@ def _create(path: Path, page_size: int, users: int) -> list[UserRef]:
 
 
 class Workload:
-    """Batches of `sends` sends plus the delivered marks of the batch before."""
+    """Batches of `sends` sends plus the delivered marks of the batch before, with
+    client ids of one of CLIENT_IDS' kinds."""
 
-    def __init__(self, db: SqliteDatabase, users: list[UserRef], sends: int) -> None:
+    def __init__(
+        self, db: SqliteDatabase, users: list[UserRef], sends: int, client_ids: str
+    ) -> None:
         self._db = db
         self._pairs = list(zip(users[0::2], users[1::2], strict=True))
         self._sends = sends
         self._random = random.Random(1)
         self._to_mark: list[tuple[UserRef, int]] = []
+        self._client_ids = client_ids
+        self._run = uuid.uuid4().hex[:8]
+        self._sent = 0
+
+    def _client_id(self, pair: int) -> str:
+        self._sent += 1
+        if self._client_ids == "counter":
+            return f"{self._run}.{pair}.{self._sent}"
+        return new_client_id() if self._client_ids == "uuid7" else str(uuid.uuid4())
 
     async def batch(self) -> None:
         orders: list[Order] = []
         for _ in range(self._sends):
-            sender, recipient = self._random.choice(self._pairs)
+            pair = self._random.randrange(len(self._pairs))
+            sender, recipient = self._pairs[pair]
             body = "x" * self._random.randint(20, 80)
-            orders.append(SendOrder(sender, recipient, body, str(uuid.uuid4())))
+            orders.append(SendOrder(sender, recipient, body, self._client_id(pair)))
         orders += [MarkOrder(user, [message_id], 1) for user, message_id in self._to_mark]
         outcome = await self._db.write(apply_batch, orders, datetime.now(UTC), False, False)
         self._to_mark = []
@@ -103,13 +120,15 @@ def _set_autocheckpoint(conn: Connection, pages: int) -> None:
     conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={int(pages)}")
 
 
-async def measure(page_size: int, sends: int, pairs: int, warmup: int, batches: int) -> None:
+async def measure(
+    page_size: int, sends: int, pairs: int, warmup: int, batches: int, client_ids: str
+) -> None:
     with tempfile.TemporaryDirectory(prefix="wal-frames-") as scratch:
         path = Path(scratch) / "bench.db"
         users = _create(path, page_size, 2 * pairs)
         db = SqliteDatabase(f"sqlite+aiosqlite:///{path}", "FULL")
         try:
-            workload = Workload(db, users, sends)
+            workload = Workload(db, users, sends, client_ids)
             for _ in range(warmup):
                 await workload.batch()
             await db.write(_set_autocheckpoint, 0)
@@ -130,7 +149,8 @@ async def measure(page_size: int, sends: int, pairs: int, warmup: int, batches: 
     per_batch = len(pages) / batches
     print(
         f"page size {page_size}, {sends} sends + their delivered marks a batch, "
-        f"{pairs} pairs, after {warmup} batches:"
+        f"{pairs} pairs, {client_ids} client ids, "
+        f"after {warmup} batches:"
     )
     print(
         f"  {per_batch:.1f} frames ({per_batch * page_size / 1024:.0f} KiB) a commit; "
@@ -147,8 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=1500, help="batches before measuring")
     parser.add_argument("--batches", type=int, default=300, help="batches measured")
+    parser.add_argument("--client-ids", choices=CLIENT_IDS, default="uuid7")
     args = parser.parse_args(argv)
-    asyncio.run(measure(args.page_size, args.sends, args.pairs, args.warmup, args.batches))
+    asyncio.run(
+        measure(args.page_size, args.sends, args.pairs, args.warmup, args.batches, args.client_ids)
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""Pure pieces: settings from the environment, the token-bucket rate limiter, and how
-statements compile for the driver."""
+"""Pure pieces: settings from the environment, the token-bucket rate limiter, how
+statements compile for the driver, and the client's ids."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -11,6 +13,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import asyncpg
 from sqlalchemy.engine import Dialect
 
+from messenger.client.ids import new_client_id
 from messenger.config import ConfigError, Settings
 from messenger.ratelimit import RateLimiter
 from messenger.store.driver_sql import DriverStatement
@@ -92,3 +95,18 @@ def test_driver_statements_refuse_values_the_driver_would_get_unconverted() -> N
         DriverStatement(
             select(messages.c.id).where(messages.c.id.in_(bindparam("ids", expanding=True)))
         ).compiled_for(sqlite.dialect())
+
+
+def test_client_ids_are_uuid7_and_sort_by_time() -> None:
+    """UUIDv7 (RFC 9562): version 7, the RFC's variant, the Unix time in ms in the top
+    48 bits, so an id made a millisecond later sorts after (the cheap index insert
+    messenger.client.ids is for), and random enough never to repeat."""
+    before = time.time_ns() // 1_000_000
+    first = new_client_id()
+    after = time.time_ns() // 1_000_000
+    parsed = uuid.UUID(first)
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert before <= parsed.int >> 80 <= after
+    time.sleep(0.002)
+    assert new_client_id() > first
+    assert len({new_client_id() for _ in range(10_000)}) == 10_000

@@ -22,7 +22,6 @@ import contextlib
 import inspect
 import logging
 import random
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +30,7 @@ from typing import Any, TypeVar
 import socketio
 
 from messenger import protocol
+from messenger.client.ids import new_client_id
 from messenger.client.state import Outgoing, StateStore
 from messenger.client.stream import Stream
 from messenger.client.types import Event, Message, MessengerClientError, NewMessage, Receipt
@@ -172,7 +172,7 @@ class Client:
         """
         if self._failure is not None:
             raise self._failure
-        item = Outgoing(str(uuid.uuid4()), to, body)
+        item = Outgoing(new_client_id(), to, body)
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiters[item.client_id] = future
         try:

@@ -1,0 +1,28 @@
+"""Client ids for `send`: UUIDv7 (RFC 9562), which sort by time.
+
+The server keeps a unique index on (sender, client_id) so that a resend stores
+nothing new (G2). Every commit writes each index leaf it touched whole, so random ids
+(uuid4) cost a leaf per message, while ids that grow with time land beside the
+sender's last one. In `python -m bench.wal_frames`, UUIDv7 against uuid4: batches of
+120 sends (and their marks) wrote 22 % less to SQLite's WAL (292 pages against 375)
+with 11 % less CPU; batches of 40, 7 % less (184 against 198) with 5 % less CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+_MS_BITS = 48
+
+
+def new_client_id() -> str:
+    """A fresh UUIDv7: 48 bits of Unix time in milliseconds, the version, 74 random
+    bits and the variant, so ids made later sort after earlier ones (to the ms)."""
+    ms = time.time_ns() // 1_000_000 & ((1 << _MS_BITS) - 1)
+    random_bits = int.from_bytes(os.urandom(10), "big")  # 80 bits, 74 used
+    rand_a = random_bits >> 68  # 12 bits
+    rand_b = random_bits & ((1 << 62) - 1)  # 62 bits
+    value = ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+    return str(uuid.UUID(int=value))
