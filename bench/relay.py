@@ -11,13 +11,15 @@ Run as a subprocess: `python -m bench.relay --port P`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 from datetime import UTC, datetime
 from typing import Any
 
 import socketio
 from aiohttp import web
+
+from messenger.config import EVENT_LOOPS
+from messenger.event_loop import new_event_loop
 
 # Receipts need the sender of a delivered id; bounded so a lost `delivered` cannot
 # grow the relay without limit (it keeps no history by design).
@@ -112,19 +114,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument(
         "--event-loop",
-        choices=["uvloop", "asyncio"],
+        choices=EVENT_LOOPS,
         default="uvloop",
         help="the loop to run on: messenger's default, so that the comparison is of "
         "persistence, not of event loops",
     )
     args = parser.parse_args(argv)
-    loop: asyncio.AbstractEventLoop
-    if args.event_loop == "uvloop":
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-    else:
-        loop = asyncio.new_event_loop()
+    loop = new_event_loop(args.event_loop)
     web.run_app(
         create_app(), host=args.host, port=args.port, print=None, access_log=None, loop=loop
     )

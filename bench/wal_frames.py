@@ -6,10 +6,9 @@ distinct leaf it touches in each index. This drives the server's own `apply_batc
 on the server's own `SqliteDatabase` (no sockets, no event loop) with the live
 scenario's shape: sender/recipient pairs, sends (with client ids as `--client-ids`
 says), and each recipient marking the previous batch's messages delivered one id at
-a time. After a
-warm-up that builds history, it stops automatic checkpoints, runs the measured
-batches, reads the page number of every frame the WAL gained, and names the table
-or index that owns each page (SQLite's `dbstat`).
+a time. After a warm-up that builds history, it stops automatic checkpoints, runs the
+measured batches, reads the page number of every frame the WAL gained, and names the
+table or index that owns each page (SQLite's `dbstat`).
 
     python -m bench.wal_frames --sends 40 --client-ids uuid4 --page-size 4096
 """

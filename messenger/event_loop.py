@@ -15,21 +15,30 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def run_on_event_loop(main: Coroutine[Any, Any, T], event_loop: str) -> T:
-    """`asyncio.run(main)` on a new loop of the kind `event_loop` names."""
-    if event_loop == "uvloop":
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new loop of the kind `kind` names ("uvloop" or "asyncio")."""
+    if kind == "uvloop":
         try:
             import uvloop
         except ImportError:
-            main.close()
             raise SystemExit(
                 "messenger: uvloop is not installed; MESSENGER_EVENT_LOOP=asyncio runs without it"
             ) from None
-        return uvloop.run(main)
-    if event_loop == "asyncio":
-        return asyncio.run(main)
-    main.close()
-    raise ValueError(f"unknown event loop {event_loop!r}")
+        return uvloop.new_event_loop()
+    if kind == "asyncio":
+        return asyncio.new_event_loop()
+    raise ValueError(f"unknown event loop {kind!r}")
+
+
+def run_on_event_loop(main: Coroutine[Any, Any, T], kind: str) -> T:
+    """`asyncio.run(main)` on a new loop of the kind `kind` names."""
+    try:
+        loop = new_event_loop(kind)
+    except BaseException:
+        main.close()
+        raise
+    with asyncio.Runner(loop_factory=lambda: loop) as runner:
+        return runner.run(main)
 
 
 def running_loop_kind() -> str:
