@@ -29,7 +29,12 @@ from messenger.transport.rest import (
     cors_middleware,
     error_middleware,
 )
-from messenger.transport.sockets import SocketHandlers, SocketPusher, TextOnlyServer
+from messenger.transport.sockets import (
+    CLOSE_GRACE_SECONDS,
+    SocketHandlers,
+    SocketPusher,
+    TextOnlyServer,
+)
 from messenger.transport.web import add_web_routes
 from messenger.writer import Writer
 
@@ -40,8 +45,6 @@ log = logging.getLogger(__name__)
 # outside the BMP is a surrogate pair, two \uXXXX), plus room for the rest of the
 # payload; far below python-engineio's 1 MB default.
 MIN_PACKET_BYTES = 16 * 1024
-# How long a stopping node waits for sockets to take their last packets.
-CLOSE_GRACE_SECONDS = 5.0
 
 
 def max_packet_bytes(settings: Settings) -> int:
@@ -63,6 +66,7 @@ class Node:
             manager.on_revoke = self._disconnect_token
             self.cluster = Cluster(manager)
         self.sio = TextOnlyServer(
+            connect_timeout=settings.connect_timeout,
             async_mode="aiohttp",
             client_manager=manager,
             cors_allowed_origins=engineio_origin_check(settings.cors_origins),

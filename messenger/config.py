@@ -51,6 +51,9 @@ class Settings:
     # How often each node compares its live connections against the stream heads in
     # SQL, to repair pushes that were lost on the way (G9).
     resync_interval: float = 2.0
+    # Seconds an Engine.IO session may stay open without a connection to the
+    # namespace: before its CONNECT, after a refused one, after logout.
+    connect_timeout: float = 45.0
     migrate: bool = True
     log_format: str = "text"
     # uvloop: less CPU per message and a lower tail than the standard library's loop
@@ -74,6 +77,8 @@ class Settings:
             raise ConfigError("argon2 needs a time cost >= 1 and memory >= 8 KiB")
         if self.event_loop not in EVENT_LOOPS:
             raise ConfigError(f"event loop must be one of {EVENT_LOOPS}")
+        if self.connect_timeout <= 0:
+            raise ConfigError("connect timeout must be positive")
         if self.write_batch_max < 1:
             raise ConfigError("write batch max must be at least 1")
         if "" in self.cors_origins or "*" in self.cors_origins:
@@ -103,6 +108,7 @@ class Settings:
             "sqlite_synchronous": ("MESSENGER_SQLITE_SYNCHRONOUS", str.upper),
             "write_batch_max": ("MESSENGER_WRITE_BATCH_MAX", int),
             "resync_interval": ("MESSENGER_RESYNC_INTERVAL", float),
+            "connect_timeout": ("MESSENGER_CONNECT_TIMEOUT", float),
             "log_format": ("MESSENGER_LOG_FORMAT", str),
             "event_loop": ("MESSENGER_EVENT_LOOP", str.lower),
         }

@@ -27,12 +27,14 @@ def test_settings_read_the_environment_and_flags_win() -> None:
         "MESSENGER_RATE_LIMIT": "0",
         "MESSENGER_MAX_BODY": "100",
         "MESSENGER_TOKEN_TTL": "60",
+        "MESSENGER_CONNECT_TIMEOUT": "7.5",
     }
     settings = Settings.from_env(env, port=9001)
     assert settings.port == 9001
     assert settings.cors_origins == ("https://a.example", "https://b.example")
     assert settings.rate_limit == 0 and settings.max_body == 100
     assert settings.token_ttl == timedelta(seconds=60)
+    assert settings.connect_timeout == 7.5
     assert Settings.from_env({}).database_url == "sqlite+aiosqlite:///./messenger.db"
 
 
@@ -45,6 +47,7 @@ def test_settings_read_the_environment_and_flags_win() -> None:
         {"MESSENGER_RATE_LIMIT": "-1"},
         {"MESSENGER_SQLITE_SYNCHRONOUS": "sometimes"},
         {"MESSENGER_EVENT_LOOP": "tokio"},
+        {"MESSENGER_CONNECT_TIMEOUT": "0"},
     ],
 )
 def test_bad_settings_are_refused(env: dict[str, str]) -> None:

@@ -7,6 +7,7 @@ included (G8), and on seed-protocol connections failures are also emitted as `er
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,11 @@ from messenger.writer import Writer
 log = logging.getLogger(__name__)
 
 NAMESPACE = "/"
+# Seconds an Engine.IO session may go without a connection to the namespace (the
+# reference server's `connectTimeout` default), and a closing session's queue has to
+# drain before it is dropped.
+CONNECT_TIMEOUT_SECONDS = 45.0
+CLOSE_GRACE_SECONDS = 5.0
 # Socket.IO packet types BINARY_EVENT and BINARY_ACK, as the first character.
 BINARY_TYPES = ("5", "6")
 CONNECT_TYPE = "0"
@@ -44,18 +50,29 @@ Handler = Callable[[Connection, Any], Awaitable[dict[str, Any]]]
 
 
 class TextOnlyServer(socketio.AsyncServer):  # type: ignore[misc]
-    """An AsyncServer that refuses binary packets, and can drop a session outright.
+    """An AsyncServer that refuses binary packets, closes sessions left without a
+    connection, and can drop a session outright.
 
     The protocol carries JSON only. python-socketio would take a binary event header
     as a promise of attachments and swallow every later packet of that client while
     waiting for them; a connection that sends one is dropped instead. Its sessions
     run on `LeanSocket`s (engineio_socket), and an event named "*" is answered like
     any unknown event.
+
+    An Engine.IO session is only a way to reach the namespace. One that has not
+    connected it `connect_timeout` seconds after opening, after a refused CONNECT, or
+    after the server ended its connection (logout, a revoked token) is closed, as
+    the reference Socket.IO server does (its `connectTimeout`): python-socketio
+    would keep it for as long as the client answers pings, open to anyone without a
+    token.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, connect_timeout: float = CONNECT_TIMEOUT_SECONDS, **kwargs: Any) -> None:
         super().__init__(serializer=JsonPacket, **kwargs)
         self._transports = track_websockets(self.eio)
+        self._connect_timeout = connect_timeout
+        self._unattached: dict[str, asyncio.TimerHandle] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def _get_event_handler(
         self, event: str, namespace: str, args: tuple[Any, ...]
@@ -74,7 +91,63 @@ class TextOnlyServer(socketio.AsyncServer):  # type: ignore[misc]
         socket = self.eio.sockets.get(eio_sid)
         if type(socket) is AsyncSocket:
             socket.__class__ = LeanSocket
+        self._expect_connect(eio_sid)
         await super()._handle_eio_connect(eio_sid, environ)
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        await super()._handle_eio_disconnect(eio_sid, reason)
+        timer = self._unattached.pop(eio_sid, None)  # set again as its namespace left
+        if timer is not None:
+            timer.cancel()
+
+    async def _handle_disconnect(self, eio_sid: str, namespace: str, reason: Any = None) -> None:
+        # The client left the namespace, or its session is ending (then the timer set
+        # here is cancelled by _handle_eio_disconnect, which runs this first).
+        await super()._handle_disconnect(eio_sid, namespace, reason)
+        self._expect_connect(eio_sid)
+
+    async def disconnect(
+        self, sid: str, namespace: str | None = None, ignore_queue: bool = False
+    ) -> None:
+        eio_sid = self.manager.eio_sid_from_sid(sid, namespace or NAMESPACE)
+        await super().disconnect(sid, namespace=namespace, ignore_queue=ignore_queue)
+        if eio_sid is not None:
+            self._expect_connect(eio_sid)
+
+    def _expect_connect(self, eio_sid: str) -> None:
+        """Close the session unless it is connected `connect_timeout` seconds from now."""
+        if eio_sid not in self.eio.sockets:
+            return
+        earlier = self._unattached.pop(eio_sid, None)
+        if earlier is not None:
+            earlier.cancel()
+        self._unattached[eio_sid] = asyncio.get_running_loop().call_later(
+            self._connect_timeout, self._close_if_unattached, eio_sid
+        )
+
+    def _close_if_unattached(self, eio_sid: str) -> None:
+        self._unattached.pop(eio_sid, None)
+        if eio_sid not in self.eio.sockets or self.manager.sid_from_eio_sid(eio_sid, NAMESPACE):
+            return
+        log.info("closing eio session %s: no connection to the namespace", eio_sid)
+        task = asyncio.create_task(self._close_session(eio_sid))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_session(self, eio_sid: str) -> None:
+        """Close an Engine.IO session after what is queued for it (a DISCONNECT, a
+        CONNECT_ERROR), then its websocket: python-engineio sends CLOSE but leaves the
+        websocket to the client. One that does not read within the grace is dropped."""
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is None:
+            return
+        try:
+            await asyncio.wait_for(self.eio.disconnect(eio_sid), CLOSE_GRACE_SECONDS)
+        except TimeoutError:
+            await self.drop_session(eio_sid)
+            return
+        if socket.upgraded:
+            socket.queue.put_nowait(None)  # the writer ends after CLOSE, closing the websocket
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         if isinstance(data, bytes) or (isinstance(data, str) and data[:1] in BINARY_TYPES):

@@ -1,0 +1,126 @@
+"""Engine.IO sessions left without a connection to the namespace are closed.
+
+python-socketio keeps an Engine.IO session for as long as its client answers pings,
+connected to a namespace or not: anyone could hold sessions open without a token,
+and a logged-out client that ignores its DISCONNECT would keep its own. messenger
+closes a session that is not connected `connect_timeout` seconds after it opened,
+after a refused CONNECT, or after the server ended its connection, as the reference
+Socket.IO server does (`connectTimeout`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from messenger.config import Settings
+from tests.support import Http, RunningServer, start_server, websocket_url
+
+TIMEOUT = 0.3  # seconds: the servers' connect timeout in these tests
+PING, PONG, CLOSE = "2", "3", "1"
+CONNECT, DISCONNECT, CONNECT_ERROR = "40", "41", "44"
+
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"])  # the transport, not the store
+
+
+@pytest.fixture
+async def quick_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    running = await start_server(settings.replace(connect_timeout=TIMEOUT))
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def ws(quick_server: RunningServer) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """A raw Engine.IO session on a websocket, its OPEN packet read."""
+    async with aiohttp.ClientSession() as session:
+        socket = await session.ws_connect(websocket_url(quick_server.url))
+        opened = await socket.receive(timeout=5)
+        assert opened.type == aiohttp.WSMsgType.TEXT and opened.data.startswith("0{"), opened
+        yield socket
+        await socket.close()
+
+
+async def connect(ws: aiohttp.ClientWebSocketResponse, token: str) -> str:
+    """Send a namespace CONNECT; the answer's packet type ("40" or "44")."""
+    await ws.send_str(CONNECT + json.dumps({"token": token}))
+    while True:
+        frame = await ws.receive(timeout=5)
+        assert frame.type == aiohttp.WSMsgType.TEXT, frame
+        if frame.data.startswith((CONNECT, CONNECT_ERROR)):
+            return frame.data[:2]
+
+
+async def frames_until_closed(ws: aiohttp.ClientWebSocketResponse) -> list[str]:
+    """Every text frame until the server closes the websocket, pings answered (a test
+    fails with a timeout if it stays open)."""
+    frames: list[str] = []
+    while True:
+        frame = await ws.receive(timeout=10)
+        if frame.type != aiohttp.WSMsgType.TEXT:
+            return frames
+        frames.append(frame.data)
+        if frame.data == PING:
+            await ws.send_str(PONG)
+
+
+async def test_a_session_that_never_connects_is_closed(
+    quick_server: RunningServer, ws: aiohttp.ClientWebSocketResponse
+) -> None:
+    frames = await frames_until_closed(ws)
+    assert frames[-1:] == [CLOSE], frames  # a graceful Engine.IO close, not a cut
+    assert not quick_server.node.sio.eio.sockets
+
+
+async def test_a_refused_session_is_closed(
+    quick_server: RunningServer, ws: aiohttp.ClientWebSocketResponse
+) -> None:
+    assert await connect(ws, "not-a-token") == CONNECT_ERROR
+    assert (await frames_until_closed(ws))[-1:] == [CLOSE]
+    assert not quick_server.node.sio.eio.sockets
+
+
+async def test_a_connected_session_stays_after_a_refused_try(
+    quick_server: RunningServer, ws: aiohttp.ClientWebSocketResponse
+) -> None:
+    """A client may try CONNECT again on the same session, as Socket.IO clients do
+    with new credentials; once connected, the timeout no longer applies."""
+    ann = await Http(quick_server.url).account("ann")
+    assert await connect(ws, "not-a-token") == CONNECT_ERROR
+    assert await connect(ws, ann.token) == CONNECT
+    await assert_open_for(ws, 5 * TIMEOUT)
+    assert len(quick_server.node.sio.eio.sockets) == 1
+
+
+async def assert_open_for(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> None:
+    """Frames may come (the backlog, `synced`), a close may not."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (left := deadline - loop.time()) > 0:
+        try:
+            frame = await ws.receive(timeout=left)
+        except TimeoutError:
+            return
+        assert frame.type == aiohttp.WSMsgType.TEXT, f"the session was closed: {frame}"
+        if frame.data == PING:
+            await ws.send_str(PONG)
+
+
+async def test_logout_closes_the_session_after_its_disconnect(
+    quick_server: RunningServer, ws: aiohttp.ClientWebSocketResponse
+) -> None:
+    """The server's DISCONNECT comes first, so that the client knows why, then the
+    session closes, even for a client that keeps answering pings."""
+    http = Http(quick_server.url)
+    ann = await http.account("ann")
+    assert await connect(ws, ann.token) == CONNECT
+    status, _ = await http.request("DELETE", "/api/v1/sessions/current", token=ann.token)
+    assert status == 204
+    frames = await frames_until_closed(ws)
+    assert DISCONNECT in frames and frames[-1] == CLOSE, frames
+    assert frames.index(DISCONNECT) < len(frames) - 1
+    assert not quick_server.node.sio.eio.sockets
