@@ -3,9 +3,9 @@
 python-socketio keeps an Engine.IO session for as long as its client answers pings,
 connected to a namespace or not: anyone could hold sessions open without a token,
 and a logged-out client that ignores its DISCONNECT would keep its own. messenger
-closes a session that is not connected `connect_timeout` seconds after it opened,
-after a refused CONNECT, or after the server ended its connection, as the reference
-Socket.IO server does (`connectTimeout`).
+closes a session that is not connected `connect_timeout` seconds after it opened
+(a refused CONNECT does not restart the count) or after its connection ended, as the
+reference Socket.IO server does (`connectTimeout`).
 """
 
 from __future__ import annotations
@@ -45,12 +45,17 @@ async def ws(quick_server: RunningServer) -> AsyncIterator[aiohttp.ClientWebSock
         await socket.close()
 
 
-async def connect(ws: aiohttp.ClientWebSocketResponse, token: str) -> str:
-    """Send a namespace CONNECT; the answer's packet type ("40" or "44")."""
-    await ws.send_str(CONNECT + json.dumps({"token": token}))
+async def connect(ws: aiohttp.ClientWebSocketResponse, token: str) -> str | None:
+    """Send a namespace CONNECT; the answer's packet type ("40" or "44"), or None if
+    the session was closed instead."""
+    try:
+        await ws.send_str(CONNECT + json.dumps({"token": token}))
+    except ConnectionResetError:
+        return None
     while True:
         frame = await ws.receive(timeout=5)
-        assert frame.type == aiohttp.WSMsgType.TEXT, frame
+        if frame.type != aiohttp.WSMsgType.TEXT:
+            return None
         if frame.data.startswith((CONNECT, CONNECT_ERROR)):
             return frame.data[:2]
 
@@ -81,6 +86,23 @@ async def test_a_refused_session_is_closed(
 ) -> None:
     assert await connect(ws, "not-a-token") == CONNECT_ERROR
     assert (await frames_until_closed(ws))[-1:] == [CLOSE]
+    assert not quick_server.node.sio.eio.sockets
+
+
+async def test_trying_bad_tokens_does_not_keep_a_session(
+    quick_server: RunningServer, ws: aiohttp.ClientWebSocketResponse
+) -> None:
+    """A refused CONNECT does not restart the count: a client that keeps trying is
+    closed all the same, well before the tries run out."""
+    tries = 40  # one every half timeout: twenty timeouts in all
+    for _ in range(tries):
+        answer = await connect(ws, "not-a-token")
+        if answer is None:
+            break
+        assert answer == CONNECT_ERROR
+        await asyncio.sleep(TIMEOUT / 2)
+    else:
+        raise AssertionError(f"still open after {tries} refused tries")
     assert not quick_server.node.sio.eio.sockets
 
 

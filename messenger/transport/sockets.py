@@ -41,6 +41,8 @@ NAMESPACE = "/"
 # drain before it is dropped.
 CONNECT_TIMEOUT_SECONDS = 45.0
 CLOSE_GRACE_SECONDS = 5.0
+# A CONNECT being decided when the timeout falls is looked at again this much later.
+PENDING_RECHECK_SECONDS = 1.0
 # Socket.IO packet types BINARY_EVENT and BINARY_ACK, as the first character.
 BINARY_TYPES = ("5", "6")
 CONNECT_TYPE = "0"
@@ -59,12 +61,12 @@ class TextOnlyServer(socketio.AsyncServer):  # type: ignore[misc]
     run on `LeanSocket`s (engineio_socket), and an event named "*" is answered like
     any unknown event.
 
-    An Engine.IO session is only a way to reach the namespace. One that has not
-    connected it `connect_timeout` seconds after opening, after a refused CONNECT, or
-    after the server ended its connection (logout, a revoked token) is closed, as
-    the reference Socket.IO server does (its `connectTimeout`): python-socketio
-    would keep it for as long as the client answers pings, open to anyone without a
-    token.
+    An Engine.IO session is only a way to reach the namespace. One that is not
+    connected `connect_timeout` seconds after it opened, or after its connection
+    ended (the client left, or the server disconnected it: logout, a revoked token),
+    is closed, as the reference Socket.IO server does (its `connectTimeout`):
+    python-socketio would keep it for as long as the client answers pings, open to
+    anyone without a token.
     """
 
     def __init__(self, connect_timeout: float = CONNECT_TIMEOUT_SECONDS, **kwargs: Any) -> None:
@@ -114,20 +116,31 @@ class TextOnlyServer(socketio.AsyncServer):  # type: ignore[misc]
         if eio_sid is not None:
             self._expect_connect(eio_sid)
 
-    def _expect_connect(self, eio_sid: str) -> None:
-        """Close the session unless it is connected `connect_timeout` seconds from now."""
+    def _expect_connect(self, eio_sid: str, within: float | None = None) -> None:
+        """Close the session unless it is connected `within` seconds from now (by
+        default `connect_timeout`)."""
         if eio_sid not in self.eio.sockets:
             return
         earlier = self._unattached.pop(eio_sid, None)
         if earlier is not None:
             earlier.cancel()
         self._unattached[eio_sid] = asyncio.get_running_loop().call_later(
-            self._connect_timeout, self._close_if_unattached, eio_sid
+            self._connect_timeout if within is None else within,
+            self._close_if_unattached,
+            eio_sid,
         )
 
     def _close_if_unattached(self, eio_sid: str) -> None:
         self._unattached.pop(eio_sid, None)
-        if eio_sid not in self.eio.sockets or self.manager.sid_from_eio_sid(eio_sid, NAMESPACE):
+        if eio_sid not in self.eio.sockets:
+            return
+        sid = self.manager.sid_from_eio_sid(eio_sid, NAMESPACE)
+        if sid is not None:
+            if not self.manager.is_connected(sid, NAMESPACE):
+                # A CONNECT (or DISCONNECT) in progress: look again once it is
+                # decided. A refused CONNECT does not restart the count, so trying
+                # bad tokens does not keep a session open.
+                self._expect_connect(eio_sid, within=PENDING_RECHECK_SECONDS)
             return
         log.info("closing eio session %s: no connection to the namespace", eio_sid)
         task = asyncio.create_task(self._close_session(eio_sid))
