@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -71,6 +72,18 @@ async def start_server(
 def websocket_url(url: str) -> str:
     """The websocket address of a server's Engine.IO sessions, from its http:// URL."""
     return url.replace("http://", "ws://") + WS_PATH
+
+
+@contextlib.asynccontextmanager
+async def raw_engineio_session(url: str) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """An Engine.IO session opened straight on a websocket, its OPEN packet read:
+    for tests of what the transport does below Socket.IO."""
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(websocket_url(url))
+        opened = await ws.receive(timeout=5)
+        assert opened.type == aiohttp.WSMsgType.TEXT and opened.data.startswith("0{"), opened
+        yield ws
+        await ws.close()
 
 
 def port_of(url: str) -> int:

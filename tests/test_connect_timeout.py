@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from messenger.config import Settings
-from tests.support import Http, RunningServer, start_server, websocket_url
+from tests.support import Http, RunningServer, raw_engineio_session, start_server
 
 TIMEOUT = 0.3  # seconds: the servers' connect timeout in these tests
 PING, PONG, CLOSE = "2", "3", "1"
@@ -36,13 +36,8 @@ async def quick_server(settings: Settings) -> AsyncIterator[RunningServer]:
 
 @pytest.fixture
 async def ws(quick_server: RunningServer) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
-    """A raw Engine.IO session on a websocket, its OPEN packet read."""
-    async with aiohttp.ClientSession() as session:
-        socket = await session.ws_connect(websocket_url(quick_server.url))
-        opened = await socket.receive(timeout=5)
-        assert opened.type == aiohttp.WSMsgType.TEXT and opened.data.startswith("0{"), opened
+    async with raw_engineio_session(quick_server.url) as socket:
         yield socket
-        await socket.close()
 
 
 async def connect(ws: aiohttp.ClientWebSocketResponse, token: str) -> str | None:

@@ -20,7 +20,7 @@ import pytest
 
 from messenger.transport.engineio_socket import DIRECT_WRITE_LIMIT, websocket_frame
 from tests.faults.tools import RawSocket
-from tests.support import Device, Http, RunningServer, accounts, port_of, websocket_url
+from tests.support import Device, Http, RunningServer, accounts, port_of, raw_engineio_session
 
 PING, PONG = "2", "3"
 # Seconds: the server pings every INTERVAL, and a session silent for
@@ -33,12 +33,8 @@ async def raw_session(server: RunningServer) -> AsyncIterator[aiohttp.ClientWebS
     """An Engine.IO session opened straight on a websocket, with short ping timings."""
     eio = server.node.sio.eio
     eio.ping_interval, eio.ping_timeout = INTERVAL, TIMEOUT
-    async with aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(websocket_url(server.url))
-        opened = await ws.receive(timeout=5)
-        assert opened.type == aiohttp.WSMsgType.TEXT and opened.data.startswith("0{"), opened
+    async with raw_engineio_session(server.url) as ws:
         yield ws
-        await ws.close()
 
 
 async def test_a_client_that_stops_answering_pings_is_cut(
