@@ -52,7 +52,7 @@ class Settings:
     # SQL, to repair pushes that were lost on the way (G9).
     resync_interval: float = 2.0
     # Seconds an Engine.IO session may stay open without a connection to the
-    # namespace: before its CONNECT, after a refused one, after logout.
+    # namespace, from its opening or from the end of its connection (a logout).
     connect_timeout: float = 45.0
     migrate: bool = True
     log_format: str = "text"
