@@ -22,6 +22,8 @@ from tests.support import Http, RunningServer, raw_engineio_session, start_serve
 
 TIMEOUT = 0.3  # seconds: the servers' connect timeout in these tests
 PING, PONG, CLOSE = "2", "3", "1"
+POLL = "/socket.io/?EIO=4&transport=polling"
+RECORD_SEPARATOR = "\x1e"  # between the packets of a long-poll answer
 CONNECT, DISCONNECT, CONNECT_ERROR = "40", "41", "44"
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])  # the transport, not the store
@@ -87,6 +89,23 @@ async def test_a_session_that_never_connects_is_closed(
 ) -> None:
     frames = await frames_until_closed(ws)
     assert frames[-1:] == [CLOSE], frames  # a graceful Engine.IO close, not a cut
+    assert not quick_server.node.sio.eio.sockets
+
+
+async def test_a_polling_session_that_never_connects_is_closed(
+    quick_server: RunningServer,
+) -> None:
+    """Socket.IO clients open with long polling: there the CLOSE answers a poll, and
+    the session is gone after it."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(quick_server.url + POLL) as response:
+            opened = await response.text()
+        assert opened.startswith("0{"), opened
+        session = f"{quick_server.url}{POLL}&sid={json.loads(opened[1:])['sid']}"
+        async with http.get(session, timeout=aiohttp.ClientTimeout(total=10)) as response:
+            assert CLOSE in (await response.text()).split(RECORD_SEPARATOR)
+        async with http.get(session) as response:
+            assert response.status == 400  # an unknown session
     assert not quick_server.node.sio.eio.sockets
 
 
