@@ -146,6 +146,25 @@ async def test_postgresql_reads_send_no_begin(database_url: str) -> None:
         await db.dispose()
 
 
+def _temp_store(conn: Connection) -> int:
+    """0: SQLite's default (files), 1: files, 2: memory."""
+    return int(conn.exec_driver_sql("PRAGMA temp_store").scalar_one())
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_sqlite_writer_journals_statements_in_memory(database_url: str) -> None:
+    """The writer's statement journals stay in memory instead of spilling to a
+    temporary file in every batch (messenger/store/db.py); readers keep files, since
+    their sorts are not bounded by a batch."""
+    db = open_database(database_url)
+    try:
+        assert await db.write_batch(_temp_store) == 2
+        assert await db.write(_temp_store) == 2
+        assert await db.read(_temp_store) == 0
+    finally:
+        await db.dispose()
+
+
 SENT_AT = datetime(2026, 12, 2, 1, 2, 3, 456789, tzinfo=UTC)
 
 
