@@ -56,23 +56,32 @@ async def _plan(
 
 
 @pytest.mark.parametrize("before, after", [(None, None), (500, None), (None, 500)])
-async def test_history_page_uses_the_conversation_index(
+async def test_history_page_reads_each_direction_from_the_received_index(
     database_url: str, before: int | None, after: int | None
 ) -> None:
     plan = await _plan(database_url, *queries.conversation_query(1, 2, before, after, 51))
-    assert plan.count("ix_messages_conversation") == 2, plan
+    assert plan.count("ix_messages_received") == 2, plan
     # Each direction is read in index order: no sort of a whole conversation.
     assert "SCAN messages" not in plan and "Seq Scan" not in plan, plan
 
 
-async def test_backlog_page_uses_the_backlog_index(database_url: str) -> None:
+async def test_backlog_page_uses_the_undelivered_index(database_url: str) -> None:
     plan = await _plan(
         database_url,
         queries.UNDELIVERED_PAGE,
         {"recipient_id": 1, "after_seq": 0, "up_to_seq": 10_000, "limit": 500},
     )
-    assert "ix_messages_backlog" in plan, plan
+    assert "ix_messages_undelivered" in plan, plan
     assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
+
+
+async def test_conversation_list_reads_a_users_messages_by_index(database_url: str) -> None:
+    """What a user sent, by the (sender, client_id) index; what they received and
+    what of it is unread, by the received index: never a scan of all messages."""
+    plan = await _plan(database_url, queries.conversations_query(1, 20), {}, ("enable_seqscan",))
+    assert "sqlite_autoindex_messages_1" in plan or "uq_messages_sender_id_client_id" in plan, plan
+    assert "ix_messages_received" in plan, plan
+    assert "SCAN messages" not in plan and "Seq Scan on messages" not in plan, plan
 
 
 async def test_stream_page_uses_the_primary_key(database_url: str) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -92,12 +93,22 @@ class Token(Base):
 class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
-        # Retries with the same client_id store one row, across restarts (G2).
+        # Retries with the same client_id store one row, across restarts (G2); also
+        # what a user sent, for the list of conversations.
         UniqueConstraint("sender_id", "client_id"),
-        # History of a conversation: one index range per direction.
-        Index("ix_messages_conversation", "sender_id", "recipient_id", "id"),
-        # The undelivered backlog of a recipient, in stream order.
-        Index("ix_messages_backlog", "recipient_id", "status", "recipient_seq"),
+        # History of a conversation, one index range per direction, and what a user
+        # received. Without the status in it, a status mark leaves it alone.
+        Index("ix_messages_received", "recipient_id", "sender_id", "id"),
+        # The undelivered backlog of a recipient, in stream order: only messages
+        # still `sent`, so it stays a few pages for everyone, and a commit writes a
+        # few of its pages rather than a leaf per recipient (docs/performance.md).
+        Index(
+            "ix_messages_undelivered",
+            "recipient_id",
+            "recipient_seq",
+            sqlite_where=text("status = 0"),
+            postgresql_where=text("status = 0"),
+        ),
         {"sqlite_autoincrement": True},
     )
 

@@ -1,0 +1,56 @@
+"""Indexes that a status mark leaves alone: the undelivered backlog as a partial
+index, and conversations read from the recipient's side.
+
+The backlog index held every message by (recipient, status, seq): each mark moved an
+entry, and each commit wrote a leaf of it per recipient. The undelivered messages
+alone are a few pages for everyone; history reads both directions of a conversation
+from (recipient, sender, id) as it did from (sender, recipient, id), and the list of
+conversations finds what a user received there, and what they sent in the
+(sender, client_id) index. docs/performance.md, "2026-12-04 in the evening".
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-04 18:40:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+UNDELIVERED = sa.text("status = 0")
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_messages_received", ["recipient_id", "sender_id", "id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_messages_undelivered",
+            ["recipient_id", "recipient_seq"],
+            unique=False,
+            sqlite_where=UNDELIVERED,
+            postgresql_where=UNDELIVERED,
+        )
+        batch_op.drop_index("ix_messages_conversation")
+        batch_op.drop_index("ix_messages_backlog")
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_messages_backlog", ["recipient_id", "status", "recipient_seq"], unique=False
+        )
+        batch_op.create_index(
+            "ix_messages_conversation", ["sender_id", "recipient_id", "id"], unique=False
+        )
+        batch_op.drop_index("ix_messages_undelivered")
+        batch_op.drop_index("ix_messages_received")
