@@ -136,7 +136,7 @@ class Node:
         self.presence.changed()
 
     async def start(self) -> None:
-        self.writer.start()
+        await self.writer.start()
         if self.cluster is not None:
             self.cluster.start()
         self.presence.start()

@@ -34,6 +34,7 @@ from messenger.batch import (
 from messenger.errors import ErrorCode, MessengerError
 from messenger.events import StreamItem, UserRef, utc_now
 from messenger.metrics import Metrics
+from messenger.store import queries
 from messenger.store.db import Database, classify_failure
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,10 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Compile the batches' statements, then take work (see
+        `queries.compile_writer_statements`: compiled in a batch, they held it up)."""
+        await self._db.read(queries.compile_writer_statements)
         self._task = asyncio.create_task(self._run(), name="messenger-writer")
 
     async def stop(self) -> None:

@@ -335,6 +335,49 @@ def _heads_three_ways(conn: Connection) -> list[tuple[dict[int, int], dict[int, 
     return reads
 
 
+# What the writer runs through the driver, in sizes (functools caches).
+SIZED_STATEMENTS = {
+    "sqlite": (
+        queries._stream_heads_statement,
+        queries._blocks_statement,
+        queries._driver_statement,
+        queries.sqlite_mark_statement,
+    ),
+    "postgresql": (queries._stream_heads_statement,),
+}
+
+
+async def test_the_writers_statements_are_compiled_before_its_first_batch(
+    database_url: str,
+) -> None:
+    """Once `compile_writer_statements` has run (the writer runs it as it starts),
+    batches of any size find every statement they run through the driver made and
+    compiled: none is made in a batch (a compile took up to 15 ms, and held the batch)."""
+    sized = SIZED_STATEMENTS[make_url(database_url).get_backend_name()]
+    for statement_of_size in sized:
+        statement_of_size.cache_clear()
+    db = open_database(database_url)
+    try:
+        await db.read(queries.compile_writer_statements)
+        made = [statement_of_size.cache_info().currsize for statement_of_size in sized]
+        await db.write(_batches_of_every_size)
+    finally:
+        await db.dispose()
+    assert [statement_of_size.cache_info().currsize for statement_of_size in sized] == made
+
+
+def _batches_of_every_size(conn: Connection) -> None:
+    """The writer's sized statements, for every count a batch can have (no rows match)."""
+    now = datetime.now(UTC)
+    for count in range(1, queries.PAIRS_PER_LOOKUP + 2):
+        pairs = [(1, message_id) for message_id in range(count)]
+        queries.blocking_pairs(conn, pairs)
+        queries.mark_status(conn, pairs, STATUS_DELIVERED, now)
+        queries.mark_status(conn, pairs, STATUS_READ, now)
+    for count in range(1, 2 * queries.IDS_PER_READ, 7):
+        queries.stream_heads(conn, list(range(count)))
+
+
 TIMES = [
     datetime(2026, 12, 1, 12, 0, 0, 123000, tzinfo=UTC),
     datetime(2026, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),

@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import asyncpg
 from sqlalchemy.engine import Dialect
@@ -16,7 +17,7 @@ from sqlalchemy.engine import Dialect
 from messenger.client.ids import new_client_id
 from messenger.config import ConfigError, Settings
 from messenger.ratelimit import RateLimiter
-from messenger.store.driver_sql import DriverStatement
+from messenger.store.driver_sql import DriverStatement, RowsInsert
 from messenger.store.models import messages, stream_events
 
 
@@ -98,6 +99,37 @@ def test_driver_statements_refuse_values_the_driver_would_get_unconverted() -> N
         DriverStatement(
             select(messages.c.id).where(messages.c.id.in_(bindparam("ids", expanding=True)))
         ).compiled_for(sqlite.dialect())
+
+
+def _one_row_of(count: int) -> dict[str, Any]:
+    return {name: bindparam(f"{name}{count}") for name in ("user_id", "seq", "kind")}
+
+
+def test_rows_inserts_say_what_sqlalchemy_compiles_for_each_count() -> None:
+    dialect = sqlite.dialect()
+    rows = RowsInsert(insert(stream_events).values(_one_row_of(0)).returning(stream_events.c.seq))
+    for count in (1, 2, 3, 17):
+        each = insert(stream_events).values([_one_row_of(i) for i in range(count)])
+        compiled = each.returning(stream_events.c.seq).compile(dialect=dialect)
+        assert rows.sql_for(dialect, count) == compiled.string
+    assert rows.parts_for(dialect)[3] == ("user_id0", "seq0", "kind0")
+
+
+def test_rows_inserts_refuse_what_repeating_the_row_would_break() -> None:
+    one_row = insert(stream_events).values(_one_row_of(0))
+    # PostgreSQL's markers carry numbers: a repeated row would repeat them.
+    with pytest.raises(ValueError, match="unnumbered markers"):
+        RowsInsert(one_row).parts_for(asyncpg.dialect())
+    # An expression in the row: its parentheses end the row too early.
+    with pytest.raises(ValueError, match="one row of plain parameters"):
+        RowsInsert(
+            insert(stream_events).values(user_id=func.abs(bindparam("u")), seq=1, kind=1)
+        ).parts_for(sqlite.dialect())
+    # No row at all.
+    with pytest.raises(ValueError, match="one row of plain parameters"):
+        RowsInsert(
+            insert(stream_events).from_select(["user_id", "seq", "kind"], select(1, 2, 3))
+        ).parts_for(sqlite.dialect())
 
 
 def test_client_ids_are_uuid7_and_sort_by_time() -> None:
