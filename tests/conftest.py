@@ -94,6 +94,18 @@ async def database_url(
 
 
 @pytest.fixture
+async def empty_pg_url() -> AsyncIterator[str]:
+    """A PostgreSQL database without tables, dropped afterwards: for the migrations."""
+    name = f"messenger_test_{uuid.uuid4().hex[:12]}"
+    try:
+        await _pg_admin(f'CREATE DATABASE "{name}"')
+    except (OSError, asyncpg.PostgresError) as exc:
+        service_missing("PostgreSQL", exc)
+    yield f"{PG_HOST_URL}/{name}"
+    await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
 def settings(database_url: str) -> Settings:
     # Rate limit off unless a test turns it on; fast resync so repairs show quickly;
     # argon2 at its lowest cost (the same code, far less CPU per account).

@@ -3,11 +3,13 @@ served by indexes (a page must not cost more as the table grows)."""
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
 import pytest
+from alembic import command
 from sqlalchemy import Connection, Select, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -16,7 +18,7 @@ from messenger.events import format_time
 from messenger.protocol import STATUS_DELIVERED, STATUS_READ, STATUS_SENT
 from messenger.store import queries
 from messenger.store.db import open_database
-from messenger.store.migrate import check, upgrade
+from messenger.store.migrate import alembic_config, check, upgrade
 from messenger.store.models import messages, users
 
 
@@ -25,6 +27,63 @@ async def test_migrations_match_models(database_url: str) -> None:
     check(database_url)
     upgrade(database_url)  # running it again at head is a no-op
     check(database_url)
+
+
+def test_postgresql_builds_0002s_indexes_concurrently() -> None:
+    """On PostgreSQL, migration 0002 builds and drops its indexes CONCURRENTLY, outside
+    the migration's transaction, so that sends go on while a large table is read."""
+    config = alembic_config("postgresql+asyncpg://nobody@127.0.0.1/offline")
+    config.output_buffer = io.StringIO()
+    command.upgrade(config, "0001:0002", sql=True)
+    script = config.output_buffer.getvalue()
+    outside = script[script.index("COMMIT;") : script.rindex("BEGIN;")]
+    for name in ("received", "undelivered"):
+        assert f"CREATE INDEX CONCURRENTLY ix_messages_{name} ON messages" in outside
+    for name in ("conversation", "backlog"):
+        assert f"DROP INDEX CONCURRENTLY IF EXISTS ix_messages_{name}" in outside
+    assert "CREATE INDEX ix_" not in script
+
+
+async def test_postgresql_upgrade_to_0002_finishes_after_a_failed_build(
+    empty_pg_url: str,
+) -> None:
+    """A concurrent build that fails leaves an invalid index of its name behind (here
+    a unique build over duplicates); the upgrade run again replaces it, and the
+    database matches the models."""
+    upgrade(empty_pg_url, "0001")
+    conn = await asyncpg.connect(empty_pg_url.replace("+asyncpg", ""))
+    try:
+        await conn.execute(
+            "INSERT INTO users (username, password_hash, created_at, stream_seq)"
+            " VALUES ('a', 'x', now(), 0), ('b', 'x', now(), 0)"
+        )
+        await conn.execute(
+            "INSERT INTO messages (sender_id, recipient_id, body, client_id, sent_at, status,"
+            " recipient_seq) SELECT 1, 2, 'hi', 'c' || n, now(), 0, n FROM generate_series(1, 2) n"
+        )
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute(
+                "CREATE UNIQUE INDEX CONCURRENTLY ix_messages_received ON messages (recipient_id)"
+            )
+        assert await _index_validity(conn) == {"ix_messages_received": False}
+        upgrade(empty_pg_url)
+        check(empty_pg_url)
+        assert await _index_validity(conn) == {
+            "ix_messages_received": True,
+            "ix_messages_undelivered": True,
+        }
+    finally:
+        await conn.close()
+
+
+async def _index_validity(conn: asyncpg.Connection) -> dict[str, bool]:
+    """0002's indexes on `messages` present, and whether each is valid."""
+    rows = await conn.fetch(
+        "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE i.indrelid = 'messages'::regclass"
+        " AND c.relname IN ('ix_messages_received', 'ix_messages_undelivered')"
+    )
+    return {row["relname"]: row["indisvalid"] for row in rows}
 
 
 async def _plan(

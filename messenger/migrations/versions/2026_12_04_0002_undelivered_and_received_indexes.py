@@ -29,6 +29,9 @@ UNDELIVERED = sa.text("status = 0")
 
 
 def upgrade() -> None:
+    if op.get_context().dialect.name == "postgresql":
+        _upgrade_postgresql()
+        return
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.create_index(
             "ix_messages_received", ["recipient_id", "sender_id", "id"], unique=False
@@ -42,6 +45,27 @@ def upgrade() -> None:
         )
         batch_op.drop_index("ix_messages_conversation")
         batch_op.drop_index("ix_messages_backlog")
+
+
+def _upgrade_postgresql() -> None:
+    """The indexes built CONCURRENTLY: sends and marks go on while each is read from
+    a large table (a plain build holds every write to `messages` until it commits).
+
+    Such a build runs outside a transaction, and one that fails (a cancel, a lost
+    connection) leaves an invalid index of its name behind; each index is dropped
+    first if it is there, so running the upgrade again finishes the job.
+    """
+    with op.get_context().autocommit_block():
+        for name, columns, where in (
+            ("ix_messages_received", ["recipient_id", "sender_id", "id"], None),
+            ("ix_messages_undelivered", ["recipient_id", "recipient_seq"], UNDELIVERED),
+        ):
+            op.drop_index(name, "messages", if_exists=True, postgresql_concurrently=True)
+            op.create_index(
+                name, "messages", columns, postgresql_where=where, postgresql_concurrently=True
+            )
+        for name in ("ix_messages_conversation", "ix_messages_backlog"):
+            op.drop_index(name, "messages", if_exists=True, postgresql_concurrently=True)
 
 
 def downgrade() -> None:
