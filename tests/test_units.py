@@ -101,11 +101,13 @@ def test_driver_statements_refuse_values_the_driver_would_get_unconverted() -> N
         ).compiled_for(sqlite.dialect())
 
 
-def _one_row_of(count: int) -> dict[str, Any]:
-    return {name: bindparam(f"{name}{count}") for name in ("user_id", "seq", "kind")}
+def _one_row_of(index: int) -> dict[str, Any]:
+    return {name: bindparam(f"{name}{index}") for name in ("user_id", "seq", "kind")}
 
 
 def test_rows_inserts_say_what_sqlalchemy_compiles_for_each_count() -> None:
+    """The one-row SQL with its row repeated is the SQL SQLAlchemy compiles for n rows,
+    and each row's values go in the order of the one row's names."""
     dialect = sqlite.dialect()
     rows = RowsInsert(insert(stream_events).values(_one_row_of(0)).returning(stream_events.c.seq))
     for count in (1, 2, 3, 17):
