@@ -12,6 +12,7 @@ import pytest
 from alembic import command
 from sqlalchemy import Connection, Select, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from messenger.events import format_time
@@ -392,6 +393,36 @@ def _heads_three_ways(conn: Connection) -> list[tuple[dict[int, int], dict[int, 
         }
         reads.append((stored, queries.stream_heads(conn, wanted)))
     return reads
+
+
+async def test_driver_statements_raise_sqlalchemys_errors(database_url: str) -> None:
+    """Statements handed to the driver raise the driver's errors as SQLAlchemy does (the
+    writer retries a batch on `IntegrityError`), without the values in the message
+    (they hold message bodies); and, first on a connection, begin its transaction as
+    SQLAlchemy would (a read's snapshot starts there)."""
+    db = open_database(database_url)
+    try:
+        with pytest.raises(IntegrityError) as caught:
+            await db.write(_insert_an_event_twice)
+        assert await db.read(_read_heads_first) == (False, True)
+    finally:
+        await db.dispose()
+    assert "secret body" not in str(caught.value)
+
+
+def _insert_an_event_twice(conn: Connection) -> None:
+    user = queries.insert_user(conn, "twice", "x", datetime.now(UTC))
+    event = {"user_id": user, "seq": 1, "kind": 2, "message_id": None, "payload": "secret body"}
+    queries.insert_stream_events(conn, [event])
+    queries.insert_stream_events(conn, [event])
+
+
+def _read_heads_first(conn: Connection) -> tuple[bool, bool]:
+    """Whether the connection was in a transaction before and after its first statement,
+    one handed to the driver."""
+    before = conn.in_transaction()
+    queries.stream_heads(conn, [1])
+    return before, conn.in_transaction()
 
 
 # What the writer runs through the driver, in sizes (functools caches).

@@ -243,10 +243,11 @@ def blocking_pairs(conn: Connection, pairs: Iterable[tuple[int, int]]) -> set[tu
     dialect = conn.dialect.name
     found: set[tuple[int, int]] = set()
     for statement, params in _pair_lookups(dialect, _blocks_statement, list(set(pairs))):
-        if dialect == "sqlite":
-            result = _driver_statement(statement).execute(conn, params)
-        else:
-            result = conn.execute(statement, params)
+        result: Iterable[Any] = (
+            _driver_statement(statement).execute(conn, params)
+            if dialect == "sqlite"
+            else conn.execute(statement, params)
+        )
         found.update((blocker, blocked) for blocker, blocked in result)
     return found
 
