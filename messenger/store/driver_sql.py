@@ -11,17 +11,18 @@ more than SQLite took to store the rows: 60 stream events, 482 us through `execu
 276 us handed to the driver (of which SQLite ~250).
 
 A `DriverStatement` compiles its Core statement once per dialect into the driver's
-SQL and parameter order, and hands plain tuples to the cursor of the `Connection`'s
-own DBAPI connection, inside the transaction the `Connection` has begun. Even
-`exec_driver_sql` builds an execution context and reads the cursor's description
-into result metadata on every call: 0.23 ms of the SQLite writer's CPU a batch (of
-0.70 for a batch of one send and one mark, of 2.5 for 25 and 25; `bench.wal_frames`).
-The driver's errors are raised as SQLAlchemy would raise them (`IntegrityError`,
-`OperationalError`, a lost connection marked as such), which is what the writer's
-retries and `classify_failure` read. It is only for values that need no conversion
-either way (integers, text, None): nothing converts a parameter or a result on this
-path, so a statement with a type that would need it is refused when it is first
-compiled.
+SQL and parameter order, and hands plain tuples to the driver. On SQLite they go to
+a cursor of the `Connection`'s own DBAPI connection, inside the transaction the
+`Connection` has begun: even `exec_driver_sql` builds an execution context and reads
+the cursor's description into result metadata on every call, 0.23 ms of the writer's
+CPU a batch (of 0.70 for a batch of one send and one mark, of 2.5 for 25 and 25;
+`bench.wal_frames`). The driver's errors are raised as SQLAlchemy raises them
+(`IntegrityError` for the writer's retries, values hidden). PostgreSQL keeps
+`exec_driver_sql`: a statement there is a round trip, and on a lost connection
+SQLAlchemy also drops the pool's other connections of that age, which reads count
+on (`PostgresDatabase.read`). It is only for values that need no conversion either
+way (integers, text, None): nothing converts a parameter or a result on this path,
+so a statement with a type that would need it is refused when it is first compiled.
 """
 
 from __future__ import annotations
@@ -46,14 +47,14 @@ class DriverStatement:
     def execute(self, conn: Connection, values: Mapping[str, Any]) -> list[Any]:
         """Run once; `values` maps the statement's parameter names. Rows are tuples."""
         sql, names = self.compiled_for(conn.dialect)
-        return _on_cursor(conn, sql, tuple([values[name] for name in names]))
+        return _run_in_driver(conn, sql, tuple([values[name] for name in names]))
 
     def executemany(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run once per row; each row maps the statement's parameter names."""
         if not rows:
             return
         sql, names = self.compiled_for(conn.dialect)
-        _on_cursor(conn, sql, [tuple([row[name] for name in names]) for row in rows], many=True)
+        _run_in_driver(conn, sql, [tuple([row[name] for name in names]) for row in rows], many=True)
 
     def compiled_for(self, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
         """The dialect's SQL text and the parameter names in the order it binds them."""
@@ -64,8 +65,12 @@ class DriverStatement:
         return found
 
 
-def _on_cursor(conn: Connection, sql: str, params: Any, many: bool = False) -> list[Any]:
-    """`sql` on a cursor of the connection's DBAPI connection; the rows it returns."""
+def _run_in_driver(conn: Connection, sql: str, params: Any, many: bool = False) -> list[Any]:
+    """`sql` with positional `params` (a list of them if `many`); the rows it returns.
+    On SQLite, on a cursor of the connection's own DBAPI connection (see above)."""
+    if conn.dialect.name != "sqlite":
+        result = conn.exec_driver_sql(sql, params)
+        return cast(list[Any], result.all()) if result.returns_rows else []
     if not conn.in_transaction():
         conn.begin()  # as SQLAlchemy begins one before a first statement (our BEGIN)
     dbapi_connection = conn.connection.dbapi_connection
@@ -84,7 +89,6 @@ def _on_cursor(conn: Connection, sql: str, params: Any, many: bool = False) -> l
             exc,
             conn.dialect.loaded_dbapi.Error,
             hide_parameters=True,
-            connection_invalidated=conn.dialect.is_disconnect(exc, dbapi_connection, cursor),
             dialect=conn.dialect,
         ) from exc
     finally:
@@ -126,7 +130,7 @@ class RowsInsert:
         RETURNING gives, as tuples."""
         names = self.parts_for(conn.dialect)[3]
         values = tuple([row[name] for row in rows for name in names])
-        return _on_cursor(conn, self.sql_for(conn.dialect, len(rows)), values)
+        return _run_in_driver(conn, self.sql_for(conn.dialect, len(rows)), values)
 
     def sql_for(self, dialect: Dialect, count: int) -> str:
         """The SQL that inserts `count` rows."""
