@@ -26,6 +26,12 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 UNDELIVERED = sa.text("status = 0")
+# (name, columns, partial-index condition) of the indexes made, and those dropped.
+NEW_INDEXES = (
+    ("ix_messages_received", ["recipient_id", "sender_id", "id"], None),
+    ("ix_messages_undelivered", ["recipient_id", "recipient_seq"], UNDELIVERED),
+)
+OLD_INDEXES = ("ix_messages_conversation", "ix_messages_backlog")
 
 
 def upgrade() -> None:
@@ -33,18 +39,10 @@ def upgrade() -> None:
         _upgrade_postgresql()
         return
     with op.batch_alter_table("messages", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_messages_received", ["recipient_id", "sender_id", "id"], unique=False
-        )
-        batch_op.create_index(
-            "ix_messages_undelivered",
-            ["recipient_id", "recipient_seq"],
-            unique=False,
-            sqlite_where=UNDELIVERED,
-            postgresql_where=UNDELIVERED,
-        )
-        batch_op.drop_index("ix_messages_conversation")
-        batch_op.drop_index("ix_messages_backlog")
+        for name, columns, where in NEW_INDEXES:
+            batch_op.create_index(name, columns, unique=False, sqlite_where=where)
+        for name in OLD_INDEXES:
+            batch_op.drop_index(name)
 
 
 def _upgrade_postgresql() -> None:
@@ -56,15 +54,12 @@ def _upgrade_postgresql() -> None:
     first if it is there, so running the upgrade again finishes the job.
     """
     with op.get_context().autocommit_block():
-        for name, columns, where in (
-            ("ix_messages_received", ["recipient_id", "sender_id", "id"], None),
-            ("ix_messages_undelivered", ["recipient_id", "recipient_seq"], UNDELIVERED),
-        ):
+        for name, columns, where in NEW_INDEXES:
             op.drop_index(name, "messages", if_exists=True, postgresql_concurrently=True)
             op.create_index(
                 name, "messages", columns, postgresql_where=where, postgresql_concurrently=True
             )
-        for name in ("ix_messages_conversation", "ix_messages_backlog"):
+        for name in OLD_INDEXES:
             op.drop_index(name, "messages", if_exists=True, postgresql_concurrently=True)
 
 
