@@ -162,13 +162,18 @@ def start_messenger(
         args.append("--no-migrate")
     if redis_url:
         args += ["--redis-url", redis_url]
-    # No per-user event limit (the generator is the flood), no login limit (the
-    # generator logs in many accounts from one address), and no cap on one user's
-    # sockets (`connections` opens many sockets per account).
+    # No per-user event limit (the generator is the flood), no login or registration
+    # limit (the generator makes and logs in many accounts from one address), and no
+    # cap on one user's sockets or one address's connections (`connections` opens
+    # many sockets per account, all from loopback).
     base = {
         "MESSENGER_RATE_LIMIT": "0",
         "MESSENGER_LOGIN_BURST": "0",
+        "MESSENGER_REGISTER_BURST": "0",
         "MESSENGER_MAX_CONNECTIONS_PER_USER": "0",
+        "MESSENGER_MAX_CONNECTIONS_PER_ADDRESS": "0",
+        "MESSENGER_MAX_PENDING_SESSIONS_PER_ADDRESS": "0",
+        "MESSENGER_MAX_PENDING_SESSIONS": "0",
         "MESSENGER_LOG_FORMAT": "text",
     }
     return start(name, args, workdir, env={**base, **(env or {})}, timeout=120.0, root=root)

@@ -23,18 +23,15 @@ from messenger.presence import LocalPresence, Presence, RedisPresence
 from messenger.store.db import open_database
 from messenger.streams import StreamReader
 from messenger.transport.origins import engineio_origin_check
+from messenger.transport.pusher import SocketPusher
 from messenger.transport.rest import (
     MAX_REQUEST_BYTES,
     RestApi,
     cors_middleware,
     error_middleware,
 )
-from messenger.transport.sockets import (
-    CLOSE_GRACE_SECONDS,
-    SocketHandlers,
-    SocketPusher,
-    TextOnlyServer,
-)
+from messenger.transport.server import CLOSE_GRACE_SECONDS, TextOnlyServer
+from messenger.transport.sockets import SocketHandlers
 from messenger.transport.web import add_web_routes
 from messenger.writer import Writer
 

@@ -1,20 +1,27 @@
 """Settings: one frozen object built from command-line flags and MESSENGER_* variables.
 
 Nothing reads the environment at import time; `Settings.from_env` takes the mapping to
-read, so tests build settings without touching `os.environ`.
+read, so tests build settings without touching `os.environ`. Every value is checked
+when the object is made, against the range in `RULES`: a bad one is a one-line
+`ConfigError` that names the variable and what it accepts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, NamedTuple
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./messenger.db"
 SQLITE_SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 EVENT_LOOPS = ("uvloop", "asyncio")
+LOG_FORMATS = ("text", "json")
+KIB, MIB = 1024, 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -38,12 +45,19 @@ class Settings:
     # Login attempts per username in a burst, refilled at one every 5 s (an address
     # gets five times that); 0 turns the login limits off (benchmarks, trusted setups).
     login_burst: int = 10
+    # Registrations one client address may make in a burst, refilled at one a minute;
+    # 0 turns the registration limits off (tests, benchmarks, trusted setups).
+    register_burst: int = 5
     # Socket.IO connections one user may hold on one node; 0 means no cap.
     max_connections_per_user: int = 20
     token_ttl: timedelta = timedelta(days=30)
     # argon2id cost: the library's defaults (RFC 9106's second recommendation).
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
+    # Password hashes computed at once (each holds argon2_memory_kib), and how many
+    # more may wait for a worker before a request is answered 503 `unavailable`.
+    hash_workers: int = 2
+    hash_queue: int = 16
     # FULL: an acknowledged send survives power loss, not only a process crash.
     sqlite_synchronous: str = "FULL"
     # Group commit: the most items one write transaction takes.
@@ -53,73 +67,61 @@ class Settings:
     resync_interval: float = 2.0
     # Seconds an Engine.IO session may stay open without a connection to the
     # namespace, from its opening or from the end of its connection (a logout).
-    connect_timeout: float = 45.0
+    connect_timeout: float = 10.0
+    # Engine.IO sessions not (yet) connected to the namespace, per client address and
+    # on the whole node; a handshake beyond either is refused. 0 means no cap.
+    max_pending_sessions_per_address: int = 64
+    max_pending_sessions: int = 4096
+    # Bytes queued for one connection and not yet taken by the kernel (pushes,
+    # answers, pings); past it the connection is dropped. Nothing acknowledged is
+    # lost: what was not delivered stays in SQL and replays on reconnect.
+    connection_buffer: int = 8 * MIB
+    # The size a `sync` or `history` answer stops at (`has_more` then says so).
+    max_answer_bytes: int = 1 * MIB
+    # Events a connection may have sent and not yet been answered.
+    max_pending_requests: int = 8
+    # Open TCP connections per client address and on the whole node; 0 for the node
+    # means as many as the file-descriptor limit allows, less room for the databases.
+    max_connections_per_address: int = 256
+    max_connections: int = 0
+    # Seconds a client has to send a request's line and headers, and an idle
+    # keep-alive connection stays open.
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 30.0
+    # Proxies (addresses or networks) whose X-Forwarded-For names the client address.
+    trusted_proxies: tuple[str, ...] = ()
     migrate: bool = True
     log_format: str = "text"
     # uvloop: less CPU per message and a lower tail than the standard library's loop
-    # (docs/performance.md, "What changed on 2026-12-04"); "asyncio" is the fallback.
+    # (docs/performance.md); "asyncio" is the fallback.
     event_loop: str = "uvloop"
 
     def __post_init__(self) -> None:
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"port must be 1-65535, not {self.port}")
-        if self.rate_limit < 0:
-            raise ConfigError("rate limit must be 0 (off) or positive")
-        if self.login_burst < 0:
-            raise ConfigError("login burst must be 0 (off) or positive")
-        if self.max_connections_per_user < 0:
-            raise ConfigError("max connections per user must be 0 (no cap) or positive")
-        if self.max_body < 1:
-            raise ConfigError("max body must be at least 1 character")
-        if self.sqlite_synchronous not in SQLITE_SYNCHRONOUS_LEVELS:
-            raise ConfigError(f"sqlite synchronous must be one of {SQLITE_SYNCHRONOUS_LEVELS}")
-        if self.argon2_time_cost < 1 or self.argon2_memory_kib < 8:
-            raise ConfigError("argon2 needs a time cost >= 1 and memory >= 8 KiB")
-        if self.event_loop not in EVENT_LOOPS:
-            raise ConfigError(f"event loop must be one of {EVENT_LOOPS}")
-        if self.connect_timeout <= 0:
-            raise ConfigError("connect timeout must be positive")
-        if self.write_batch_max < 1:
-            raise ConfigError("write batch max must be at least 1")
-        if "" in self.cors_origins or "*" in self.cors_origins:
-            # An empty list would switch python-engineio's Origin check off, and "*"
-            # would allow any site to drive a logged-in browser: neither is allowed.
-            raise ConfigError("CORS origins must be explicit origins")
+        for field, rule in RULES.items():
+            value = getattr(self, field)
+            if not rule.accepts(value):
+                raise ConfigError(f"{rule.env} must be {rule.accepted}, not {_shown(value)}")
+        if self.max_answer_bytes > self.connection_buffer:
+            raise ConfigError(
+                "MESSENGER_MAX_ANSWER_BYTES must be at most MESSENGER_CONNECTION_BUFFER "
+                f"({self.connection_buffer}), not {self.max_answer_bytes}"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Read MESSENGER_* variables; explicit overrides (flags) win over them."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        readers: dict[str, tuple[str, Callable[[str], object]]] = {
-            "host": ("MESSENGER_HOST", str),
-            "port": ("MESSENGER_PORT", int),
-            "database_url": ("MESSENGER_DATABASE_URL", str),
-            "redis_url": ("MESSENGER_REDIS_URL", str),
-            "redis_prefix": ("MESSENGER_REDIS_PREFIX", str),
-            "cors_origins": ("MESSENGER_CORS_ORIGINS", _split_origins),
-            "rate_limit": ("MESSENGER_RATE_LIMIT", float),
-            "max_body": ("MESSENGER_MAX_BODY", int),
-            "login_burst": ("MESSENGER_LOGIN_BURST", int),
-            "max_connections_per_user": ("MESSENGER_MAX_CONNECTIONS_PER_USER", int),
-            "token_ttl": ("MESSENGER_TOKEN_TTL", _seconds),
-            "argon2_time_cost": ("MESSENGER_ARGON2_TIME_COST", int),
-            "argon2_memory_kib": ("MESSENGER_ARGON2_MEMORY_KIB", int),
-            "sqlite_synchronous": ("MESSENGER_SQLITE_SYNCHRONOUS", str.upper),
-            "write_batch_max": ("MESSENGER_WRITE_BATCH_MAX", int),
-            "resync_interval": ("MESSENGER_RESYNC_INTERVAL", float),
-            "connect_timeout": ("MESSENGER_CONNECT_TIMEOUT", float),
-            "log_format": ("MESSENGER_LOG_FORMAT", str),
-            "event_loop": ("MESSENGER_EVENT_LOOP", str.lower),
-        }
-        for field, (name, parse) in readers.items():
-            raw = env.get(name)
-            if raw is None or (raw == "" and field != "cors_origins"):
+        for field, rule in RULES.items():
+            raw = env.get(rule.env)
+            if raw is None or (raw == "" and not rule.empty_is_value):
                 continue
             try:
-                values[field] = parse(raw)
-            except ValueError as exc:
-                raise ConfigError(f"{name}: {exc}") from exc
+                values[field] = rule.parse(raw)
+            except ValueError:
+                raise ConfigError(
+                    f"{rule.env} must be {rule.accepted}, not {_shown(raw)}"
+                ) from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
@@ -127,9 +129,234 @@ class Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
-def _split_origins(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+class Rule(NamedTuple):
+    """How one setting is read from its variable, and which values it accepts."""
+
+    env: str
+    parse: Callable[[str], object]
+    accepts: Callable[[Any], bool]
+    accepted: str  # said in the error: "an integer from 1 to 65535"
+    empty_is_value: bool = False
+
+
+def _finite(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(raw)
+    return value
 
 
 def _seconds(raw: str) -> timedelta:
-    return timedelta(seconds=float(raw))
+    return timedelta(seconds=_finite(raw))
+
+
+def _boolean(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(raw)
+    return word in ("true", "1", "yes")
+
+
+def _split(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _split_origins(raw: str) -> tuple[str, ...]:
+    return tuple(part.rstrip("/") for part in _split(raw))
+
+
+def _int_in(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda v: type(v) is int and low <= v <= high
+
+
+def _number_in(low: float, high: float, low_open: bool = False) -> Callable[[Any], bool]:
+    def accepts(value: Any) -> bool:
+        if type(value) not in (int, float) or not math.isfinite(value):
+            return False
+        above = low < value if low_open else low <= value
+        return bool(above and value <= high)
+
+    return accepts
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], bool]:
+    return lambda v: v in choices
+
+
+def _origins_ok(origins: Any) -> bool:
+    # An empty entry would switch python-engineio's Origin check off, and "*" would
+    # allow any site to drive a logged-in browser: neither is allowed.
+    return isinstance(origins, tuple) and all(o and o != "*" for o in origins)
+
+
+def _networks_ok(networks: Any) -> bool:
+    if not isinstance(networks, tuple):
+        return False
+    try:
+        for network in networks:
+            ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _ttl_ok(ttl: Any) -> bool:
+    return isinstance(ttl, timedelta) and timedelta(minutes=1) <= ttl <= timedelta(days=3650)
+
+
+def _url_ok(schemes: tuple[str, ...]) -> Callable[[Any], bool]:
+    return lambda url: isinstance(url, str) and url.split("://", 1)[0] in schemes
+
+
+def _optional(accepts: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or accepts(v)
+
+
+DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+MAX_INT = 2**31 - 1
+
+RULES: dict[str, Rule] = {
+    "host": Rule("MESSENGER_HOST", str, lambda v: isinstance(v, str) and v != "", "a host name"),
+    "port": Rule("MESSENGER_PORT", int, _int_in(1, 65535), "an integer from 1 to 65535"),
+    "database_url": Rule(
+        "MESSENGER_DATABASE_URL",
+        str,
+        _url_ok(DATABASE_SCHEMES),
+        f"a URL starting {' or '.join(s + '://' for s in DATABASE_SCHEMES)}",
+    ),
+    "redis_url": Rule(
+        "MESSENGER_REDIS_URL",
+        str,
+        _optional(_url_ok(REDIS_SCHEMES)),
+        f"a URL starting {' or '.join(s + '://' for s in REDIS_SCHEMES)}",
+    ),
+    "redis_prefix": Rule(
+        "MESSENGER_REDIS_PREFIX",
+        str,
+        lambda v: isinstance(v, str) and 0 < len(v) <= 64,
+        "1 to 64 characters",
+    ),
+    "cors_origins": Rule(
+        "MESSENGER_CORS_ORIGINS",
+        _split_origins,
+        _origins_ok,
+        "a comma-separated list of explicit origins (no '*')",
+        empty_is_value=True,
+    ),
+    "rate_limit": Rule(
+        "MESSENGER_RATE_LIMIT", _finite, _number_in(0, 1e6), "0 (off) or events per second"
+    ),
+    "max_body": Rule(
+        "MESSENGER_MAX_BODY", int, _int_in(1, 65536), "an integer from 1 to 65536 (characters)"
+    ),
+    "login_burst": Rule(
+        "MESSENGER_LOGIN_BURST", int, _int_in(0, 10_000), "an integer from 0 (off) to 10000"
+    ),
+    "register_burst": Rule(
+        "MESSENGER_REGISTER_BURST", int, _int_in(0, 10_000), "an integer from 0 (off) to 10000"
+    ),
+    "max_connections_per_user": Rule(
+        "MESSENGER_MAX_CONNECTIONS_PER_USER",
+        int,
+        _int_in(0, 100_000),
+        "an integer from 0 (no cap) to 100000",
+    ),
+    "token_ttl": Rule(
+        "MESSENGER_TOKEN_TTL", _seconds, _ttl_ok, "seconds from 60 to 315360000 (ten years)"
+    ),
+    "argon2_time_cost": Rule(
+        "MESSENGER_ARGON2_TIME_COST", int, _int_in(1, 100), "an integer from 1 to 100"
+    ),
+    # argon2id with the library's parallelism of 4 needs at least 8 KiB a lane.
+    "argon2_memory_kib": Rule(
+        "MESSENGER_ARGON2_MEMORY_KIB",
+        int,
+        _int_in(32, 4 * MIB),
+        "an integer from 32 to 4194304 (KiB)",
+    ),
+    "hash_workers": Rule("MESSENGER_HASH_WORKERS", int, _int_in(1, 64), "an integer from 1 to 64"),
+    "hash_queue": Rule(
+        "MESSENGER_HASH_QUEUE", int, _int_in(0, 10_000), "an integer from 0 to 10000"
+    ),
+    "sqlite_synchronous": Rule(
+        "MESSENGER_SQLITE_SYNCHRONOUS",
+        str.upper,
+        _one_of(SQLITE_SYNCHRONOUS_LEVELS),
+        f"one of {', '.join(SQLITE_SYNCHRONOUS_LEVELS)}",
+    ),
+    "write_batch_max": Rule(
+        "MESSENGER_WRITE_BATCH_MAX", int, _int_in(1, 10_000), "an integer from 1 to 10000"
+    ),
+    "resync_interval": Rule(
+        "MESSENGER_RESYNC_INTERVAL", _finite, _number_in(0.05, 3600), "seconds from 0.05 to 3600"
+    ),
+    "connect_timeout": Rule(
+        "MESSENGER_CONNECT_TIMEOUT", _finite, _number_in(0.1, 3600), "seconds from 0.1 to 3600"
+    ),
+    "max_pending_sessions_per_address": Rule(
+        "MESSENGER_MAX_PENDING_SESSIONS_PER_ADDRESS",
+        int,
+        _int_in(0, 1_000_000),
+        "an integer from 0 (no cap) to 1000000",
+    ),
+    "max_pending_sessions": Rule(
+        "MESSENGER_MAX_PENDING_SESSIONS",
+        int,
+        _int_in(0, 1_000_000),
+        "an integer from 0 (no cap) to 1000000",
+    ),
+    "connection_buffer": Rule(
+        "MESSENGER_CONNECTION_BUFFER",
+        int,
+        _int_in(64 * KIB, MAX_INT),
+        f"bytes from {64 * KIB} to {MAX_INT}",
+    ),
+    "max_answer_bytes": Rule(
+        "MESSENGER_MAX_ANSWER_BYTES",
+        int,
+        _int_in(64 * KIB, MAX_INT),
+        f"bytes from {64 * KIB} to {MAX_INT}",
+    ),
+    "max_pending_requests": Rule(
+        "MESSENGER_MAX_PENDING_REQUESTS", int, _int_in(1, 1000), "an integer from 1 to 1000"
+    ),
+    "max_connections_per_address": Rule(
+        "MESSENGER_MAX_CONNECTIONS_PER_ADDRESS",
+        int,
+        _int_in(0, 1_000_000),
+        "an integer from 0 (no cap) to 1000000",
+    ),
+    "max_connections": Rule(
+        "MESSENGER_MAX_CONNECTIONS",
+        int,
+        _int_in(0, 10_000_000),
+        "an integer from 0 (from the descriptor limit) to 10000000",
+    ),
+    "header_timeout": Rule(
+        "MESSENGER_HEADER_TIMEOUT", _finite, _number_in(0.1, 3600), "seconds from 0.1 to 3600"
+    ),
+    "keepalive_timeout": Rule(
+        "MESSENGER_KEEPALIVE_TIMEOUT", _finite, _number_in(0.1, 3600), "seconds from 0.1 to 3600"
+    ),
+    "trusted_proxies": Rule(
+        "MESSENGER_TRUSTED_PROXIES",
+        _split,
+        _networks_ok,
+        "a comma-separated list of IP addresses or networks",
+        empty_is_value=True,
+    ),
+    "migrate": Rule("MESSENGER_MIGRATE", _boolean, lambda v: isinstance(v, bool), "true or false"),
+    "log_format": Rule(
+        "MESSENGER_LOG_FORMAT", str.lower, _one_of(LOG_FORMATS), f"one of {', '.join(LOG_FORMATS)}"
+    ),
+    "event_loop": Rule(
+        "MESSENGER_EVENT_LOOP", str.lower, _one_of(EVENT_LOOPS), f"one of {', '.join(EVENT_LOOPS)}"
+    ),
+}
+
+
+def _shown(value: object) -> str:
+    """A value as an error line shows it: one line, and never very long."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -37,7 +37,7 @@ class ServeProcess:
     """`python -m messenger serve` on a fixed port, started and killed at will.
 
     The server's environment is the test's without its MESSENGER_* variables (so the
-    outer shell cannot change a test), the rate limit off, then `env`. With
+    outer shell cannot change a test), the rate and registration limits off, then `env`. With
     `migrate=False` it runs with `--no-migrate` (for databases copied from a migrated
     template). Every life logs to its own file, so a test can read what each one said.
     """
@@ -59,7 +59,7 @@ class ServeProcess:
         self.logs = logs
         self.name = name
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MESSENGER_")}
-        self.env.update(MESSENGER_RATE_LIMIT="0", **(env or {}))
+        self.env.update(MESSENGER_RATE_LIMIT="0", MESSENGER_REGISTER_BURST="0", **(env or {}))
         self.migrate = migrate
         self.redis_url = redis_url
         self.health_timeout = health_timeout

@@ -3,6 +3,7 @@ statements compile for the driver, and the client's ids."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from datetime import timedelta
@@ -15,10 +16,11 @@ from sqlalchemy.dialects.postgresql import asyncpg
 from sqlalchemy.engine import Dialect
 
 from messenger.client.ids import new_client_id
-from messenger.config import ConfigError, Settings
+from messenger.config import RULES, ConfigError, Settings
 from messenger.ratelimit import RateLimiter
 from messenger.store.driver_sql import DriverStatement, RowsInsert
 from messenger.store.models import messages, stream_events
+from messenger.transport.client_address import ClientAddresses
 
 
 def test_settings_read_the_environment_and_flags_win() -> None:
@@ -49,11 +51,49 @@ def test_settings_read_the_environment_and_flags_win() -> None:
         {"MESSENGER_SQLITE_SYNCHRONOUS": "sometimes"},
         {"MESSENGER_EVENT_LOOP": "tokio"},
         {"MESSENGER_CONNECT_TIMEOUT": "0"},
+        {"MESSENGER_CONNECT_TIMEOUT": "nan"},
+        {"MESSENGER_RATE_LIMIT": "nan"},
+        {"MESSENGER_RATE_LIMIT": "inf"},
+        {"MESSENGER_RESYNC_INTERVAL": "0"},
+        {"MESSENGER_TOKEN_TTL": "-60"},
+        {"MESSENGER_ARGON2_MEMORY_KIB": "8"},
+        {"MESSENGER_CONNECTION_BUFFER": "1"},
+        {"MESSENGER_MAX_ANSWER_BYTES": str(64 * 1024 * 1024)},
+        {"MESSENGER_TRUSTED_PROXIES": "10.0.0.0/8, proxy.example"},
+        {"MESSENGER_DATABASE_URL": "mysql://root@localhost/db"},
+        {"MESSENGER_HEADER_TIMEOUT": "-1"},
+        {"MESSENGER_MIGRATE": "perhaps"},
     ],
 )
-def test_bad_settings_are_refused(env: dict[str, str]) -> None:
-    with pytest.raises(ConfigError):
+def test_bad_settings_are_refused_in_one_line_naming_the_variable(env: dict[str, str]) -> None:
+    """Each bad value is refused when the settings are made, in one line that names the
+    variable and what it accepts (the `serve` command prints it and exits 2)."""
+    with pytest.raises(ConfigError) as refused:
         Settings.from_env(env)
+    message = str(refused.value)
+    assert "\n" not in message and next(iter(env)) in message and "must be" in message
+
+
+def test_every_setting_has_a_rule_and_every_default_passes_it() -> None:
+    """A new setting cannot skip validation: each field of Settings is in RULES."""
+    fields = {field.name for field in dataclasses.fields(Settings)}
+    assert fields == set(RULES)
+    Settings()  # the defaults are valid
+
+
+def test_settings_read_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "MESSENGER_TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16",
+            "MESSENGER_CONNECTION_BUFFER": "1048576",
+            "MESSENGER_MIGRATE": "false",
+            "MESSENGER_TOKEN_TTL": "3600",
+        }
+    )
+    assert settings.trusted_proxies == ("10.0.0.1", "192.168.0.0/16")
+    assert settings.connection_buffer == 1 << 20
+    assert settings.migrate is False
+    assert settings.token_ttl.total_seconds() == 3600
 
 
 def test_empty_cors_origins_means_same_origin_only() -> None:
@@ -147,3 +187,17 @@ def test_client_ids_are_uuid7_and_sort_by_time() -> None:
     time.sleep(0.002)
     assert new_client_id() > first
     assert len({new_client_id() for _ in range(10_000)}) == 10_000
+
+
+def test_client_address_comes_from_forwarded_for_only_behind_a_trusted_proxy() -> None:
+    addresses = ClientAddresses(["10.0.0.0/8", "192.168.1.1"])
+    # No trusted proxy in front: the header is anyone's to forge, and ignored.
+    assert addresses.resolve("203.0.113.7", "1.2.3.4") == "203.0.113.7"
+    # Behind trusted proxies the header is read from the right, past them.
+    assert addresses.resolve("10.1.2.3", "198.51.100.9") == "198.51.100.9"
+    assert addresses.resolve("10.1.2.3", "6.6.6.6, 198.51.100.9, 192.168.1.1") == "198.51.100.9"
+    # All hops trusted: the leftmost; a garbled entry stops the walk there.
+    assert addresses.resolve("10.1.2.3", "10.9.9.9") == "10.9.9.9"
+    assert addresses.resolve("10.1.2.3", "6.6.6.6, nonsense") == "10.1.2.3"
+    assert addresses.resolve("::ffff:127.0.0.1", None) == "127.0.0.1"
+    assert addresses.resolve(None, "1.2.3.4") == "unknown"

@@ -7,14 +7,12 @@ included (G8), and on seed-protocol connections failures are also emitted as `er
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
-from engineio.async_socket import AsyncSocket
 
 from messenger import protocol
 from messenger.auth import Accounts
@@ -28,210 +26,12 @@ from messenger.protocol import STATUS_DELIVERED, STATUS_READ
 from messenger.ratelimit import RateLimiter
 from messenger.store.db import classify_failure
 from messenger.streams import StreamReader
-from messenger.transport.engineio_socket import LeanSocket
-from messenger.transport.engineio_tracking import track_websockets
-from messenger.transport.packets import JsonPacket, event_packet
+from messenger.transport.server import CATCH_ALL, NAMESPACE, connect_error_data
 from messenger.writer import Writer
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "/"
-# Seconds an Engine.IO session may go without a connection to the namespace (the
-# reference server's `connectTimeout` default), and a closing session's queue has to
-# drain before it is dropped.
-CONNECT_TIMEOUT_SECONDS = 45.0
-CLOSE_GRACE_SECONDS = 5.0
-# A CONNECT being decided when the timeout falls is looked at again this much later.
-PENDING_RECHECK_SECONDS = 1.0
-# Socket.IO packet types BINARY_EVENT and BINARY_ACK, as the first character.
-BINARY_TYPES = ("5", "6")
-CONNECT_TYPE = "0"
-# The event name python-socketio registers a catch-all handler under.
-CATCH_ALL = "*"
 Handler = Callable[[Connection, Any], Awaitable[dict[str, Any]]]
-
-
-class TextOnlyServer(socketio.AsyncServer):  # type: ignore[misc]
-    """An AsyncServer that refuses binary packets, closes sessions left without a
-    connection, and can drop a session outright.
-
-    The protocol carries JSON only. python-socketio would take a binary event header
-    as a promise of attachments and swallow every later packet of that client while
-    waiting for them; a connection that sends one is dropped instead. Its sessions
-    run on `LeanSocket`s (engineio_socket), and an event named "*" is answered like
-    any unknown event.
-
-    An Engine.IO session is only a way to reach the namespace. One that is not
-    connected `connect_timeout` seconds after it opened, or after its connection
-    ended (the client left, or the server disconnected it: logout, a revoked token),
-    is closed, as the reference Socket.IO server does (its `connectTimeout`):
-    python-socketio would keep it for as long as the client answers pings, open to
-    anyone without a token.
-    """
-
-    def __init__(self, connect_timeout: float = CONNECT_TIMEOUT_SECONDS, **kwargs: Any) -> None:
-        super().__init__(serializer=JsonPacket, **kwargs)
-        self._transports = track_websockets(self.eio)
-        self._connect_timeout = connect_timeout
-        self._unattached: dict[str, asyncio.TimerHandle] = {}
-        self._closing: set[asyncio.Task[None]] = set()
-
-    def _get_event_handler(
-        self, event: str, namespace: str, args: tuple[Any, ...]
-    ) -> tuple[Any, tuple[Any, ...]]:
-        handler, args = super()._get_event_handler(event, namespace, args)
-        if event == CATCH_ALL:
-            # An event named "*" finds the catch-all as if it were registered under
-            # that name, and so without the event name the catch-all is called with
-            # first: it would fail, and the client would never hear back (G8).
-            args = (event, *args)
-        return handler, args
-
-    async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> None:
-        # Before the session reads or writes anything: the cheaper websocket loops
-        # (see engineio_socket; python-engineio builds its sockets itself).
-        socket = self.eio.sockets.get(eio_sid)
-        if type(socket) is AsyncSocket:
-            socket.__class__ = LeanSocket
-        self._expect_connect(eio_sid)
-        await super()._handle_eio_connect(eio_sid, environ)
-
-    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
-        await super()._handle_eio_disconnect(eio_sid, reason)
-        timer = self._unattached.pop(eio_sid, None)  # set again as its namespace left
-        if timer is not None:
-            timer.cancel()
-
-    async def _handle_disconnect(self, eio_sid: str, namespace: str, reason: Any = None) -> None:
-        # The client left the namespace, or its session is ending (then the timer set
-        # here is cancelled by _handle_eio_disconnect, which runs this first).
-        await super()._handle_disconnect(eio_sid, namespace, reason)
-        self._expect_connect(eio_sid)
-
-    async def disconnect(
-        self, sid: str, namespace: str | None = None, ignore_queue: bool = False
-    ) -> None:
-        eio_sid = self.manager.eio_sid_from_sid(sid, namespace or NAMESPACE)
-        await super().disconnect(sid, namespace=namespace, ignore_queue=ignore_queue)
-        if eio_sid is not None:
-            self._expect_connect(eio_sid)
-
-    def _expect_connect(self, eio_sid: str, within: float | None = None) -> None:
-        """Close the session unless it is connected `within` seconds from now (by
-        default `connect_timeout`)."""
-        if eio_sid not in self.eio.sockets:
-            return
-        earlier = self._unattached.pop(eio_sid, None)
-        if earlier is not None:
-            earlier.cancel()
-        self._unattached[eio_sid] = asyncio.get_running_loop().call_later(
-            self._connect_timeout if within is None else within,
-            self._close_if_unattached,
-            eio_sid,
-        )
-
-    def _close_if_unattached(self, eio_sid: str) -> None:
-        self._unattached.pop(eio_sid, None)
-        if eio_sid not in self.eio.sockets:
-            return
-        sid = self.manager.sid_from_eio_sid(eio_sid, NAMESPACE)
-        if sid is not None:
-            if not self.manager.is_connected(sid, NAMESPACE):
-                # A CONNECT (or DISCONNECT) in progress: look again once it is
-                # decided. A refused CONNECT does not restart the count, so trying
-                # bad tokens does not keep a session open.
-                self._expect_connect(eio_sid, within=PENDING_RECHECK_SECONDS)
-            return
-        log.info("closing eio session %s: no connection to the namespace", eio_sid)
-        task = asyncio.create_task(self._close_session(eio_sid))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    async def _close_session(self, eio_sid: str) -> None:
-        """Close an Engine.IO session after what is queued for it (a DISCONNECT, a
-        CONNECT_ERROR), then its websocket: python-engineio sends CLOSE but leaves the
-        websocket to the client. One that does not read within the grace is dropped."""
-        socket = self.eio.sockets.get(eio_sid)
-        if socket is None:
-            return
-        try:
-            await asyncio.wait_for(self.eio.disconnect(eio_sid), CLOSE_GRACE_SECONDS)
-        except TimeoutError:
-            await self.drop_session(eio_sid)
-            return
-        if socket.upgraded:
-            socket.queue.put_nowait(None)  # the writer ends after CLOSE, closing the websocket
-
-    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
-        if isinstance(data, bytes) or (isinstance(data, str) and data[:1] in BINARY_TYPES):
-            log.info(
-                "dropping eio session %s: binary packets are not part of the protocol", eio_sid
-            )
-            await self.drop_session(eio_sid)
-            return
-        try:
-            await super()._handle_eio_message(eio_sid, data)
-        except ValueError:
-            # A packet python-socketio cannot decode, such as a CONNECT whose auth is
-            # a number (read as an ack id, then the rest as bad JSON).
-            if isinstance(data, str) and data.startswith(CONNECT_TYPE):
-                refusal = MessengerError(
-                    ErrorCode.UNAUTHORIZED, "auth must be an object with a token"
-                )
-                await self._send_packet(
-                    eio_sid,
-                    self.packet_class(
-                        socketio.packet.CONNECT_ERROR, data=connect_error_data(refusal)
-                    ),
-                )
-            else:
-                log.info("dropping eio session %s: undecodable packet", eio_sid)
-                await self.drop_session(eio_sid)
-
-    async def drop_session(self, eio_sid: str) -> None:
-        """Close an Engine.IO session at once, unsent packets and all: for a client
-        that stopped reading (its queue would never drain) or broke the protocol."""
-        socket = self.eio.sockets.get(eio_sid)
-        if socket is None:
-            return
-        await socket.close(wait=False, abort=True)
-        while not socket.queue.empty():  # let the unsent packets go
-            socket.queue.get_nowait()
-            socket.queue.task_done()
-        socket.queue.put_nowait(None)  # ends a pending long poll or the ws writer
-        transport = self._transports.get(eio_sid)
-        if transport is not None:
-            transport.abort()  # a writer blocked on a full send buffer wakes up
-
-
-class SocketPusher:
-    """`live.Pusher` over an AsyncServer: emits straight to this node's sockets."""
-
-    def __init__(self, sio: TextOnlyServer) -> None:
-        self._sio = sio
-
-    async def emit(self, event: str, data: dict[str, Any], sid: str) -> None:
-        """Queue one event on one of this node's sockets (a socket that is gone is
-        skipped). Straight to its Engine.IO socket: `AsyncServer.emit` makes a task
-        per recipient and waits for them all, and with Redis configured it would
-        first send the event round through the queue."""
-        eio_sid = self._sio.manager.eio_sid_from_sid(sid, NAMESPACE)
-        if eio_sid is not None:
-            await self._sio.eio.send(eio_sid, event_packet(event, data))
-
-    def pending(self, sid: str) -> int:
-        eio_sid = self._sio.manager.eio_sid_from_sid(sid, NAMESPACE)
-        socket = self._sio.eio.sockets.get(eio_sid) if eio_sid else None
-        queue = getattr(socket, "queue", None)
-        return queue.qsize() if queue is not None else 0
-
-    async def disconnect(self, sid: str, abort: bool = False) -> None:
-        """End the connection; `abort` also drops the transport at once, unsent packets
-        and all (for a client that stopped reading, whose queue would never drain)."""
-        eio_sid = self._sio.manager.eio_sid_from_sid(sid, NAMESPACE)
-        await self._sio.disconnect(sid, namespace=NAMESPACE, ignore_queue=True)
-        if abort and eio_sid:
-            await self._sio.drop_session(eio_sid)
 
 
 class SocketHandlers:
@@ -429,9 +229,3 @@ def _refusal(error: MessengerError) -> socketio.exceptions.ConnectionRefusedErro
     refusal = socketio.exceptions.ConnectionRefusedError(error.message)
     refusal.error_args = connect_error_data(error)
     return refusal
-
-
-def connect_error_data(error: MessengerError) -> dict[str, Any]:
-    """The CONNECT_ERROR data: Python clients see the whole object; JavaScript clients
-    see `message`, and `data` holds the object again."""
-    return {**error.as_dict(), "data": error.as_dict()}
