@@ -30,12 +30,13 @@ import struct
 from typing import Any
 
 from engineio import exceptions, packet
-from engineio.async_socket import AsyncSocket
+
+from messenger.transport.overrides.engine_socket import ConformantSocket
 
 log = logging.getLogger(__name__)
 
 
-class LeanSocket(AsyncSocket):  # type: ignore[misc]
+class LeanSocket(ConformantSocket):
     """An `engineio.async_socket.AsyncSocket` with cheaper websocket loops."""
 
     connected: bool

@@ -13,6 +13,7 @@ from engineio.async_socket import AsyncSocket
 from messenger.errors import ErrorCode, MessengerError
 from messenger.transport.engineio_socket import LeanSocket
 from messenger.transport.engineio_tracking import track_websockets
+from messenger.transport.overrides.socketio_server import ConformantServer
 from messenger.transport.packets import JsonPacket
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ CONNECT_TYPE = "0"
 CATCH_ALL = "*"
 
 
-class TextOnlyServer(socketio.AsyncServer):  # type: ignore[misc]
+class TextOnlyServer(ConformantServer):
     """An AsyncServer that refuses binary packets, closes sessions left without a
     connection, and can drop a session outright.
 
