@@ -15,6 +15,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import asyncpg
 from sqlalchemy.engine import Dialect
 
+from messenger import cli
 from messenger.client.ids import new_client_id
 from messenger.config import RULES, ConfigError, Settings
 from messenger.ratelimit import RateLimiter
@@ -201,3 +202,14 @@ def test_client_address_comes_from_forwarded_for_only_behind_a_trusted_proxy() -
     assert addresses.resolve("10.1.2.3", "6.6.6.6, nonsense") == "10.1.2.3"
     assert addresses.resolve("::ffff:127.0.0.1", None) == "127.0.0.1"
     assert addresses.resolve(None, "1.2.3.4") == "unknown"
+
+
+def test_serve_refuses_a_bad_setting_with_one_line_and_status_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No traceback for an operator's typo: one line on stderr, exit status 2, and the
+    server never starts."""
+    monkeypatch.setenv("MESSENGER_CONNECT_TIMEOUT", "nan")
+    assert cli.main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "MESSENGER_CONNECT_TIMEOUT" in err, err
