@@ -201,7 +201,7 @@ def _networks_ok(networks: Any) -> bool:
 
 
 def _ttl_ok(ttl: Any) -> bool:
-    return isinstance(ttl, timedelta) and timedelta(minutes=1) <= ttl <= timedelta(days=3650)
+    return isinstance(ttl, timedelta) and timedelta(seconds=1) <= ttl <= timedelta(days=3650)
 
 
 def _url_ok(schemes: tuple[str, ...]) -> Callable[[Any], bool]:
@@ -263,7 +263,7 @@ RULES: dict[str, Rule] = {
         "an integer from 0 (no cap) to 100000",
     ),
     "token_ttl": Rule(
-        "MESSENGER_TOKEN_TTL", _seconds, _ttl_ok, "seconds from 60 to 315360000 (ten years)"
+        "MESSENGER_TOKEN_TTL", _seconds, _ttl_ok, "seconds from 1 to 315360000 (ten years)"
     ),
     "argon2_time_cost": Rule(
         "MESSENGER_ARGON2_TIME_COST", int, _int_in(1, 100), "an integer from 1 to 100"
