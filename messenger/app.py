@@ -17,11 +17,13 @@ from messenger.config import Settings
 from messenger.delivery import Delivery
 from messenger.directory import Directory
 from messenger.events import StreamItem
+from messenger.hashing import HashPool
 from messenger.live import LiveHub
 from messenger.metrics import Metrics
 from messenger.presence import LocalPresence, Presence, RedisPresence
 from messenger.store.db import open_database
 from messenger.streams import StreamReader
+from messenger.transport.client_address import ClientAddresses
 from messenger.transport.origins import engineio_origin_check
 from messenger.transport.pusher import SocketPusher
 from messenger.transport.rest import (
@@ -82,7 +84,9 @@ class Node:
             self.presence = LocalPresence(self.hub.local_user_ids)
         self.writer = Writer(self.db, self._publish, self.metrics, settings.write_batch_max)
         hasher = password_hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
-        self.accounts = Accounts(self.db, settings.token_ttl, hasher)
+        # Every argon2 hash and verify of the node (registration, login) runs here.
+        self.hash_pool = HashPool(settings.hash_workers, settings.hash_queue)
+        self.accounts = Accounts(self.db, settings.token_ttl, hasher, self.hash_pool)
         self.delivery = Delivery(self.db, self.directory, self.writer, self.reader, self.presence)
         SocketHandlers(
             self.sio,
@@ -105,6 +109,8 @@ class Node:
             self.metrics,
             disconnect_token=self._revoke_everywhere,
             login_burst=settings.login_burst,
+            register_burst=settings.register_burst,
+            addresses=ClientAddresses(settings.trusted_proxies),
         )
         self.app.add_routes(rest.routes())
         self.sio.attach(self.app)
@@ -134,6 +140,7 @@ class Node:
 
     async def start(self) -> None:
         await self.writer.start()
+        await self.accounts.prepare()
         if self.cluster is not None:
             self.cluster.start()
         self.presence.start()
@@ -152,6 +159,7 @@ class Node:
         if self.cluster is not None:
             await self.cluster.stop()
         await self.presence.stop()
+        self.hash_pool.close()
         await self.db.dispose()
 
     async def _close_sockets(self) -> None:

@@ -1,11 +1,12 @@
-"""Accounts and tokens: argon2 password hashes (computed off the event loop) and
-opaque random tokens stored only as SHA-256 hashes."""
+"""Accounts and tokens: argon2 password hashes (computed in the node's hashing pool,
+never on the event loop) and opaque random tokens stored only as SHA-256 hashes."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,8 +16,15 @@ from sqlalchemy.exc import IntegrityError
 
 from messenger.errors import ErrorCode, MessengerError
 from messenger.events import UserRef, utc_now
+from messenger.hashing import HashPool
+from messenger.ratelimit import Throttled
 from messenger.store import queries
 from messenger.store.db import Database
+
+# Weight of the newest verify in the running estimate of a verify at the current cost.
+VERIFY_ESTIMATE_WEIGHT = 0.2
+# The pool of an `Accounts` made without one (`messenger user add`, test helpers).
+OWN_POOL_WORKERS, OWN_POOL_QUEUE = 1, 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +43,7 @@ class Authenticated:
 
 def password_hasher(time_cost: int, memory_kib: int) -> PasswordHasher:
     """argon2id with the given cost. Hashes record their parameters, so changing the
-    cost later still verifies the passwords stored before."""
+    cost later still verifies the passwords stored before (and a login rehashes them)."""
     return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
 
 
@@ -44,28 +52,64 @@ def hash_token(token: str) -> str:
 
 
 class Accounts:
-    def __init__(self, db: Database, token_ttl: timedelta, hasher: PasswordHasher) -> None:
+    def __init__(
+        self,
+        db: Database,
+        token_ttl: timedelta,
+        hasher: PasswordHasher,
+        pool: HashPool | None = None,
+    ) -> None:
         self._db = db
         self._ttl = token_ttl
         self._hasher = hasher
-        # Verified against when the username is unknown, so a login takes as long
-        # whether or not the user exists.
-        self._decoy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        self.pool = pool if pool is not None else HashPool(OWN_POOL_WORKERS, OWN_POOL_QUEUE)
+        # Verified against when the username is unknown, so that failure costs what a
+        # wrong password costs; made (and timed) by `prepare`.
+        self._decoy_hash: str | None = None
+        self._prepared = asyncio.Lock()
+        # How long a verify at the current cost takes, kept up to date by each one:
+        # every failed login lasts at least this long (see `_level`).
+        self._verify_seconds = 0.0
+
+    async def prepare(self) -> str:
+        """Make the decoy hash and time the current cost, in the pool: at start, so the
+        first login is not the one that pays for it. Returns the decoy hash."""
+        async with self._prepared:
+            if self._decoy_hash is not None:
+                return self._decoy_hash
+            decoy, hashed = await self.pool.run(self._timed_hash, secrets.token_urlsafe(16))
+            _, verified = await self.pool.run(self._check, decoy, secrets.token_urlsafe(16))
+            # A hash and a verify do the same work; the pair is steadier than one.
+            self._verify_seconds = (hashed + verified) / 2
+            self._decoy_hash = decoy
+            return decoy
 
     async def register(self, username: str, password: str) -> UserRef:
-        password_hash = await asyncio.to_thread(self._hasher.hash, password)
+        # A taken name is refused before hashing: one cheap read, so a flood of taken
+        # names costs no argon2. The insert still refuses the race of two new ones.
+        if await self._db.read(queries.user_by_name, username) is not None:
+            raise _taken()
+        password_hash = await self.pool.run(self._hasher.hash, password)
         try:
             user_id = await self._db.write(queries.insert_user, username, password_hash, utc_now())
         except IntegrityError:
-            raise MessengerError(ErrorCode.USERNAME_TAKEN, "that username is taken") from None
+            raise _taken() from None
         return UserRef(user_id, username)
 
     async def login(self, username: str, password: str) -> Session:
+        decoy = self._decoy_hash or await self.prepare()
         row = await self._db.read(queries.user_by_name, username)
-        stored = row["password_hash"] if row is not None else self._decoy_hash
-        if not await asyncio.to_thread(self._verify, stored, password) or row is None:
+        stored = row["password_hash"] if row is not None else decoy
+        matches, seconds = await self.pool.run(self._check, stored, password)
+        current = not self._needs_rehash(stored)
+        if current:
+            self._verify_seconds += VERIFY_ESTIMATE_WEIGHT * (seconds - self._verify_seconds)
+        if row is None or not matches:
+            await self._level(seconds)
             raise MessengerError(ErrorCode.BAD_CREDENTIALS, "wrong username or password")
         user = UserRef(row["id"], row["username"])
+        if not current:
+            await self._rehash(user.id, stored, password)
         token = secrets.token_urlsafe(32)
         now = utc_now()
         expires_at = now + self._ttl
@@ -91,8 +135,43 @@ class Accounts:
     async def live_tokens(self, token_ids: list[int]) -> set[int]:
         return await self._db.read(queries.live_token_ids, token_ids, utc_now())
 
-    def _verify(self, stored: str, password: str) -> bool:
+    async def _level(self, seconds: float) -> None:
+        """Pad a failure to the time of a verify at the current cost. A hash stored at
+        an older, cheaper cost (or a broken one) fails faster than the decoy of an
+        unknown name: unpadded, that difference would tell which names exist. Only
+        failures wait, and on the event loop, not on a hashing thread."""
+        remaining = self._verify_seconds - seconds
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+
+    async def _rehash(self, user_id: int, stored: str, password: str) -> None:
+        """Store the password again at the current cost, the one time it is known."""
         try:
-            return self._hasher.verify(stored, password)
+            new_hash = await self.pool.run(self._hasher.hash, password)
+        except Throttled:
+            return  # the pool is busy: the next login tries again
+        await self._db.write(queries.replace_password_hash, user_id, stored, new_hash)
+
+    def _needs_rehash(self, stored: str) -> bool:
+        try:
+            return self._hasher.check_needs_rehash(stored)
+        except (InvalidHashError, ValueError):
+            return True
+
+    def _timed_hash(self, password: str) -> tuple[str, float]:
+        started = time.perf_counter()
+        return self._hasher.hash(password), time.perf_counter() - started
+
+    def _check(self, stored: str, password: str) -> tuple[bool, float]:
+        """Whether `password` matches, and how long argon2 took (on a pool thread)."""
+        started = time.perf_counter()
+        matches: bool
+        try:
+            matches = self._hasher.verify(stored, password)
         except (VerificationError, InvalidHashError):
-            return False
+            matches = False
+        return matches, time.perf_counter() - started
+
+
+def _taken() -> MessengerError:
+    return MessengerError(ErrorCode.USERNAME_TAKEN, "that username is taken")

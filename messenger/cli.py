@@ -141,6 +141,7 @@ async def _serve(settings: Settings) -> None:
 def add_user(settings: Settings, name: str, password_stdin: bool) -> int:
     from messenger import protocol
     from messenger.auth import Accounts, password_hasher
+    from messenger.hashing import HashPool
     from messenger.store.db import open_database
 
     if password_stdin:
@@ -153,13 +154,16 @@ def add_user(settings: Settings, name: str, password_stdin: bool) -> int:
 
     async def create() -> str:
         db = open_database(settings.database_url, settings.sqlite_synchronous)
+        # The same bounded pool as a node's: one hash, never on the event loop.
+        pool = HashPool(settings.hash_workers, settings.hash_queue)
         try:
             username = protocol.normalize_username(name)
             protocol.check_password(password)
             hasher = password_hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
-            accounts = Accounts(db, settings.token_ttl, hasher)
+            accounts = Accounts(db, settings.token_ttl, hasher, pool)
             return (await accounts.register(username, password)).username
         finally:
+            pool.close()
             await db.dispose()
 
     _upgrade(settings)

@@ -1,9 +1,21 @@
-"""Token buckets: a steady rate with bursts, per key (a user, a username, an address)."""
+"""Token buckets: a steady rate with bursts, per key (a user, a username, an address),
+and the refusal that tells a client when to try again."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable
+
+from messenger.errors import ErrorCode, MessengerError
+
+
+class Throttled(MessengerError):
+    """A refusal worth retrying later (`rate_limited`, `unavailable`): `retry_after`
+    is the seconds to wait, which HTTP answers as a `Retry-After` header."""
+
+    def __init__(self, code: ErrorCode, message: str, retry_after: float) -> None:
+        super().__init__(code, message)
+        self.retry_after = retry_after
 
 
 class RateLimiter:
@@ -38,6 +50,14 @@ class RateLimiter:
         if len(self._buckets) > self._max_keys:
             self._forget_full(now)
         return allowed
+
+    def wait(self, key: Hashable, cost: float = 1.0) -> float:
+        """Seconds until `key` may spend `cost` again (0 if it may now)."""
+        if self.rate <= 0 or key not in self._buckets:
+            return 0.0
+        tokens, stamp = self._buckets[key]
+        tokens = min(self.burst, tokens + (self._clock() - stamp) * self.rate)
+        return max(0.0, (cost - tokens) / self.rate)
 
     def _forget_full(self, now: float) -> None:
         full = [

@@ -39,7 +39,7 @@ from messenger.config import Settings
 from messenger.errors import ErrorCode
 from messenger.transport.rest import MAX_REQUEST_BYTES
 from messenger.transport.web import WEB_DIR
-from tests.support import PASSWORD, Device, Http, RunningServer
+from tests.support import PASSWORD, Device, Http, RunningServer, start_server
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 OPENAPI = DOCS / "openapi.yaml"
@@ -497,10 +497,27 @@ async def conversation(server: RunningServer, http: Http) -> tuple[str, str]:
     return tokens[0], tokens[1]
 
 
+def provoke_registration_limit(api: Conformance, url: str) -> None:
+    """429 on registration, from a server whose registration limit is on (the shared
+    fixture's is off): its burst of one, then `rate_limited` with `Retry-After`."""
+    own_url, api.base_url = api.base_url, url
+    try:
+        users = "/api/v1/users"
+        for status, name in ((201, "first@example.com"), (429, "second@example.com")):
+            api.expect(status, "POST", users, body={"username": name, "password": PASSWORD})
+    finally:
+        api.base_url = own_url
+
+
 async def test_server_answers_as_openapi_documents(server: RunningServer, http: Http) -> None:
     token, other_token = await conversation(server, http)
     api = Conformance(server.url)
-    # Blocking requests: in a thread, while this loop serves them.
+    limited = await start_server(server.settings.replace(register_burst=1))
+    try:
+        # Blocking requests: in a thread, while this loop serves them.
+        await asyncio.to_thread(provoke_registration_limit, api, limited.url)
+    finally:
+        await limited.stop()
     await asyncio.to_thread(provoke_every_status, api, token, other_token)
     await asyncio.to_thread(probe_documented_limits, api, token)
     await asyncio.to_thread(fuzz_every_operation, api, token)

@@ -63,6 +63,16 @@ def user_by_name(conn: Connection, username: str) -> RowMapping | None:
     return result.mappings().one_or_none()
 
 
+def replace_password_hash(conn: Connection, user_id: int, old: str, new: str) -> None:
+    """A rehash at the current cost, only over the hash just verified: a concurrent
+    change of password wins."""
+    conn.execute(
+        update(users)
+        .where(users.c.id == user_id, users.c.password_hash == old)
+        .values(password_hash=new)
+    )
+
+
 def users_by_names(conn: Connection, names: Sequence[str]) -> list[RowMapping]:
     result = conn.execute(
         select(users.c.id, users.c.username, users.c.last_seen).where(users.c.username.in_(names))

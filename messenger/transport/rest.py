@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,9 +23,10 @@ from messenger.delivery import Delivery
 from messenger.errors import ErrorCode, MessengerError, forbidden, invalid
 from messenger.events import format_time, utc_now
 from messenger.metrics import Metrics
-from messenger.ratelimit import RateLimiter
+from messenger.ratelimit import RateLimiter, Throttled
 from messenger.store import queries
 from messenger.store.db import Database, classify_failure
+from messenger.transport.client_address import ClientAddresses
 from messenger.transport.origins import origin_allowed
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,12 @@ MAX_REQUEST_BYTES = 64 * 1024
 CONVERSATIONS_LIMIT_DEFAULT, CONVERSATIONS_LIMIT_MAX = 100, 500
 # Logins: per username and per client address, a burst then one every few seconds.
 LOGIN_RATE = 0.2
+# Registrations: per client address a burst (`register_burst`) then one a minute; on
+# the whole node a few a second, with bursts of this many times the address burst.
+# Each one costs an argon2 hash and a row, so they stay a small share of the pool.
+REGISTER_RATE = 1 / 60
+REGISTER_GLOBAL_RATE = 3.0
+REGISTER_GLOBAL_BURST_FACTOR = 10
 SOCKET_IO_PATH = "/socket.io/"
 BACKLOG_GAUGE_SECONDS = 10.0
 
@@ -57,7 +65,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(error: MessengerError) -> web.Response:
-    return web.json_response({"error": error.as_dict()}, status=STATUS_OF[error.code])
+    response = web.json_response({"error": error.as_dict()}, status=STATUS_OF[error.code])
+    if isinstance(error, Throttled):
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return response
 
 
 @web.middleware
@@ -127,6 +138,8 @@ class RestApi:
         metrics: Metrics,
         disconnect_token: Callable[[int], Awaitable[None]],
         login_burst: int = 10,
+        register_burst: int = 0,
+        addresses: ClientAddresses | None = None,
     ) -> None:
         self._db = db
         self._accounts = accounts
@@ -135,9 +148,15 @@ class RestApi:
         # Drops the sockets opened with a token, on every node.
         self._disconnect_token = disconnect_token
         self._backlog_read_at = -BACKLOG_GAUGE_SECONDS
+        self._addresses = addresses if addresses is not None else ClientAddresses()
         rate = LOGIN_RATE if login_burst else 0  # a rate of 0 is off
         self._login_by_name = RateLimiter(rate, login_burst)
         self._login_by_address = RateLimiter(5 * rate, 5 * login_burst)
+        on = register_burst > 0
+        self._register_by_address = RateLimiter(REGISTER_RATE if on else 0, register_burst)
+        self._register_everywhere = RateLimiter(
+            REGISTER_GLOBAL_RATE if on else 0, REGISTER_GLOBAL_BURST_FACTOR * register_burst
+        )
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -154,6 +173,20 @@ class RestApi:
         body = await _json_object(request)
         username = protocol.normalize_username(body.get("username"))
         password = protocol.check_password(body.get("password"))
+        address = self._addresses.of_request(request)
+        # The address first: one past its own limit must not use up the node's.
+        for limiter, key in (
+            (self._register_by_address, address),
+            (self._register_everywhere, None),
+        ):
+            if not limiter.allow(key):
+                self._metrics.rate_limited.inc()
+                log.info("registration rate limited address=%s", address)
+                raise Throttled(
+                    ErrorCode.RATE_LIMITED,
+                    "too many registrations; wait a while",
+                    limiter.wait(key),
+                )
         user = await self._accounts.register(username, password)
         log.info("registered user=%s", user.username)
         return web.json_response({"user": {"username": user.username}}, status=201)
@@ -162,16 +195,24 @@ class RestApi:
         body = await _json_object(request)
         username = protocol.normalize_username(body.get("username"))
         password = protocol.check_password(body.get("password"))
-        address = request.remote or "unknown"
-        if not (self._login_by_name.allow(username) and self._login_by_address.allow(address)):
-            self._metrics.rate_limited.inc()
-            log.info("login rate limited user=%s address=%s", username, address)
-            raise MessengerError(ErrorCode.RATE_LIMITED, "too many login attempts; wait a while")
+        address = self._addresses.of_request(request)
+        # The address first, and a username is charged only for addresses within their
+        # limit: one address far over its own cannot lock other people's accounts.
+        for limiter, key in ((self._login_by_address, address), (self._login_by_name, username)):
+            if not limiter.allow(key):
+                self._metrics.rate_limited.inc()
+                log.info("login rate limited user=%s address=%s", username, address)
+                raise Throttled(
+                    ErrorCode.RATE_LIMITED,
+                    "too many login attempts; wait a while",
+                    limiter.wait(key),
+                )
         try:
             session = await self._accounts.login(username, password)
-        except MessengerError:
-            self._metrics.auth_failures.inc()
-            log.info("login refused user=%s address=%s", username, address)
+        except MessengerError as exc:
+            if exc.code is ErrorCode.BAD_CREDENTIALS:  # not a busy pool or database
+                self._metrics.auth_failures.inc()
+                log.info("login refused user=%s address=%s", username, address)
             raise
         return web.json_response(
             {
@@ -258,6 +299,8 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
         raise MessengerError(ErrorCode.TOO_LARGE, "the request body is too large") from None
     except (ValueError, LookupError):  # bad JSON, bad bytes, an unknown charset
         raise invalid("the body must be a JSON object in UTF-8") from None
+    except RecursionError:  # nested deeper than the decoder goes; no request nests
+        raise invalid("the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise invalid("the body must be a JSON object")
     return body
