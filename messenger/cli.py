@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import getpass
 import logging
 import signal
 import sys
 from collections.abc import Sequence
-
-from aiohttp import web
 
 from messenger.config import ConfigError, Settings
 from messenger.errors import MessengerError
@@ -101,6 +100,17 @@ def _upgrade(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> int:
+    from messenger.transport.listener import raise_descriptor_limit
+
+    # A fatal signal (SIGBUS when SQLite's memory-mapped -shm file is truncated under
+    # it, SIGSEGV) kills the process before any log line could be written: this
+    # writes the signal and every thread's stack to stderr first.
+    faulthandler.enable(all_threads=True)
+    before, after = raise_descriptor_limit()
+    if after != before:
+        log.info("file descriptors: soft limit raised from %d to %d", before, after)
+    else:
+        log.info("file descriptors: soft limit %d", after)
     if settings.migrate:
         _upgrade(settings)
     run_on_event_loop(_serve(settings), settings.event_loop)
@@ -109,16 +119,14 @@ def serve(settings: Settings) -> int:
 
 async def _serve(settings: Settings) -> None:
     from messenger.app import Node
+    from messenger.transport.listener import Listener
 
     node = Node(settings)
-    runner = web.AppRunner(
-        node.app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    listener = Listener(node.app, settings, node.metrics, shutdown_timeout=SHUTDOWN_SECONDS)
+    await listener.setup()
     await node.start()
     tune_for_serving()
-    await site.start()
+    await listener.listen(settings.host, settings.port)
     log.info(
         "listening on http://%s:%d (event loop: %s)",
         settings.host,
@@ -132,9 +140,9 @@ async def _serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: answering the sends already taken, then closing")
-    await site.stop()
+    listener.stop_accepting()
     await node.stop()
-    await runner.cleanup()
+    await listener.close()
     log.info("stopped")
 
 

@@ -89,6 +89,20 @@ class Metrics:
         self.auth_failures = Counter(
             "messenger_auth_failures_total", "Refused logins and socket handshakes", registry=r
         )
+        self.tcp_connections = Gauge(
+            "messenger_tcp_connections", "TCP connections open on this node", registry=r
+        )
+        self.tcp_refused = Counter(
+            "messenger_tcp_connections_refused_total",
+            "TCP connections closed on accept, over a connection cap (per_address or node)",
+            ["cap"],
+            registry=r,
+        )
+        self.header_timeouts = Counter(
+            "messenger_header_timeouts_total",
+            "Connections closed because a request's line and headers came too late",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from messenger.app import Node
 from messenger.config import Settings
+from messenger.transport.listener import Listener
 
 PASSWORD = "correct horse battery"
 # An Engine.IO session opened straight on a websocket, without long polling first.
@@ -58,15 +59,12 @@ async def start_server(
 ) -> RunningServer:
     """A node in this process on a loopback port (`port` 0: any free one)."""
     node = Node(settings)
-    runner = web.AppRunner(
-        node.app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    # The listener `messenger serve` runs: its deadlines and connection caps included.
+    listener = Listener(node.app, settings, node.metrics, shutdown_timeout=shutdown_timeout)
+    await listener.setup()
     await node.start()
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return RunningServer(node, runner, f"http://127.0.0.1:{port}", settings)
+    await listener.listen("127.0.0.1", port)
+    return RunningServer(node, listener.runner, f"http://127.0.0.1:{listener.port}", settings)
 
 
 def websocket_url(url: str) -> str:
