@@ -66,6 +66,10 @@ class Node:
             self.cluster = Cluster(manager)
         self.sio = TextOnlyServer(
             connect_timeout=settings.connect_timeout,
+            connection_buffer=settings.connection_buffer,
+            max_pending_sessions_per_address=settings.max_pending_sessions_per_address,
+            max_pending_sessions=settings.max_pending_sessions,
+            addresses=ClientAddresses(settings.trusted_proxies),
             async_mode="aiohttp",
             client_manager=manager,
             cors_allowed_origins=engineio_origin_check(settings.cors_origins),

@@ -18,9 +18,18 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from messenger.config import MIB, Settings
 from messenger.transport.engineio_socket import DIRECT_WRITE_LIMIT, websocket_frame
 from tests.faults.tools import RawSocket
-from tests.support import Device, Http, RunningServer, accounts, port_of, raw_engineio_session
+from tests.support import (
+    Device,
+    Http,
+    RunningServer,
+    accounts,
+    port_of,
+    raw_engineio_session,
+    start_server,
+)
 
 PING, PONG = "2", "3"
 # Seconds: the server pings every INTERVAL, and a session silent for
@@ -91,9 +100,17 @@ def test_websocket_frames_carry_their_length_as_rfc_6455_says(size: int) -> None
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # the transport's order, not the store's
-async def test_a_reader_that_pauses_gets_every_event_once_in_order(
-    server: RunningServer, http: Http
-) -> None:
+async def test_a_reader_that_pauses_gets_every_event_once_in_order(settings: Settings) -> None:
+    # A byte budget well past the backlog: this is about order, not about when a
+    # client that stopped reading is dropped (tests/test_hostile_engineio.py).
+    server = await start_server(settings.replace(connection_buffer=64 * MIB))
+    try:
+        await pause_and_read(server, Http(server.url))
+    finally:
+        await server.stop()
+
+
+async def pause_and_read(server: RunningServer, http: Http) -> None:
     reader, writer = await accounts(http, "pauser", "flooder")
     paused = RawSocket(port_of(server.url))  # a tiny receive buffer: the server backs up
     start = (await paused.connect(reader.token))["cursor"]
@@ -135,3 +152,4 @@ async def test_a_reader_that_pauses_gets_every_event_once_in_order(
     await asyncio.wait_for(asyncio.gather(read(total), send(backed_up, total)), 60)
     assert cursors == list(range(start + 1, start + total + 1))
     paused.close()
+    await sender.disconnect()

@@ -23,6 +23,8 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+from messenger.transport.engineio_socket import LeanSocket
+
 
 def track_websockets(eio: Any) -> dict[str, asyncio.Transport]:
     """Make `eio` (an engineio.AsyncServer on aiohttp) record the TCP transport of every
@@ -32,17 +34,24 @@ def track_websockets(eio: Any) -> dict[str, asyncio.Transport]:
 
     class TrackedWebSocket(base):  # type: ignore[misc, valid-type]
         async def __call__(self, environ: dict[str, Any]) -> Any:
-            sid = getattr(getattr(self.handler, "__self__", None), "sid", None)
+            session = getattr(self.handler, "__self__", None)
+            sid = getattr(session, "sid", None)
             protocol = getattr(environ.get("aiohttp.request"), "_protocol", None)
-            if sid is None or protocol is None or protocol.transport is None:
+            if sid is None or sid in transports or protocol is None or protocol.transport is None:
+                # Not a session's websocket, or a second one for a session that has
+                # one (an upgrade attempt it refuses): the first stays the tracked one.
                 return await super().__call__(environ)
             transport = protocol.transport = CoalescedTransport(protocol.transport)
             transports[sid] = transport
             self.transport = transport
+            if isinstance(session, LeanSocket):
+                session.use_transport(transport)  # what it buffers is pending
             try:
                 return await super().__call__(environ)
             finally:
                 transports.pop(sid, None)
+                if isinstance(session, LeanSocket):
+                    session.use_transport(None)
 
     # A copy: the driver's table is shared by every server in the process.
     eio._async = {**eio._async, "websocket": TrackedWebSocket}

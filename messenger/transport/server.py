@@ -1,20 +1,29 @@
 """The Socket.IO server class: JSON-only packets, sessions closed when left without a
-connection, and a way to drop a session outright."""
+connection and capped while they have none, a byte budget per session, and a way to
+drop a session outright."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import struct
+from socket import SO_LINGER, SOL_SOCKET
 from typing import Any
 
 import socketio
 from engineio.async_socket import AsyncSocket
 
 from messenger.errors import ErrorCode, MessengerError
+from messenger.transport.client_address import ClientAddresses
+from messenger.transport.client_log import ClientLog
+from messenger.transport.engineio_server import GuardedEngineServer, Response, refusal
 from messenger.transport.engineio_socket import LeanSocket
 from messenger.transport.engineio_tracking import track_websockets
+from messenger.transport.overrides.engine_socket import ConformantSocket
 from messenger.transport.overrides.socketio_server import ConformantServer
 from messenger.transport.packets import JsonPacket
+from messenger.transport.pending_sessions import PER_ADDRESS, PendingSessions
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +40,17 @@ BINARY_TYPES = ("5", "6")
 CONNECT_TYPE = "0"
 # The event name python-socketio registers a catch-all handler under.
 CATCH_ALL = "*"
+# SO_LINGER on, with a zero timeout: close() resets the connection.
+LINGER_RESET = struct.pack("ii", 1, 0)
+# What the handshake's admission leaves in its environ for the session's connect.
+HANDSHAKE_KEY = "messenger.handshake"
+ADDRESS_KEY = "messenger.client_address"
 
 
 class TextOnlyServer(ConformantServer):
     """An AsyncServer that refuses binary packets, closes sessions left without a
-    connection, and can drop a session outright.
+    connection and caps how many there are, bounds what each session may have
+    queued, and can drop a session outright.
 
     The protocol carries JSON only. python-socketio would take a binary event header
     as a promise of attachments and swallow every later packet of that client while
@@ -48,15 +63,41 @@ class TextOnlyServer(ConformantServer):
     ended (the client left, or the server disconnected it: logout, a revoked token),
     is closed, as the reference Socket.IO server does (its `connectTimeout`):
     python-socketio would keep it for as long as the client answers pings, open to
-    anyone without a token.
+    anyone without a token. While they last, such sessions are capped per client
+    address (`max_pending_sessions_per_address`, the address behind trusted proxies)
+    and on the node (`max_pending_sessions`): a handshake past a cap is refused
+    (429 and 503), before python-engineio makes a session of it.
+
+    Each session may hold `connection_buffer` bytes that its client has not read
+    (queued, or in the transport's buffer); a send past that drops the session.
     """
 
-    def __init__(self, connect_timeout: float = CONNECT_TIMEOUT_SECONDS, **kwargs: Any) -> None:
+    eio: GuardedEngineServer
+
+    def __init__(
+        self,
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+        connection_buffer: int = 0,
+        max_pending_sessions_per_address: int = 0,
+        max_pending_sessions: int = 0,
+        addresses: ClientAddresses | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(serializer=JsonPacket, **kwargs)
         self._transports = track_websockets(self.eio)
         self._connect_timeout = connect_timeout
+        self._connection_buffer = connection_buffer
+        self._addresses = addresses or ClientAddresses()
+        self._pending = PendingSessions(max_pending_sessions_per_address, max_pending_sessions)
+        self._handshakes = itertools.count()
+        self._client_log = ClientLog(log)
         self._unattached: dict[str, asyncio.TimerHandle] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self.eio.admit = self._admit
+        self.eio.handshake_done = self._handshake_done
+
+    def _engineio_server_class(self) -> Any:
+        return GuardedEngineServer
 
     def _get_event_handler(
         self, event: str, namespace: str, args: tuple[Any, ...]
@@ -69,20 +110,80 @@ class TextOnlyServer(ConformantServer):
             args = (event, *args)
         return handler, args
 
+    def pending_sessions(self, address: str | None = None) -> int:
+        """Sessions without a connection to the namespace, from `address` or all."""
+        return self._pending.count(address)
+
+    # -- the handshake ------------------------------------------------------------
+
+    def _admit(self, environ: dict[str, Any]) -> Response | None:
+        """Refuse an Engine.IO handshake past a cap on sessions without a connection;
+        otherwise count it, under a key of its own until it has a sid."""
+        address = self._addresses.of_environ(environ)
+        cap = self._pending.refusal(address)
+        if cap is not None:
+            self._client_log.info(
+                address,
+                "refusing an engine.io handshake from %s: %d sessions without a connection"
+                " from it, %d on the node",
+                address,
+                self._pending.count(address),
+                self._pending.count(),
+            )
+            if cap == PER_ADDRESS:
+                return refusal(
+                    429,
+                    "Too many sessions without a connection from this address",
+                    self._connect_timeout,
+                )
+            return refusal(503, "Too many sessions without a connection", self._connect_timeout)
+        key = f"handshake-{next(self._handshakes)}"
+        environ[HANDSHAKE_KEY] = key
+        environ[ADDRESS_KEY] = address
+        self._pending.opened(key, address)
+        return None
+
+    def _handshake_done(self, environ: dict[str, Any]) -> None:
+        key = environ.get(HANDSHAKE_KEY)
+        if key is not None:
+            self._pending.closed(key)  # nothing when it became a session
+
     async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> None:
         # Before the session reads or writes anything: the cheaper websocket loops
-        # (see engineio_socket; python-engineio builds its sockets itself).
+        # and the byte budget (see engineio_socket; python-engineio builds its
+        # sockets itself).
         socket = self.eio.sockets.get(eio_sid)
-        if type(socket) is AsyncSocket:
-            socket.__class__ = LeanSocket
+        address = environ.get(ADDRESS_KEY) or self._addresses.of_environ(environ)
+        if type(socket) in (AsyncSocket, ConformantSocket):
+            LeanSocket.adopt(
+                socket,
+                budget=self._connection_buffer,
+                on_overflow=self._over_budget,
+                address=address,
+                client_log=self._client_log,
+            )
+        key = environ.get(HANDSHAKE_KEY)
+        if key is not None:
+            self._pending.rename(key, eio_sid)
+        else:
+            self._pending.opened(eio_sid, address)
         self._expect_connect(eio_sid)
         await super()._handle_eio_connect(eio_sid, environ)
+
+    # -- the namespace connection ---------------------------------------------------
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        await super()._handle_connect(eio_sid, namespace, data)
+        sid = self.manager.sid_from_eio_sid(eio_sid, NAMESPACE)
+        if sid is not None and self.manager.is_connected(sid, NAMESPACE):
+            self._pending.attached(eio_sid)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
         await super()._handle_eio_disconnect(eio_sid, reason)
         timer = self._unattached.pop(eio_sid, None)  # set again as its namespace left
         if timer is not None:
             timer.cancel()
+        self._pending.closed(eio_sid)
 
     async def _handle_disconnect(self, eio_sid: str, namespace: str, reason: Any = None) -> None:
         # The client left the namespace, or its session is ending (then the timer set
@@ -100,9 +201,10 @@ class TextOnlyServer(ConformantServer):
 
     def _expect_connect(self, eio_sid: str, within: float | None = None) -> None:
         """Close the session unless it is connected `within` seconds from now (by
-        default `connect_timeout`)."""
+        default `connect_timeout`); until then it counts as without a connection."""
         if eio_sid not in self.eio.sockets:
             return
+        self._pending.detached(eio_sid)
         earlier = self._unattached.pop(eio_sid, None)
         if earlier is not None:
             earlier.cancel()
@@ -115,6 +217,7 @@ class TextOnlyServer(ConformantServer):
     def _close_if_unattached(self, eio_sid: str) -> None:
         self._unattached.pop(eio_sid, None)
         if eio_sid not in self.eio.sockets:
+            self._pending.closed(eio_sid)  # gone without its disconnect event
             return
         sid = self.manager.sid_from_eio_sid(eio_sid, NAMESPACE)
         if sid is not None:
@@ -124,10 +227,12 @@ class TextOnlyServer(ConformantServer):
                 # bad tokens does not keep a session open.
                 self._expect_connect(eio_sid, within=PENDING_RECHECK_SECONDS)
             return
-        log.info("closing eio session %s: no connection to the namespace", eio_sid)
-        task = asyncio.create_task(self._close_session(eio_sid))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._client_log.info(
+            self._address_of(eio_sid),
+            "closing eio session %s: no connection to the namespace",
+            eio_sid,
+        )
+        self._in_background(self._close_session(eio_sid))
 
     async def _close_session(self, eio_sid: str) -> None:
         """Close an Engine.IO session after what is queued for it (a DISCONNECT, a
@@ -144,10 +249,14 @@ class TextOnlyServer(ConformantServer):
         if socket.upgraded:
             socket.queue.put_nowait(None)  # the writer ends after CLOSE, closing the websocket
 
+    # -- packets ----------------------------------------------------------------------
+
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         if isinstance(data, bytes) or (isinstance(data, str) and data[:1] in BINARY_TYPES):
-            log.info(
-                "dropping eio session %s: binary packets are not part of the protocol", eio_sid
+            self._client_log.info(
+                self._address_of(eio_sid),
+                "dropping eio session %s: binary packets are not part of the protocol",
+                eio_sid,
             )
             await self.drop_session(eio_sid)
             return
@@ -167,8 +276,30 @@ class TextOnlyServer(ConformantServer):
                     ),
                 )
             else:
-                log.info("dropping eio session %s: undecodable packet", eio_sid)
-                await self.drop_session(eio_sid)
+                await self._refuse_session(eio_sid, "undecodable packet")
+
+    async def _refuse_session(self, eio_sid: str, why: str) -> None:
+        self._client_log.info(
+            self._address_of(eio_sid), "dropping eio session %s: %s", eio_sid, why
+        )
+        await self.drop_session(eio_sid)
+
+    # -- dropping ---------------------------------------------------------------------
+
+    def _over_budget(self, socket: LeanSocket, charged: int) -> None:
+        """A send would take `socket` past its byte budget: drop it now (its sends are
+        refused from here on). Nothing acknowledged is lost: what it missed is in
+        SQL and replays on reconnect."""
+        self._client_log.info(
+            socket.address,
+            "dropping eio session %s: it stopped reading (%d bytes pending, %d with the"
+            " next packet, over the connection buffer of %d)",
+            socket.sid,
+            socket.pending_bytes(),
+            charged,
+            self._connection_buffer,
+        )
+        self._in_background(self.drop_session(socket.sid))
 
     async def drop_session(self, eio_sid: str) -> None:
         """Close an Engine.IO session at once, unsent packets and all: for a client
@@ -183,7 +314,31 @@ class TextOnlyServer(ConformantServer):
         socket.queue.put_nowait(None)  # ends a pending long poll or the ws writer
         transport = self._transports.get(eio_sid)
         if transport is not None:
-            transport.abort()  # a writer blocked on a full send buffer wakes up
+            reset(transport)  # a writer blocked on a full send buffer wakes up
+        # python-engineio forgets a closed session only when a request or its
+        # service task (every ping_timeout) comes across it.
+        self.eio.sockets.pop(eio_sid, None)
+
+    def _address_of(self, eio_sid: str) -> str:
+        return self._pending.address(eio_sid) or "unknown"
+
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Abort a connection with a reset: closing a socket whose client reads nothing
+    would leave the kernel holding what it could not send (up to megabytes), and
+    the connection open, behind a FIN that never goes out."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(SOL_SOCKET, SO_LINGER, LINGER_RESET)
+        except OSError:
+            pass  # already closed: abort() has nothing left to do either
+    transport.abort()
 
 
 def connect_error_data(error: MessengerError) -> dict[str, Any]:
