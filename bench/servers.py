@@ -168,6 +168,7 @@ def start_messenger(
     # many sockets per account, all from loopback).
     base = {
         "MESSENGER_RATE_LIMIT": "0",
+        "MESSENGER_MAX_PENDING_REQUESTS": "1000",
         "MESSENGER_LOGIN_BURST": "0",
         "MESSENGER_REGISTER_BURST": "0",
         "MESSENGER_MAX_CONNECTIONS_PER_USER": "0",

@@ -79,7 +79,13 @@ class Node:
         )
         self.pusher = SocketPusher(self.sio)
         self.reader = StreamReader(self.db, self.directory)
-        self.hub = LiveHub(self.pusher, self.reader, self.metrics, self._users_changed)
+        self.hub = LiveHub(
+            self.pusher,
+            self.reader,
+            self.metrics,
+            self._users_changed,
+            connection_buffer=settings.connection_buffer,
+        )
         if settings.redis_url:
             self.presence = RedisPresence(
                 settings.redis_url, self.hub.local_user_ids, prefix=settings.redis_prefix
@@ -91,7 +97,14 @@ class Node:
         # Every argon2 hash and verify of the node (registration, login) runs here.
         self.hash_pool = HashPool(settings.hash_workers, settings.hash_queue)
         self.accounts = Accounts(self.db, settings.token_ttl, hasher, self.hash_pool)
-        self.delivery = Delivery(self.db, self.directory, self.writer, self.reader, self.presence)
+        self.delivery = Delivery(
+            self.db,
+            self.directory,
+            self.writer,
+            self.reader,
+            self.presence,
+            settings.max_answer_bytes,
+        )
         SocketHandlers(
             self.sio,
             settings,
@@ -170,10 +183,15 @@ class Node:
         """Close every socket, giving each a grace period to flush its queue (the last
         acks); a polling client that never polls again cannot hold the stop up."""
         eio = self.sio.eio
-        if not eio.sockets:  # python-engineio fails on an empty server
-            return
+
+        async def close_all() -> None:
+            # python-engineio fails on an empty server; checked in the task itself,
+            # as sessions may end before it runs.
+            if eio.sockets:
+                await eio.disconnect()
+
         try:
-            await asyncio.wait_for(eio.disconnect(), CLOSE_GRACE_SECONDS)
+            await asyncio.wait_for(close_all(), CLOSE_GRACE_SECONDS)
         except TimeoutError:
             log.warning("%d sockets did not flush in time; dropping them", len(eio.sockets))
             for eio_sid in list(eio.sockets):

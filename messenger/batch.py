@@ -178,14 +178,17 @@ def _settle_known_sends(
 
     A repeat of a stored (sender, client_id) gets the stored message (when `look_up`);
     a repeat within this batch gets the first one's answer (G2). A send to someone who
-    blocks the sender fails `forbidden` and stores nothing.
+    blocks the sender fails `forbidden` and stores nothing, unless it repeats a stored
+    one: a retry gets its message even after a block (G2), so the keys of blocked
+    sends are always looked up (a rare path, unlike the lookup of every key).
     """
-    stored = (
-        queries.messages_by_client_ids(conn, ((s.sender.id, s.client_id) for _, s in sends))
-        if look_up
-        else {}
-    )
     blocked = queries.blocking_pairs(conn, ((s.recipient.id, s.sender.id) for _, s in sends))
+    keys = (
+        (s.sender.id, s.client_id)
+        for _, s in sends
+        if look_up or (s.recipient.id, s.sender.id) in blocked
+    )
+    stored = queries.messages_by_client_ids(conn, keys) if look_up or blocked else {}
     first_in_batch: dict[tuple[int, str], int] = {}
     new_sends: list[tuple[int, SendOrder]] = []
     for index, send in sends:

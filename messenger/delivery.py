@@ -12,13 +12,14 @@ from sqlalchemy import Connection, RowMapping
 
 from messenger.batch import SendResult
 from messenger.directory import Directory
-from messenger.errors import invalid, not_found
+from messenger.errors import ErrorCode, MessengerError, invalid, not_found
 from messenger.events import (
     UserRef,
     format_time,
     formatted,
     message_dict,
     sync_entry,
+    to_compact_json,
     utc_now,
 )
 from messenger.presence import Presence
@@ -27,6 +28,10 @@ from messenger.store import queries
 from messenger.store.db import Database
 from messenger.streams import StreamReader
 from messenger.writer import Writer
+
+# Room for what an answer holds besides its list (`ok`, `cursor`, `has_more`, the
+# packet's header), within `max_answer_bytes`.
+ANSWER_ENVELOPE_BYTES = 256
 
 
 class Delivery:
@@ -37,20 +42,41 @@ class Delivery:
         writer: Writer,
         reader: StreamReader,
         presence: Presence,
+        max_answer_bytes: int,
     ) -> None:
         self._db = db
         self._directory = directory
         self._writer = writer
         self._reader = reader
         self._presence = presence
+        self._answer_bytes = max_answer_bytes - ANSWER_ENVELOPE_BYTES
 
     async def submit_send(
         self, sender: UserRef, command: SendCommand
     ) -> asyncio.Future[SendResult]:
         """Check the recipient and queue the message for storing; the future resolves
         after the commit (G1), and the writer pushes it then. Callers that submit in
-        order are stored in order."""
-        recipient = await self._peer(sender, command.to)
+        order are stored in order.
+
+        A repeat of a stored send is answered with the stored message whatever it
+        names now (G2): a retry must not fail because the recipient it named is
+        unknown or the sender itself. The key is looked up only when a check fails,
+        so new sends cost no extra read (the writer catches repeats that pass)."""
+        try:
+            recipient = await self._peer(sender, command.to)
+        except MessengerError as exc:
+            if exc.code not in (ErrorCode.INVALID, ErrorCode.NOT_FOUND):
+                raise
+            stored = await self._db.read(
+                queries.messages_by_client_ids, [(sender.id, command.client_id)]
+            )
+            row = stored.get((sender.id, command.client_id))
+            if row is None:
+                raise
+            answered: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
+            message = message_dict(row, sender.username, row["recipient_name"])
+            answered.set_result(SendResult(message, created=False))
+            return answered
         return self._writer.submit_send(sender, recipient, command.body, command.client_id)
 
     def submit_mark(self, user: UserRef, ids: list[int], status: int) -> asyncio.Future[int]:
@@ -64,15 +90,24 @@ class Delivery:
             queries.conversation_page, user.id, peer.id, query.before, query.after, query.limit + 1
         )
         has_more = len(rows) > query.limit
+        paging_back = query.after is None
         if has_more:
             # One row more than asked says whether the page continues; it is the row
             # farthest from the cursor (the oldest when paging back).
-            rows = rows[: query.limit] if query.after is not None else rows[1:]
+            rows = rows[1:] if paging_back else rows[: query.limit]
         names = {user.id: user.username, peer.id: peer.username}
         messages = [
             message_dict(row, names[row["sender_id"]], names[row["recipient_id"]], formatted)
             for row in rows
         ]
+        # Past the byte bound, the page keeps the messages nearest its cursor.
+        if paging_back:
+            messages.reverse()
+        kept = self._fitting(messages)
+        if kept < len(messages):
+            messages, has_more = messages[:kept], True
+        if paging_back:
+            messages.reverse()
         return {"messages": messages, "has_more": has_more}
 
     async def sync(self, user: UserRef, query: SyncQuery) -> dict[str, Any]:
@@ -80,12 +115,25 @@ class Delivery:
         if query.after > head:
             raise invalid(f"cursor {query.after} is ahead of the stream (head {head})")
         items = await self._reader.page(user.id, query.after, query.limit)
-        cursor = items[-1].seq if items else query.after
+        events = [sync_entry(item) for item in items]
+        kept = self._fitting(events)
+        cursor = items[kept - 1].seq if kept else query.after
         return {
-            "events": [sync_entry(item) for item in items],
+            "events": events[:kept],
             "cursor": cursor,
             "has_more": cursor < head,
         }
+
+    def _fitting(self, entries: list[dict[str, Any]]) -> int:
+        """How many of `entries`, from the first, fit in an answer of at most
+        `max_answer_bytes` (always one at least, so a client can move on). Measured as
+        the JSON they are sent as, ASCII only, so characters are bytes."""
+        total = 0
+        for count, entry in enumerate(entries):
+            total += len(to_compact_json(entry)) + 1  # and its comma
+            if total > self._answer_bytes:
+                return max(count, 1)
+        return len(entries)
 
     async def block(self, user: UserRef, username: str) -> None:
         target = await self._peer(user, username)

@@ -23,12 +23,13 @@ from messenger.streams import StreamReader
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
-# Packets waiting in a connection's send queue before a backlog replay pauses for it.
-REPLAY_HIGH_WATER = 1_000
-# Packets waiting before a live connection counts as a consumer that stopped reading.
-MAX_PENDING = 20_000
+# The share of a connection's byte budget (`connection_buffer`) a backlog replay lets
+# pile up before it pauses for the client to read: the rest stays free for the live
+# pushes and answers that come meanwhile.
+REPLAY_SHARE = 4
 # How long a replay waits for a connection that does not drain before dropping it.
 DRAIN_TIMEOUT = 30.0
+DRAIN_POLL = 0.01
 # With several nodes a user's stream is written by more than one node, and a node's
 # own event can overtake another node's wake-up on its way through Redis. Events
 # after a gap wait this long for the missing one before SQL is read to fill it.
@@ -46,7 +47,7 @@ class Pusher(Protocol):
     async def emit(self, event: str, data: dict[str, Any], sid: str) -> None: ...
 
     def pending(self, sid: str) -> int:
-        """Packets queued for the connection and not yet written to it."""
+        """Bytes queued for the connection and not yet taken by the kernel."""
         ...
 
     async def disconnect(self, sid: str, abort: bool = False) -> None: ...
@@ -74,17 +75,34 @@ class Connection:
     # `LiveHub.deliver`), and the timer after which SQL fills the gap instead.
     held: dict[int, StreamItem] = field(default_factory=dict)
     gap_timer: asyncio.TimerHandle | None = None
+    # The client's address (for the limits and logs kept per address).
+    address: str = ""
+    # Events of this connection being handled now (each is its own task).
+    in_flight: int = 0
+    # Kinds of misbehaviour already logged for this connection: each is logged once.
+    logged: set[str] = field(default_factory=set)
 
 
 class LiveHub:
+    """This node's connections, and their pushes and replays.
+
+    `connection_buffer` is the byte budget of one connection: a connection with more
+    than that waiting to be read is a consumer that stopped reading, and is dropped
+    (what it missed stays in SQL and replays when it comes back). Replays pause at a
+    `REPLAY_SHARE`th of it."""
+
     def __init__(
         self,
         pusher: Pusher,
         reader: StreamReader,
         metrics: Metrics,
         on_users_changed: Callable[[], None] | None = None,
+        *,
+        connection_buffer: int,
     ) -> None:
         self._pusher = pusher
+        self._budget = connection_buffer
+        self._high_water = connection_buffer // REPLAY_SHARE
         self._on_users_changed = on_users_changed
         self._reader = reader
         self._metrics = metrics
@@ -191,9 +209,14 @@ class LiveHub:
             conn.gap_timer.cancel()
             conn.gap_timer = None
 
-    async def _push(self, conn: Connection, items: list[StreamItem]) -> list[StreamItem]:
+    async def _push(
+        self, conn: Connection, items: list[StreamItem], replaying: bool = False
+    ) -> list[StreamItem]:
         """Emit the items that continue the connection's stream, in order; returns
-        those behind a gap (none when the stream is whole)."""
+        those behind a gap (none when the stream is whole). A replay waits for the
+        client to read whenever a `REPLAY_SHARE`th of its budget is waiting; a live
+        push cannot wait (the writer is behind it), so a connection it takes past the
+        budget is dropped."""
         left: list[StreamItem] = []
         async with conn.lock:
             for index, item in enumerate(items):
@@ -204,7 +227,9 @@ class LiveHub:
                     break
                 await self._emit(conn, item)
                 conn.last_seq = item.seq
-        if self._pusher.pending(conn.sid) > MAX_PENDING:
+                if replaying:
+                    await self._wait_for_drain(conn)
+        if self._pusher.pending(conn.sid) > self._budget:
             log.warning("dropping connection %s: it stopped reading", conn.sid)
             await self._pusher.disconnect(conn.sid, abort=True)
         return left
@@ -229,12 +254,11 @@ class LiveHub:
                 page = await self._reader.page(conn.user.id, conn.last_seq, PAGE_SIZE)
                 if page:
                     self._metrics.backlog_events.inc(len(page))
-                    if await self._push(conn, page):
+                    if await self._push(conn, page, replaying=True):
                         log.error(
                             "stream of user %d has a hole after %d", conn.user.id, conn.last_seq
                         )
                         break
-                    await self._wait_for_drain(conn)
                     continue
                 # Caught up with SQL. Anything delivered while we read was skipped for
                 # us: look again if the node heard of a newer head. No await between
@@ -266,20 +290,22 @@ class LiveHub:
             async with conn.lock:
                 for item in page:
                     await self._emit(conn, item)
+                    await self._wait_for_drain(conn)
             self._metrics.redeliveries.inc(len(page))
             after = page[-1].seq
-            await self._wait_for_drain(conn)
 
     async def _wait_for_drain(self, conn: Connection) -> None:
-        """Bound memory: let the socket write out a page before reading the next."""
+        """Bound memory: wait while more than the replay's share of the connection's
+        budget is unread. Checked after every replayed event: a page of the largest
+        messages is far more than a connection's budget."""
         waited = 0.0
-        while self._pusher.pending(conn.sid) > REPLAY_HIGH_WATER:
+        while self._pusher.pending(conn.sid) > self._high_water:
             if waited >= DRAIN_TIMEOUT:
                 log.warning("dropping connection %s: backlog not read in %.0fs", conn.sid, waited)
                 await self._pusher.disconnect(conn.sid, abort=True)
                 raise SlowConsumer(conn.sid)
-            await asyncio.sleep(0.01)
-            waited += 0.01
+            await asyncio.sleep(DRAIN_POLL)
+            waited += DRAIN_POLL
 
     # -- repair (G9) --------------------------------------------------------------
 

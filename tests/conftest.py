@@ -108,12 +108,14 @@ async def empty_pg_url() -> AsyncIterator[str]:
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     # Rate and registration limits off unless a test turns them on (tests make many
-    # accounts from one address); fast resync so repairs show quickly; argon2 at its
-    # lowest cost (the same code, far less CPU per account).
+    # accounts from one address, and pipeline many events on one connection); fast
+    # resync so repairs show quickly; argon2 at its lowest cost (the same code, far
+    # less CPU per account).
     return Settings(
         database_url=database_url,
         rate_limit=0,
         register_burst=0,
+        max_pending_requests=1000,
         resync_interval=0.5,
         argon2_time_cost=1,
         argon2_memory_kib=1024,

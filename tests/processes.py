@@ -59,7 +59,12 @@ class ServeProcess:
         self.logs = logs
         self.name = name
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MESSENGER_")}
-        self.env.update(MESSENGER_RATE_LIMIT="0", MESSENGER_REGISTER_BURST="0", **(env or {}))
+        self.env.update(
+            MESSENGER_RATE_LIMIT="0",
+            MESSENGER_REGISTER_BURST="0",
+            MESSENGER_MAX_PENDING_REQUESTS="1000",
+            **(env or {}),
+        )
         self.migrate = migrate
         self.redis_url = redis_url
         self.health_timeout = health_timeout

@@ -9,15 +9,21 @@ from typing import Any
 
 from tests.support import Device, Http, RunningServer, connect_synced
 
+# Sends in flight at once: within the settings fixture's `max_pending_requests`.
+WINDOW = 500
+
 
 async def send_many(sender: Device, to: str, bodies: list[str], prefix: str) -> list[int]:
-    """Pipelined sends (acks not awaited one by one); returns the ids in send order."""
+    """Pipelined sends (acks not awaited one by one, WINDOW at a time); returns the
+    ids in send order."""
     acks: dict[int, dict[str, Any]] = {}
     done = asyncio.Event()
+    window = asyncio.Semaphore(WINDOW)
 
     def on_ack(index: int) -> Any:
         def record(answer: dict[str, Any]) -> None:
             acks[index] = answer
+            window.release()
             if len(acks) == len(bodies):
                 done.set()
 
@@ -25,6 +31,7 @@ async def send_many(sender: Device, to: str, bodies: list[str], prefix: str) -> 
 
     for i, body in enumerate(bodies):
         payload = {"to": to, "body": body, "client_id": f"{prefix}-{i}"}
+        await window.acquire()
         await sender.sio.emit("send", payload, callback=on_ack(i))
     await asyncio.wait_for(done.wait(), 30)
     assert all(acks[i]["ok"] for i in range(len(bodies))), acks

@@ -3,6 +3,11 @@
 python-socketio is untyped and runs every event as its own task; this module keeps
 both facts at the edge. Every event is answered through its acknowledgement, errors
 included (G8), and on seed-protocol connections failures are also emitted as `error`.
+
+Every event, known or not, passes the rate limiter first, and a connection may have
+only `max_pending_requests` of them in handling at once; handshakes are limited per
+Engine.IO session. A refusal costs no database work. Lines about a client's
+misbehaviour are logged once per connection, and a few per address at most.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from messenger.protocol import STATUS_DELIVERED, STATUS_READ
 from messenger.ratelimit import RateLimiter
 from messenger.store.db import classify_failure
 from messenger.streams import StreamReader
+from messenger.transport.client_address import UNKNOWN, ClientAddresses
+from messenger.transport.client_log import ClientLog
 from messenger.transport.server import CATCH_ALL, NAMESPACE, connect_error_data
 from messenger.writer import Writer
 
@@ -54,7 +61,12 @@ class SocketHandlers:
         self._reader = reader
         self._hub = hub
         self._metrics = metrics
+        # Events per user; handshakes per Engine.IO session (a session may retry a
+        # refused CONNECT); log lines about misbehaviour per address.
         self._limiter = RateLimiter(settings.rate_limit)
+        self._handshakes = RateLimiter(settings.rate_limit)
+        self._client_log = ClientLog(log)
+        self._addresses = ClientAddresses(settings.trusted_proxies)
 
     def register(self) -> None:
         sio = self._sio
@@ -77,12 +89,22 @@ class SocketHandlers:
 
     # -- connection lifecycle -----------------------------------------------------
 
-    async def connect(self, sid: str, environ: Any, auth: Any = None) -> None:
+    async def connect(self, sid: str, environ: Any = None, auth: Any = None, *_: Any) -> None:
         if self._sio.manager.is_connected(sid, NAMESPACE):
-            # A client sent an *event* named "connect": not a handshake.
+            # A client sent an *event* named "connect" (its arguments land in these
+            # parameters): not a handshake, but an event all the same.
+            self._event_named_like_a_handshake(sid)
             return
+        address = self._addresses.of_environ(environ) if isinstance(environ, dict) else UNKNOWN
+        session = self._sio.manager.eio_sid_from_sid(sid, NAMESPACE) or sid
+        if not self._handshakes.allow(session):
+            self._metrics.rate_limited.inc()
+            self._note(
+                address, "socket handshake refused: too many on one session from %s", address
+            )
+            raise _refusal(MessengerError(ErrorCode.RATE_LIMITED, "too many handshakes; slow down"))
         try:
-            await self._handshake(sid, auth if isinstance(auth, dict) else {})
+            await self._handshake(sid, address, auth if isinstance(auth, dict) else {})
         except socketio.exceptions.ConnectionRefusedError:
             raise
         except Exception as exc:  # every handshake gets its answer
@@ -90,19 +112,24 @@ class SocketHandlers:
             log.error("socket handshake failed: %s (%r)", error.code, exc)
             raise _refusal(error) from None
 
-    async def _handshake(self, sid: str, auth: dict[str, Any]) -> None:
+    async def _handshake(self, sid: str, address: str, auth: dict[str, Any]) -> None:
         try:
             who = await self._accounts.authenticate(auth.get("token"))
         except MessengerError as exc:
             self._metrics.auth_failures.inc()
-            log.info("socket handshake refused: %s", exc.message)
+            self._note(address, "socket handshake refused from %s: %s", address, exc.message)
             raise _refusal(exc) from None
         head = await self._reader.head(who.user.id)
         # Checked after the last await, so the check and `attach` below happen as one
         # step: simultaneous handshakes cannot slip past the cap together.
         cap = self._settings.max_connections_per_user
         if cap and self._hub.count_of_user(who.user.id) >= cap:
-            log.info("socket handshake refused: user=%s has %d connections", who.user.username, cap)
+            self._note(
+                address,
+                "socket handshake refused: user=%s has %d connections",
+                who.user.username,
+                cap,
+            )
             raise _refusal(
                 MessengerError(ErrorCode.RATE_LIMITED, f"at most {cap} connections per user")
             )
@@ -115,14 +142,17 @@ class SocketHandlers:
             seed=auth.get("compat") == protocol.COMPAT_SEED,
             last_seq=base,
             replay_undelivered_to=base,
+            address=address,
         )
         self._hub.attach(conn, head)
         self._writer.touch(who.user.id, utc_now())
         log.info("connect user=%s sid=%s cursor=%s", who.user.username, sid, cursor)
 
-    async def disconnect(self, sid: str, reason: Any = None) -> None:
+    async def disconnect(self, sid: str, reason: Any = None, *_: Any) -> None:
         if self._sio.manager.is_connected(sid, NAMESPACE):
-            return  # an *event* named "disconnect", not the socket going away
+            # An *event* named "disconnect", not the socket going away.
+            self._event_named_like_a_handshake(sid)
+            return
         conn = self._hub.detach(sid)
         if conn is not None:
             self._writer.touch(conn.user.id, utc_now())
@@ -134,12 +164,12 @@ class SocketHandlers:
         async def on_event(sid: str, *args: Any) -> dict[str, Any]:
             conn = self._hub.get(sid)
             if conn is None:
-                return MessengerError(ErrorCode.UNAUTHORIZED, "not connected").answer()
+                return self._unattached(sid).answer()
+            refusal = self._admit(conn)
+            if refusal is not None:
+                return await self._fail(conn, refusal)
+            conn.in_flight += 1
             try:
-                if not self._limiter.allow(conn.user.id):
-                    self._metrics.rate_limited.inc()
-                    log.info("rate limited user=%s", conn.user.username)
-                    raise MessengerError(ErrorCode.RATE_LIMITED, "too many events; slow down")
                 if len(args) != 1:
                     raise invalid("an event carries exactly one payload object")
                 return {"ok": True, **await handler(conn, args[0])}
@@ -149,13 +179,56 @@ class SocketHandlers:
                 error = classify_failure(exc)
                 log.error("event failed for user=%s: %s (%r)", conn.user.username, error.code, exc)
                 return await self._fail(conn, error)
+            finally:
+                conn.in_flight -= 1
 
         return on_event
 
-    async def _unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+    async def _unknown(self, event: Any, sid: str, *args: Any) -> dict[str, Any]:
         conn = self._hub.get(sid)
-        error = invalid(f"unknown event {str(event)[:64]!r}")
-        return await self._fail(conn, error) if conn is not None else error.answer()
+        if conn is None:
+            return self._unattached(sid).answer()
+        refusal = self._admit(conn)
+        return await self._fail(conn, refusal or invalid(f"unknown event {str(event)[:64]!r}"))
+
+    def _admit(self, conn: Connection) -> MessengerError | None:
+        """Why an event of `conn` is refused before any work, if it is: the user's
+        rate, or too many of the connection's events still in handling."""
+        if not self._limiter.allow(conn.user.id):
+            self._metrics.rate_limited.inc()
+            self._note_once(conn, "rate", "rate limited user=%s", conn.user.username)
+            return MessengerError(ErrorCode.RATE_LIMITED, "too many events; slow down")
+        cap = self._settings.max_pending_requests
+        if conn.in_flight >= cap:
+            self._metrics.rate_limited.inc()
+            self._note_once(
+                conn, "pending", "user=%s over %d requests at once", conn.user.username, cap
+            )
+            return MessengerError(
+                ErrorCode.RATE_LIMITED, f"at most {cap} requests at once: wait for the answers"
+            )
+        return None
+
+    def _unattached(self, sid: str) -> MessengerError:
+        """The answer to an event of a session the hub does not know (a connection
+        being torn down): counted per session like any event, never worked on."""
+        if not self._limiter.allow(("sid", sid)):
+            return MessengerError(ErrorCode.RATE_LIMITED, "too many events; slow down")
+        return MessengerError(ErrorCode.UNAUTHORIZED, "not connected")
+
+    def _event_named_like_a_handshake(self, sid: str) -> None:
+        conn = self._hub.get(sid)
+        if conn is not None:
+            self._admit(conn)  # counted like any event; ignored whatever the verdict
+
+    def _note(self, address: str, message: str, *args: Any) -> None:
+        """Log a line about a client's misbehaviour, unless its address had its share."""
+        self._client_log.info(address, message, *args)
+
+    def _note_once(self, conn: Connection, kind: str, message: str, *args: Any) -> None:
+        if kind not in conn.logged:
+            conn.logged.add(kind)
+            self._note(conn.address, message, *args)
 
     async def _fail(self, conn: Connection, error: MessengerError) -> dict[str, Any]:
         if conn.seed:
