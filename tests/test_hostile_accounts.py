@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,6 +23,7 @@ from messenger.transport.rest import (
     REGISTER_GLOBAL_BURST_FACTOR,
     REGISTER_GLOBAL_RATE,
 )
+from tests.faults.tools import rss_kb
 from tests.support import PASSWORD, RunningServer, sql, start_server, unique_name
 
 USERS, SESSIONS = "/api/v1/users", "/api/v1/sessions"
@@ -218,23 +218,16 @@ async def test_taken_name_flood_costs_no_hashing(settings: Settings) -> None:
 # -- the hashing pool ------------------------------------------------------------------
 
 
-def rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS in /proc/self/status")
-
-
 @contextmanager
 def peak_rss() -> Iterator[list[int]]:
     """Samples this process's RSS (the server runs in it) until the block ends; the
     list holds the highest seen (KiB)."""
-    peak = [rss_kib()]
+    peak = [rss_kb()]
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.002):
-            peak[0] = max(peak[0], rss_kib())
+            peak[0] = max(peak[0], rss_kb())
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -263,7 +256,7 @@ async def test_login_flood_is_bounded_by_the_hashing_pool(settings: Settings) ->
             # Warm: one login, so the worker thread's argon2 memory is counted in the
             # baseline.
             assert (await post(http, running.url, SESSIONS, credentials(name))).status == 201
-            baseline = rss_kib()
+            baseline = rss_kb()
             with peak_rss() as peak:
                 answers = await asyncio.gather(
                     *(

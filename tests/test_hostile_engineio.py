@@ -18,14 +18,11 @@ The server runs in the test's process, so its memory is this process's VmRSS.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import secrets
-import socket
 import struct
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -33,9 +30,8 @@ import pytest
 
 from messenger.config import KIB, Settings
 from messenger.transport.engineio_socket import LeanSocket
-from tests.faults.tools import RawSocket
+from tests.faults.tools import RawSocket, rss_kb
 from tests.support import (
-    WS_PATH,
     Device,
     Http,
     RunningServer,
@@ -69,38 +65,8 @@ FLOOD_GROWTH_KB = 28 * 1024
 
 
 class Raw(RawSocket):
-    """A hand-made websocket client (tests.faults.tools) that can also open a session
-    without connecting to the namespace, upgrade a polling session, and write any
+    """A hand-made websocket client (tests.faults.tools) that can also write any
     frame."""
-
-    async def open(self, sid: str | None = None) -> str:
-        """The websocket handshake, then the OPEN packet (a new session) or the
-        upgrade's probe and UPGRADE (the polling session `sid`); returns the sid."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-        sock.setblocking(False)
-        self.sock = sock
-        await asyncio.get_running_loop().sock_connect(sock, (PROXY, self.port))
-        self.reader, self.writer = await asyncio.open_connection(sock=sock, limit=4096)
-        key = base64.b64encode(secrets.token_bytes(16)).decode()
-        path = WS_PATH if sid is None else f"{WS_PATH}&sid={sid}"
-        self.writer.write(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: {PROXY}:{self.port}\r\n"
-                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        status = await self.reader.readuntil(b"\r\n\r\n")
-        assert status.startswith(b"HTTP/1.1 101"), status
-        if sid is not None:
-            await self.send_text("2probe")
-            assert await self.receive() == "3probe"
-            await self.send_text("5")
-            return sid
-        opened = await self.receive()
-        assert opened.startswith("0{"), opened
-        return str(json.loads(opened[1:])["sid"])
 
     async def join(self, token: str) -> None:
         """CONNECT to the namespace, then read until the backlog is sent."""
@@ -143,13 +109,6 @@ async def send_many(sender: Device, to: str, count: int, tag: str) -> None:
             sender.events.clear()  # its copies of the flood are not the server's memory
 
     await asyncio.gather(*(one(n) for n in range(count)))
-
-
-def rss_kb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 @pytest.fixture

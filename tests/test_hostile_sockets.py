@@ -24,7 +24,6 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,7 +31,7 @@ import pytest
 
 from messenger.config import KIB, MIB, Settings
 from messenger.events import to_compact_json
-from tests.faults.tools import RawSocket
+from tests.faults.tools import RawSocket, rss_kb
 from tests.support import (
     Account,
     Http,
@@ -48,13 +47,6 @@ from tests.support import (
 ASTRAL_BODY = "\U0001f600" * 4096
 BUDGET = 1 * MIB
 ANSWER_BYTES = 128 * KIB
-
-
-def rss_kb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 @pytest.fixture

@@ -41,8 +41,9 @@ def raise_fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def rss_kb(pid: int) -> int:
-    """Resident set size of a process, from /proc/PID/status (kB)."""
+def rss_kb(pid: int | str = "self") -> int:
+    """Resident set size of a process (by default this one, where in-process test
+    servers run), from /proc/PID/status (kB)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
@@ -293,8 +294,9 @@ class RawSocket:
         self.writer: asyncio.StreamWriter | None = None
         self.sock: socket.socket | None = None
 
-    async def connect(self, token: str) -> dict[str, Any]:
-        """Open, authenticate, read until `synced`; returns the synced payload."""
+    async def open(self, sid: str | None = None) -> str:
+        """The websocket handshake, then the OPEN packet (a new session) or the
+        upgrade's probe and UPGRADE (of the polling session `sid`); returns the sid."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         sock.setblocking(False)
@@ -303,9 +305,10 @@ class RawSocket:
         # A tiny stream buffer too: asyncio must not read ahead for us.
         self.reader, self.writer = await asyncio.open_connection(sock=sock, limit=4096)
         key = base64.b64encode(secrets.token_bytes(16)).decode()
+        path = WS_PATH if sid is None else f"{WS_PATH}&sid={sid}"
         self.writer.write(
             (
-                f"GET {WS_PATH} HTTP/1.1\r\n"
+                f"GET {path} HTTP/1.1\r\n"
                 f"Host: {HOST}:{self.port}\r\n"
                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -313,8 +316,18 @@ class RawSocket:
         )
         status = await self.reader.readuntil(b"\r\n\r\n")
         assert status.startswith(b"HTTP/1.1 101"), status
+        if sid is not None:
+            await self.send_text("2probe")
+            assert await self.receive() == "3probe"
+            await self.send_text("5")
+            return sid
         opened = await self.receive()
-        assert opened.startswith("0"), opened
+        assert opened.startswith("0{"), opened
+        return str(json.loads(opened[1:])["sid"])
+
+    async def connect(self, token: str) -> dict[str, Any]:
+        """Open, authenticate, read until `synced`; returns the synced payload."""
+        await self.open()
         await self.send_text("40" + json.dumps({"token": token}))
         while True:
             text = await self.receive()
