@@ -160,9 +160,9 @@ class LeanSocket(ConformantSocket):
     async def send(self, pkt: packet.Packet) -> None:
         if self._overflowed:
             return  # being dropped: nothing more is queued for it
-        if self._budget and not self.closed and self._past_budget(packet_size(pkt)):
-            return
         if self._frames is None:
+            if self._over_budget_with(pkt):
+                return
             await super().send(pkt)
             _shed(pkt)
             return
@@ -177,10 +177,15 @@ class LeanSocket(ConformantSocket):
             and not transport.is_closing()
             and transport.get_write_buffer_size() <= DIRECT_WRITE_LIMIT
         ):
+            # Nothing queued and little unread: no budget to check here (the common
+            # case, kept cheap); what this adds is counted at the next queued send.
             transport.write(websocket_frame(pkt.encode()))
-        else:
+        elif not self._over_budget_with(pkt):
             await self.queue.put(pkt)  # behind what is queued: order holds
             _shed(pkt)
+
+    def _over_budget_with(self, pkt: packet.Packet) -> bool:
+        return bool(self._budget) and not self.closed and self._past_budget(packet_size(pkt))
 
     def _past_budget(self, size: int) -> bool:
         """Whether queueing `size` more bytes takes the session past its budget; if
