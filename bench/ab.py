@@ -1,7 +1,7 @@
 """`python -m bench.ab`: two messenger servers, A and B, measured round by round.
 
 The machine is shared and noisy: two servers of the same code, side by side at the
-same rate, have given p99 of 54 and 150 ms. A change is judged here by alternating
+same rate, have given p99s several times apart. A change is judged here by alternating
 A and B (A, B, then B, A, ...) at one offered rate, or in the closed loop, and
 reading the rounds side by side. A and B may differ in code (`--a-root`, another
 checkout, e.g. a `git worktree` of the commit before) or in environment

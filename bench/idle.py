@@ -20,7 +20,8 @@ import socketio
 from bench.dialects import quiet_clients
 
 CONNECT_CONCURRENCY = 64
-# messenger's connect rate falls as sockets pile up: 10,000 took up to 210 s here.
+# messenger's connect rate falls as sockets pile up: 10,000 can take minutes on a
+# shared machine.
 CONNECT_BUDGET = 600.0
 
 

@@ -93,7 +93,7 @@ class Settings:
     migrate: bool = True
     log_format: str = "text"
     # uvloop: less CPU per message and a lower tail than the standard library's loop
-    # (docs/performance.md); "asyncio" is the fallback.
+    # (docs/dev/performance-log.md); "asyncio" is the fallback.
     event_loop: str = "uvloop"
 
     def __post_init__(self) -> None:

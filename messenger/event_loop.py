@@ -1,9 +1,10 @@
 """Run the server on the event loop the settings name.
 
 uvloop (libuv under asyncio's interface) takes less CPU per message than the standard
-library's loop and shortens the tail: measured side by side, docs/performance.md has
-the numbers. The standard loop stays one setting away (`MESSENGER_EVENT_LOOP=asyncio`),
-for platforms uvloop does not build on and for comparing the two.
+library's loop and shortens the tail, measured side by side (the runs are in
+docs/dev/performance-log.md, 2026-12-04). The standard loop stays one setting away
+(`MESSENGER_EVENT_LOOP=asyncio`), for platforms uvloop does not build on and for
+comparing the two.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The garbage collector set for a long-running server, not for a script.
 
-With CPython's defaults, the server under load made about two full collections a
-second, each 70-80 ms on our 2-core machine with ~150,000 tracked objects: they were
-the live p99 (128 ms at 2,100 msgs/s, then half the peak; 25 ms with the collector
-off). Two reasons, both fixed here:
+With CPython's defaults, the server under load made full collections every second
+or so, each long with the many objects a server tracks: they were the live p99
+(docs/dev/performance-log.md, 2026-12-01, has the measurements). Two reasons, both
+fixed here:
 
 - Full collections walked every object made at startup (modules, SQLAlchemy's
   tables and compiled statements, the routes), which live as long as the process.

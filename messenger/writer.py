@@ -172,8 +172,8 @@ class Writer:
 
     async def _apply_with_retry(self, batch: list[_Queued]) -> Outcome:
         # The first attempt takes every send for a new one: a repeated (sender,
-        # client_id) is rare, and the unique index catches it (the lookup was a tenth
-        # of a batch's instructions, by callgrind). Only then does the batch run
+        # client_id) is rare, and the unique index catches it (the lookup was a
+        # noticeable share of every batch's work). Only then does the batch run
         # again, looking each key up first; and again, twice at most, if another
         # node's writer stored one of the keys between our lookup and our insert.
         orders = [item.order for item in batch]

@@ -2,8 +2,8 @@
 
 A history page carries three times per message. Turned into a datetime on the way out
 of the database (parsed, given its zone by `UtcDateTime`) and into text again for the
-answer, each cost about 5.5 us of Python, two thirds of a page's read on SQLite
-(docs/performance.md, "late at night"). The database formats it the way
+answer, they were most of a page's read on SQLite (docs/dev/performance-log.md,
+"late at night" of 2026-12-01). The database formats it the way
 `events.format_time` does instead: `2026-12-01T12:00:00.123Z`, UTC, to the
 millisecond (what the server stores: `utc_now` cuts to milliseconds).
 """

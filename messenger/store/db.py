@@ -8,10 +8,10 @@ each backend runs it the cheapest way it can:
   writes go through one thread that keeps one connection (SQLite has one writer at a
   time anyway), readers use a small pool of threads and connections, and in WAL mode
   they never wait for the writer. aiosqlite, which sends *each statement* to its
-  thread and back, cost ~8 ms of CPU per one-message transaction on our 2-core
-  machine (about ten hops at 200-500 us each); the same transaction as one hop costs
-  ~1.4 ms. The driver's own transaction handling is off and `BEGIN IMMEDIATE` starts
-  every write, so a write never fails SQLITE_BUSY half-way (SQLAlchemy's SQLite notes).
+  thread and back, paid a thread hop per statement, about ten for a one-message
+  transaction; the same transaction as one hop costs a fraction of that. The
+  driver's own transaction handling is off and `BEGIN IMMEDIATE` starts every write,
+  so a write never fails SQLITE_BUSY half-way (SQLAlchemy's SQLite notes).
 - **PostgreSQL** runs it on the event loop through asyncpg (`run_sync`), where a
   statement is a socket round trip and no thread is involved.
 
@@ -200,11 +200,10 @@ def _configure_sqlite(engine: Engine, synchronous: str, begin: str, temp_store: 
     The writer keeps temporary storage in memory. Its batch statements change many
     rows at once (a multi-row INSERT, a status mark), and SQLite journals each such
     statement so that a constraint failure undoes it alone; past 64 KiB that journal
-    spilled to a temporary file, made, written, unlinked and closed in every batch:
-    a third of the writer's write calls (strace, 22 sends and 22 marks a batch: 306
-    pwrites a batch against 198). A batch is at most `write_batch_max` items, which
-    bounds it in memory. Readers keep SQLite's default, files: a history or stream
-    query's sort is not bounded that way.
+    spilled to a temporary file, made, written, unlinked and closed in every batch,
+    a large share of the writer's write calls (strace showed it). A batch is at most
+    `write_batch_max` items, which bounds it in memory. Readers keep SQLite's default,
+    files: a history or stream query's sort is not bounded that way.
     """
 
     @event.listens_for(engine, "connect")
@@ -227,9 +226,9 @@ def _configure_sqlite(engine: Engine, synchronous: str, begin: str, temp_store: 
 # asyncpg prepares every statement, and after five runs PostgreSQL may keep a
 # *generic* plan for it, made with the statistics of that moment, until the table is
 # analyzed again. Planned while `messages` was small, the writer's key lookup stayed
-# a scan of the whole table as it grew: without autovacuum, commits went from 2 to
-# 17 ms within a minute of load. A plan made for each execution costs ~7 % more
-# CPU per message at low rates and cannot go stale.
+# a scan of the whole table as it grew: without autovacuum, commits grew several
+# times longer within a minute of load. A plan made for each execution costs a
+# little more CPU per message at low rates and cannot go stale.
 PG_SESSION_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 
 
@@ -245,12 +244,12 @@ class PostgresDatabase(Database):
         }
         # Writes check each connection as they take it from the pool (a round trip):
         # a write is not simply run again, so it must not meet a connection that
-        # PostgreSQL closed (a restart). Reads skip that round trip, about a sixth of
-        # a history page (bench `history`: p50 3.6-4.0 -> 2.4-3.6 ms), and are run
-        # again instead when they meet such a connection (see `read`). Reads also run
-        # without BEGIN and ROLLBACK, which were two of a page's three round trips:
-        # under READ COMMITTED, PostgreSQL's default, a transaction gives each of its
-        # statements a snapshot of its own anyway, so a read sees the same either way.
+        # PostgreSQL closed (a restart). Reads skip that round trip, a good part of
+        # a history page (bench `history` shows it), and are run again instead when
+        # they meet such a connection (see `read`). Reads also run without BEGIN and
+        # ROLLBACK, which were two of a page's three round trips: under READ
+        # COMMITTED, PostgreSQL's default, a transaction gives each of its statements
+        # a snapshot of its own anyway, so a read sees the same either way.
         self._writer_engine = create_async_engine(url, pool_pre_ping=True, **options)
         self._reader_engine = create_async_engine(
             url, isolation_level="AUTOCOMMIT", **{**options, "pool_size": 8}

@@ -3,21 +3,20 @@
 `Connection.execute(statement, params)` looks the statement up in the compiled cache
 (generating its cache key), processes every parameter and sets up result processing
 before the driver sees anything, and for a writer batch that is most of the cost:
-one `send` in a batch of its own spent 0.85 ms in its five statements, 11 % of it in
-SQLite (docs/performance.md, "late at night"); through `Connection.execute` a
-statement cost about 2.5 times what `exec_driver_sql` did. For the bulk statements
-(a stream event per recipient, a stream head per user) the per-row work alone cost
-more than SQLite took to store the rows: 60 stream events, 482 us through `execute`,
-276 us handed to the driver (of which SQLite ~250).
+SQLite itself is a small part of a small batch's statements, and through
+`Connection.execute` a statement cost a multiple of what `exec_driver_sql` did. For
+the bulk statements (a stream event per recipient, a stream head per user) the
+per-row work alone cost more than SQLite took to store the rows. The profiles are in
+docs/dev/performance-log.md ("late at night" of 2026-12-01).
 
 A `DriverStatement` compiles its Core statement once per dialect into the driver's
 SQL and parameter order, and hands plain tuples to the driver. On SQLite they go to
 a cursor of the `Connection`'s own DBAPI connection, inside the transaction the
 `Connection` has begun: even `exec_driver_sql` builds an execution context and reads
-the cursor's description into result metadata on every call, 0.23 ms of the writer's
-CPU a batch (of 0.70 for a batch of one send and one mark, of 2.5 for 25 and 25;
-`bench.wal_frames`). The driver's errors are raised as SQLAlchemy raises them
-(`IntegrityError` for the writer's retries, values hidden). PostgreSQL keeps
+the cursor's description into result metadata on every call, a fixed cost per
+batch that small batches feel most (`bench.wal_frames` shows it). The driver's
+errors are raised as SQLAlchemy raises them (`IntegrityError` for the writer's
+retries, values hidden). PostgreSQL keeps
 `exec_driver_sql`: a statement there is a round trip, and on a lost connection
 SQLAlchemy also drops the pool's other connections of that age, which reads count
 on (`PostgresDatabase.read`). It is only for values that need no conversion either
@@ -113,9 +112,8 @@ def _compile(statement: ClauseElement, dialect: Dialect) -> tuple[str, tuple[str
 class RowsInsert:
     """A multi-row INSERT through the driver, of any number of rows, compiled once.
 
-    SQLAlchemy compiles an INSERT of n rows anew for each n, and the time grows with n:
-    0.65 ms for one row of `messages`, 6-7.6 ms for 64, about 250 ms for the sizes 1 to
-    64, each paid by the writer in the first batch of that size, mostly in a server's
+    SQLAlchemy compiles an INSERT of n rows anew for each n, and the time grows with n;
+    each was paid by the writer in the first batch of that size, mostly in a server's
     first seconds under load. The SQL of n rows is the one-row statement's with its
     VALUES row repeated, which needs parameter markers that carry no number (qmark).
     """

@@ -101,7 +101,8 @@ class Message(Base):
         Index("ix_messages_received", "recipient_id", "sender_id", "id"),
         # The undelivered backlog of a recipient, in stream order: only messages
         # still `sent`, so it stays a few pages for everyone, and a commit writes a
-        # few of its pages rather than a leaf per recipient (docs/performance.md).
+        # few of its pages rather than a leaf per recipient (`bench.wal_frames`
+        # shows what a commit writes; docs/dev/performance-log.md, 2026-12-04).
         Index(
             "ix_messages_undelivered",
             "recipient_id",

@@ -4,8 +4,8 @@ tables of `models`; rows come back as mappings.
 
 The statements of the hot paths (every send, mark, connect and page) are built once,
 with bound parameters: building a Core statement and its cache key on each call cost
-about twice what running it did on SQLite (measured: ~300 us against ~100 us per
-lookup). Lists go in as expanding parameters, so the statement stays the same; the
+more than running it did on SQLite (docs/dev/performance-log.md has the profile).
+Lists go in as expanding parameters, so the statement stays the same; the
 writer's per-batch statements skip even that (`DriverStatement`, compiled once, with
 lists padded to a few sizes).
 """
@@ -129,10 +129,9 @@ def _stream_heads_statement(size: int) -> DriverStatement:
 
 def compile_writer_statements(conn: Connection) -> None:
     """Compile now, before any load, every size of the statements the writer runs
-    through the driver. Each took 0.3-15 ms to compile (the most for the largest),
-    about 160 ms in all on SQLite, and each was paid by the writer in the first batch
-    that needed it, which made the batches of a server's first seconds under load
-    wait for them."""
+    through the driver. Compiling takes longer the larger the statement, and each
+    was paid by the writer in the first batch that needed it, which made the batches
+    of a server's first seconds under load wait for them."""
     dialect = conn.dialect
     for size in _padded_sizes(IDS_PER_READ):
         _stream_heads_statement(size).compiled_for(dialect)
@@ -377,7 +376,7 @@ def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[in
 
     RETURNING promises no order, and asked to keep one (`sort_by_parameter_order`)
     SQLAlchemy inserts SQLite's rows one statement each (one multi-row INSERT instead
-    saves 6.4 % of the writer's instructions, by callgrind). Each id is matched to its
+    saves a measurable share of the writer's instructions). Each id is matched to its
     row by (sender_id, client_id), which the unique constraint makes one row's.
     """
     if conn.dialect.name == "sqlite":

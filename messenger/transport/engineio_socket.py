@@ -5,7 +5,7 @@ python-engineio reads each websocket frame through a new task wrapped in
 packet through another `wait_for`, which makes a task and a timer too. With both
 sides online every message is two frames in (`send`, `delivered`) and about four
 out, and below the peak, where frames rarely share a wake-up, that bookkeeping is
-paid for each of them (docs/performance.md has what removing it bought).
+paid for each of them (docs/dev/performance-log.md has what removing it bought).
 
 `LeanSocket` keeps python-engineio's protocol handling (`receive`, ping, close)
 and replaces the loops around it:

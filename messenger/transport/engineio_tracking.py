@@ -10,7 +10,7 @@ websocket class to remember each session's transport.
 
 Every Engine.IO packet is a websocket frame of its own, and aiohttp hands each frame
 to the kernel with a `send()` of its own: replaying a backlog, that system call was
-the largest single cost (17 % of the server's time). The frames one pass of the loop
+the largest single cost of the server's time. The frames one pass of the loop
 writes to a connection now leave in one `send()`, at the end of that pass. The
 gathering transport wraps the real one on the connection's aiohttp protocol, which
 every writer of the connection (aiohttp's, ours) reads it from; uvloop's transports

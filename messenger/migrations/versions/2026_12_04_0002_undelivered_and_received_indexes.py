@@ -6,7 +6,8 @@ entry, and each commit wrote a leaf of it per recipient. The undelivered message
 alone are a few pages for everyone; history reads both directions of a conversation
 from (recipient, sender, id) as it did from (sender, recipient, id), and the list of
 conversations finds what a user received there, and what they sent in the
-(sender, client_id) index. docs/performance.md, "2026-12-04 in the evening".
+(sender, client_id) index. docs/dev/performance-log.md, "2026-12-04 in the evening",
+has what it changed.
 
 Revision ID: 0002
 Revises: 0001
