@@ -3,14 +3,27 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make test-latest`: the same checks on the newest releases of every dependency.
+LATEST := .venv-latest
+# Extra pytest arguments, e.g. make test-latest PYTEST_ARGS="tests/unit -x".
+PYTEST_ARGS ?=
 
-.PHONY: serve test lint bench web
+.PHONY: serve test test-latest constraints lint bench web
 
-$(STAMP): pyproject.toml
+# Installs exactly the versions in constraints.txt, so every machine and CI test the same.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test,bench]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,bench]"
 	touch $(STAMP)
+
+# Lint, types and tests with the tools of the venv whose bin/ is $(1).
+define checks
+	$(1)/ruff check messenger tests bench
+	$(1)/ruff format --check messenger tests bench
+	$(1)/mypy
+	$(1)/python -m pytest $(PYTEST_ARGS)
+endef
 
 # Builds the web client first when Node is there and it is not built yet.
 serve: $(STAMP)
@@ -18,10 +31,24 @@ serve: $(STAMP)
 	$(BIN)/messenger serve
 
 test: $(STAMP)
-	$(BIN)/ruff check messenger tests bench
-	$(BIN)/ruff format --check messenger tests bench
-	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(call checks,$(BIN))
+
+# The newest releases allowed by pyproject.toml, constraints.txt ignored: what a
+# release of a library (within its cap) would break shows here before it is pinned.
+test-latest:
+	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/pip install --quiet --upgrade pip
+	$(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e ".[test,bench]"
+	$(LATEST)/bin/pip list --format=freeze | grep -i -E '^(python-socketio|python-engineio|aiohttp)=='
+	$(call checks,$(LATEST)/bin)
+
+# Rewrites constraints.txt from a venv whose tests passed: .venv after a dependency was
+# added there, or `make constraints FROM=$(LATEST)` after `make test-latest`.
+FROM ?= $(VENV)
+constraints:
+	{ sed -n '/^#/p' constraints.txt; \
+	  $(FROM)/bin/pip freeze --exclude-editable | grep -v -i '^messenger=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 # make bench ARGS=--quick   (everything takes ~15 minutes; see docs/performance.md)
 bench: $(STAMP)

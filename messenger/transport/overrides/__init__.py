@@ -49,4 +49,87 @@ What each class corrects (the library's behaviour -> the protocol's):
 `ConformantServer` (socketio_server)
 - an unknown namespace is refused with `"Unable to connect"` ->
   `{"message": "Invalid namespace"}`
+
+Every name of python-socketio, python-engineio and aiohttp used in messenger/ beyond
+their documented API, by file (here and, until it moves here, elsewhere). Verified
+with python-socketio 5.18.1, python-engineio 4.15.1 and aiohttp 3.14.5; pyproject.toml
+caps each below its next minor release, and tests/unit/test_library_signatures.py
+pins them (the signature of every method overridden or called, the presence of every
+attribute), and fails on an override, or a private name reached through `self`, that
+it does not know. Paths are from messenger/; "override" marks a library method
+replaced by ours, the other names are read, called or set.
+
+transport/overrides/engine_server.py (`ConformantEngineServer`, engineio `AsyncServer`)
+- `_handle_connect` override: the handshake, rewritten (see above); it repeats
+  the library's with `_upgrades`, `_trigger_event`, `_unauthorized`,
+  `_generate_sid_cookie`, `_service_task`, `start_service_task`,
+  `service_task_handle`, `generate_id`, `cookie`, `sockets`
+- `_ok`, `_method_not_found` overrides: `ok` for a POST; 400 for other methods
+- `handle_request`, `attach` overrides: the routing above
+- `_async["translate_request"]`: the environ, read before the library reads it
+- `_async["websocket"]`: a websocket opened only to be closed
+- `_make_response`, `_bad_request`: answers built as the library builds them
+- `_cors_allowed_origins`, `cors_allowed_origins`: the library's origin check
+- `transports`, `async_mode`, `max_http_buffer_size`, `ping_interval`,
+  `ping_interval_grace_period`, `ping_timeout`, `reason`: its settings
+
+transport/overrides/engine_socket.py (`ConformantSocket`, engineio `AsyncSocket`)
+- `handle_get_request`, `handle_post_request`, `close`, `schedule_ping`,
+  `_send_ping`, `check_ping_timeout`, `_websocket_handler` overrides (see above)
+- `queue`, `connected`, `upgrading`, `upgraded`, `closing`, `closed`,
+  `last_ping`, `upgrade_protocols`, `server`: the session's state, read and set
+- `server._bad_request`: the 400 answers
+- a session's `__class__` is set to ours after its `connect` event
+
+transport/overrides/socketio_server.py (`ConformantServer`, socketio `AsyncServer`)
+- `_engineio_server_class` override: the engine server class
+- `_handle_connect`, `_handle_event` overrides: unknown namespace, event
+  outside a connection
+- `_send_packet`, `packet_class`: the CONNECT_ERROR sent
+- `handlers`, `namespace_handlers`, `namespaces`: the namespaces served
+
+transport/server.py (`TextOnlyServer`, socketio `AsyncServer`)
+- `__init__`, `disconnect` overrides
+- `_engineio_server_class`, `_get_event_handler`, `_handle_eio_connect`,
+  `_handle_connect`, `_handle_eio_disconnect`, `_handle_disconnect`,
+  `_handle_eio_message` overrides: sessions adopted, capped, timed out, binary
+  refused, the "*" event
+- `_send_packet`, `packet_class`: a CONNECT_ERROR for a bad `auth`
+- `eio.sockets`, a session's `queue`, `upgraded`: sessions closed and dropped
+
+transport/engineio_server.py (`GuardedEngineServer`, engineio `AsyncServer`)
+- `_handle_connect` override: handshakes admitted by the session caps
+- `create_queue` override: every session's queue counts its bytes
+
+transport/engineio_socket.py (`LeanSocket`, engineio `AsyncSocket`)
+- `send`, `poll`, `receive`, `_websocket_handler` overrides: the websocket loops
+  and byte budget
+- `queue`, `connected`, `upgraded`, `closed`, `server`: the session's state
+- `ws._sock` (the aiohttp `WebSocketResponse`, for `compress`) of the driver's
+  websocket wrapper
+- engineio `Packet.encode_cache`, `binary`, `data`: a queued packet keeps only its
+  encoding
+- `adopt` sets a session's `__class__` to `LeanSocket`
+
+transport/engineio_tracking.py
+- engineio `AsyncServer._async["websocket"]`: replaced, per server, by a subclass
+- engineio aiohttp `WebSocket.__call__` override, and its `handler` (the
+  session's bound method); a `transport` of ours is set on it for `LeanSocket`
+- aiohttp `Request._protocol` and its `transport` (aiohttp `BaseProtocol`):
+  the connection's transport, wrapped to gather writes
+
+transport/packets.py (`JsonPacket`, socketio `Packet`)
+- `json` (class attribute) replaced: the codec built once
+- `data_is_binary` (classmethod), `decode` overrides
+
+transport/pusher.py
+- socketio `AsyncServer.eio`, engineio `sockets` and a session's `queue`: pushes
+  queued straight on the session, its backlog measured
+
+app.py
+- socketio `AsyncServer.eio`, engineio `sockets`: the sessions closed at shutdown
+
+cluster.py (`ClusterManager`, socketio `AsyncRedisManager`)
+- `__init__`, `_handle_emit` overrides: the bus namespace's messages
+- `host_id`: this node's own messages, skipped
 """
