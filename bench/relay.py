@@ -19,7 +19,7 @@ import socketio
 from aiohttp import web
 
 from messenger.config import EVENT_LOOPS
-from messenger.event_loop import new_event_loop
+from messenger.runtime import new_event_loop
 
 # Receipts need the sender of a delivered id; bounded so a lost `delivered` cannot
 # grow the relay without limit (it keeps no history by design).

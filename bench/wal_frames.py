@@ -29,11 +29,11 @@ from pathlib import Path
 
 from sqlalchemy import Connection
 
-from messenger.batch import MarkOrder, Order, SendOrder, apply_batch
 from messenger.client.ids import new_client_id
-from messenger.events import UserRef
+from messenger.delivery.batch import MarkOrder, Order, SendOrder, apply_batch
 from messenger.store.db import SqliteDatabase
 from messenger.store.migrate import upgrade
+from messenger.wire import UserRef
 
 WAL_HEADER = 32
 FRAME_HEADER = 24

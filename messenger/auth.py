@@ -15,11 +15,11 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.exc import IntegrityError
 
 from messenger.errors import ErrorCode, MessengerError
-from messenger.events import UserRef, utc_now
 from messenger.hashing import HashPool
 from messenger.ratelimit import Throttled
 from messenger.store import queries
 from messenger.store.db import Database
+from messenger.wire import UserRef, utc_now
 
 # Weight of the newest verify in the running estimate of a verify at the current cost.
 VERIFY_ESTIMATE_WEIGHT = 0.2

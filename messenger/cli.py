@@ -13,9 +13,8 @@ from collections.abc import Sequence
 
 from messenger.config import ConfigError, Settings
 from messenger.errors import MessengerError
-from messenger.event_loop import run_on_event_loop, running_loop_kind
-from messenger.gc_tuning import tune_for_serving
 from messenger.logs import configure_logging
+from messenger.runtime import run_on_event_loop, running_loop_kind, tune_for_serving
 
 log = logging.getLogger("messenger")
 
@@ -118,7 +117,7 @@ def serve(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings) -> None:
-    from messenger.app import Node
+    from messenger.node import Node
     from messenger.transport.listener import Listener
 
     node = Node(settings)

@@ -8,9 +8,9 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from messenger.errors import not_found
-from messenger.events import UserRef
 from messenger.store import queries
 from messenger.store.db import Database
+from messenger.wire import UserRef
 
 CACHE_SIZE = 100_000
 

@@ -16,8 +16,8 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from messenger.app import Node
 from messenger.config import Settings
+from messenger.node import Node
 from messenger.transport.listener import Listener
 
 PASSWORD = "correct horse battery"

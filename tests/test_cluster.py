@@ -11,7 +11,7 @@ node or Redis get nodes and a Redis server of their own (never the shared Redis 
 password hash (see `cluster_support.accounts`).
 
 `test_presence_expires_after_kill_9_of_a_node` is marked `slow`: it waits out the
-30 s presence TTL of messenger/presence.py.
+30 s presence TTL of messenger/cluster/presence.py.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from redis import RedisError
 
-from messenger.presence import TTL_SECONDS
+from messenger.cluster.presence import TTL_SECONDS
 from tests.cluster_support import (
     Nodes,
     RedisServer,
@@ -50,7 +50,7 @@ from tests.support import Account, Device, Http, assert_contiguous, stored_conve
 # Long enough that only a push through Redis can arrive within a test's timeouts.
 NO_RESYNC = 120.0
 RESYNCS = "messenger_resyncs_total"
-CHANNEL = "messenger"  # the nodes' pub/sub channel (messenger/cluster.py)
+CHANNEL = "messenger"  # the nodes' pub/sub channel (messenger/cluster/bus.py)
 
 
 @pytest.fixture(scope="module")
@@ -533,7 +533,7 @@ async def test_presence_across_nodes(pair: Pair) -> None:
     await close_all(ann_a, bob_b)
 
 
-@pytest.mark.slow  # waits out the presence TTL (30 s): see messenger/presence.py
+@pytest.mark.slow  # waits out the presence TTL (30 s): see messenger/cluster/presence.py
 async def test_presence_expires_after_kill_9_of_a_node(nodes: Nodes, redis: RedisServer) -> None:
     """After kill -9 of node B nobody tells Redis that B's users left: they go offline
     by themselves when B's heartbeat expires, within the presence TTL (30 s after B's

@@ -29,7 +29,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from messenger.app import max_packet_bytes
+from messenger.node import max_packet_bytes
 from tests.support import (
     PASSWORD,
     STREAM_QUERIES,

@@ -30,7 +30,7 @@ import aiohttp
 import pytest
 
 from messenger.config import KIB, MIB, Settings
-from messenger.events import to_compact_json
+from messenger.wire import to_compact_json
 from tests.faults.tools import RawSocket, rss_kb
 from tests.support import (
     Account,

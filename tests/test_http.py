@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 import socketio
 
-from messenger.app import CLOSE_GRACE_SECONDS
 from messenger.config import Settings
+from messenger.node import CLOSE_GRACE_SECONDS
 from tests.support import (
     PASSWORD,
     Device,

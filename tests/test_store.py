@@ -15,12 +15,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from messenger.events import format_time
 from messenger.protocol import STATUS_DELIVERED, STATUS_READ, STATUS_SENT
 from messenger.store import queries
 from messenger.store.db import open_database
 from messenger.store.migrate import alembic_config, check, upgrade
 from messenger.store.models import messages, users
+from messenger.wire import format_time
 
 
 async def test_migrations_match_models(database_url: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import socketio
 
-from messenger.events import to_compact_json
+from messenger.wire import to_compact_json
 
 # Longer integers are refused, as python-engineio does: int() of a huge digit string
 # is quadratic.

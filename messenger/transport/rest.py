@@ -19,15 +19,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from messenger import protocol
 from messenger.auth import Accounts, Authenticated
-from messenger.delivery import Delivery
+from messenger.delivery.service import Delivery
 from messenger.errors import ErrorCode, MessengerError, forbidden, invalid
-from messenger.events import format_time, utc_now
 from messenger.metrics import Metrics
 from messenger.ratelimit import RateLimiter, Throttled
 from messenger.store import queries
 from messenger.store.db import Database, classify_failure
 from messenger.transport.client_address import ClientAddresses
 from messenger.transport.origins import origin_allowed
+from messenger.wire import format_time, utc_now
 
 log = logging.getLogger(__name__)
 

@@ -22,23 +22,19 @@ import socketio
 from messenger import protocol
 from messenger.auth import Accounts
 from messenger.config import Settings
-from messenger.delivery import Delivery
+from messenger.delivery.service import Delivery, LiveConnection, TooManyConnections
 from messenger.errors import ErrorCode, MessengerError, invalid
-from messenger.events import utc_now
-from messenger.live import Connection, LiveHub
 from messenger.metrics import Metrics
 from messenger.protocol import STATUS_DELIVERED, STATUS_READ
 from messenger.ratelimit import RateLimiter
 from messenger.store.db import classify_failure
-from messenger.streams import StreamReader
 from messenger.transport.client_address import UNKNOWN, ClientAddresses
 from messenger.transport.client_log import ClientLog
 from messenger.transport.server import CATCH_ALL, NAMESPACE, connect_error_data
-from messenger.writer import Writer
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Connection, Any], Awaitable[dict[str, Any]]]
+Handler = Callable[[LiveConnection, Any], Awaitable[dict[str, Any]]]
 
 
 class SocketHandlers:
@@ -48,18 +44,12 @@ class SocketHandlers:
         settings: Settings,
         accounts: Accounts,
         delivery: Delivery,
-        writer: Writer,
-        reader: StreamReader,
-        hub: LiveHub,
         metrics: Metrics,
     ) -> None:
         self._sio = sio
         self._settings = settings
         self._accounts = accounts
         self._delivery = delivery
-        self._writer = writer
-        self._reader = reader
-        self._hub = hub
         self._metrics = metrics
         # Events per user; handshakes per Engine.IO session (a session may retry a
         # refused CONNECT); log lines about misbehaviour per address.
@@ -119,50 +109,38 @@ class SocketHandlers:
             self._metrics.auth_failures.inc()
             self._note(address, "socket handshake refused from %s: %s", address, exc.message)
             raise _refusal(exc) from None
-        head = await self._reader.head(who.user.id)
-        # Checked after the last await, so the check and `attach` below happen as one
-        # step: simultaneous handshakes cannot slip past the cap together.
-        cap = self._settings.max_connections_per_user
-        if cap and self._hub.count_of_user(who.user.id) >= cap:
+        try:
+            await self._delivery.connect(
+                sid,
+                who.user,
+                who.token_id,
+                cursor=auth.get("cursor"),
+                seed=auth.get("compat") == protocol.COMPAT_SEED,
+                address=address,
+            )
+        except TooManyConnections as exc:
             self._note(
                 address,
                 "socket handshake refused: user=%s has %d connections",
                 who.user.username,
-                cap,
+                exc.cap,
             )
-            raise _refusal(
-                MessengerError(ErrorCode.RATE_LIMITED, f"at most {cap} connections per user")
-            )
-        cursor = _optional_cursor(auth.get("cursor"), head)
-        base = head if cursor is None else cursor
-        conn = Connection(
-            sid=sid,
-            user=who.user,
-            token_id=who.token_id,
-            seed=auth.get("compat") == protocol.COMPAT_SEED,
-            last_seq=base,
-            replay_undelivered_to=base,
-            address=address,
-        )
-        self._hub.attach(conn, head)
-        self._writer.touch(who.user.id, utc_now())
-        log.info("connect user=%s sid=%s cursor=%s", who.user.username, sid, cursor)
+            raise _refusal(exc) from None
 
     async def disconnect(self, sid: str, reason: Any = None, *_: Any) -> None:
         if self._sio.manager.is_connected(sid, NAMESPACE):
             # An *event* named "disconnect", not the socket going away.
             self._event_named_like_a_handshake(sid)
             return
-        conn = self._hub.detach(sid)
+        conn = self._delivery.disconnect(sid)
         if conn is not None:
-            self._writer.touch(conn.user.id, utc_now())
             log.info("disconnect user=%s sid=%s reason=%s", conn.user.username, sid, reason)
 
     # -- events -------------------------------------------------------------------
 
     def _wrap(self, handler: Handler) -> Callable[..., Awaitable[dict[str, Any]]]:
         async def on_event(sid: str, *args: Any) -> dict[str, Any]:
-            conn = self._hub.get(sid)
+            conn = self._delivery.connection(sid)
             if conn is None:
                 return self._unattached(sid).answer()
             refusal = self._admit(conn)
@@ -185,13 +163,13 @@ class SocketHandlers:
         return on_event
 
     async def _unknown(self, event: Any, sid: str, *args: Any) -> dict[str, Any]:
-        conn = self._hub.get(sid)
+        conn = self._delivery.connection(sid)
         if conn is None:
             return self._unattached(sid).answer()
         refusal = self._admit(conn)
         return await self._fail(conn, refusal or invalid(f"unknown event {str(event)[:64]!r}"))
 
-    def _admit(self, conn: Connection) -> MessengerError | None:
+    def _admit(self, conn: LiveConnection) -> MessengerError | None:
         """Why an event of `conn` is refused before any work, if it is: the user's
         rate, or too many of the connection's events still in handling."""
         if not self._limiter.allow(conn.user.id):
@@ -217,7 +195,7 @@ class SocketHandlers:
         return MessengerError(ErrorCode.UNAUTHORIZED, "not connected")
 
     def _event_named_like_a_handshake(self, sid: str) -> None:
-        conn = self._hub.get(sid)
+        conn = self._delivery.connection(sid)
         if conn is not None:
             self._admit(conn)  # counted like any event; ignored whatever the verdict
 
@@ -225,58 +203,62 @@ class SocketHandlers:
         """Log a line about a client's misbehaviour, unless its address had its share."""
         self._client_log.info(address, message, *args)
 
-    def _note_once(self, conn: Connection, kind: str, message: str, *args: Any) -> None:
+    def _note_once(self, conn: LiveConnection, kind: str, message: str, *args: Any) -> None:
         if kind not in conn.logged:
             conn.logged.add(kind)
             self._note(conn.address, message, *args)
 
-    async def _fail(self, conn: Connection, error: MessengerError) -> dict[str, Any]:
+    async def _fail(self, conn: LiveConnection, error: MessengerError) -> dict[str, Any]:
         if conn.seed:
             await self._sio.emit(protocol.ERROR, error.as_dict(), to=conn.sid, ignore_queue=True)
         return error.answer()
 
-    async def _send(self, conn: Connection, payload: Any) -> dict[str, Any]:
-        return await self._store(conn, protocol.parse_send(payload, self._settings.max_body))
+    async def _send(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
+        return await self._store_and_wait(
+            conn, protocol.parse_send(payload, self._settings.max_body)
+        )
 
-    async def _private_message(self, conn: Connection, payload: Any) -> dict[str, Any]:
+    async def _private_message(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
         claimed, command = protocol.parse_private_message(
             payload, self._settings.max_body, self._server_client_id()
         )
         if claimed != conn.user.username:
             raise MessengerError(ErrorCode.FORBIDDEN, "from must be the connected user")
-        return await self._store(conn, command)
+        return await self._store_and_wait(conn, command)
 
-    async def _store(self, conn: Connection, command: protocol.SendCommand) -> dict[str, Any]:
+    async def _store_and_wait(
+        self, conn: LiveConnection, command: protocol.SendCommand
+    ) -> dict[str, Any]:
         """Queue in arrival order (the admission lock), then wait for the commit."""
         async with conn.admission:
             stored = await self._delivery.submit_send(conn.user, command)
         return {"message": (await stored).message}
 
-    async def _delivered(self, conn: Connection, payload: Any) -> dict[str, Any]:
+    async def _delivered(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
         return await self._mark(conn, protocol.parse_ids(payload), STATUS_DELIVERED)
 
-    async def _read(self, conn: Connection, payload: Any) -> dict[str, Any]:
+    async def _read(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
         return await self._mark(conn, protocol.parse_ids(payload), STATUS_READ)
 
-    async def _mark(self, conn: Connection, ids: list[int], status: int) -> dict[str, Any]:
+    async def _mark(self, conn: LiveConnection, ids: list[int], status: int) -> dict[str, Any]:
         async with conn.admission:
             updated = self._delivery.submit_mark(conn.user, ids, status)
         return {"updated": await updated}
 
-    async def _history(self, conn: Connection, payload: Any) -> dict[str, Any]:
+    async def _history(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
         return await self._delivery.history(conn.user, protocol.parse_history(payload))
 
-    async def _sync(self, conn: Connection, payload: Any) -> dict[str, Any]:
+    async def _sync(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
         return await self._delivery.sync(conn.user, protocol.parse_sync(payload))
 
-    async def _presence(self, conn: Connection, payload: Any) -> dict[str, Any]:
+    async def _presence(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
         return await self._delivery.presence(conn.user, protocol.parse_presence(payload))
 
-    async def _block(self, conn: Connection, payload: Any) -> dict[str, Any]:
+    async def _block(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
         await self._delivery.block(conn.user, protocol.parse_block(payload))
         return {}
 
-    async def _unblock(self, conn: Connection, payload: Any) -> dict[str, Any]:
+    async def _unblock(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
         await self._delivery.unblock(conn.user, protocol.parse_block(payload))
         return {}
 
@@ -284,17 +266,6 @@ class SocketHandlers:
     def _server_client_id() -> str:
         """A fresh client_id for a `privateMessage` that brought none (not idempotent)."""
         return "srv-" + secrets.token_hex(12)
-
-
-def _optional_cursor(value: Any, head: int) -> int | None:
-    """A connect-time cursor; one of the wrong type or from the future counts as absent."""
-    if value is None:
-        return None
-    try:
-        cursor = protocol.parse_cursor(value)
-    except MessengerError:
-        return None
-    return cursor if cursor <= head else None
 
 
 def _refusal(error: MessengerError) -> socketio.exceptions.ConnectionRefusedError:

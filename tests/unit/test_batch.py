@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
-from messenger.batch import MarkOrder, Order, Outcome, SendOrder, SendResult, apply_batch
+from messenger.delivery.batch import MarkOrder, Order, Outcome, SendOrder, SendResult, apply_batch
 from messenger.errors import ErrorCode, MessengerError
-from messenger.events import UserRef
 from messenger.protocol import RECEIPT, STATUS_DELIVERED, STATUS_READ, STATUS_SENT
 from messenger.store import queries
 from messenger.store.models import EVENT_NEW_MESSAGE, EVENT_RECEIPT, messages, stream_events
+from messenger.wire import UserRef
 
 NOW = datetime(2026, 12, 2, 10, 0, 0, 123000, tzinfo=UTC)
 

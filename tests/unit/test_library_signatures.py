@@ -34,7 +34,7 @@ from engineio.async_drivers import aiohttp as engineio_aiohttp
 from engineio.async_socket import AsyncSocket
 
 import messenger.transport.overrides
-from messenger.cluster import ClusterManager
+from messenger.cluster.bus import ClusterManager
 from messenger.transport.engineio_server import GuardedEngineServer
 from messenger.transport.engineio_socket import LeanSocket
 from messenger.transport.engineio_tracking import track_websockets

@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from messenger.batch import SendOrder, apply_batch
+from messenger.delivery.batch import SendOrder, apply_batch
+from messenger.delivery.live import GAP_WAIT, HELD_MAX, LiveConnection, LiveHub
+from messenger.delivery.streams import StreamReader
 from messenger.directory import Directory
-from messenger.events import StreamItem, UserRef, utc_now
-from messenger.live import GAP_WAIT, HELD_MAX, Connection, LiveHub
 from messenger.metrics import Metrics
 from messenger.protocol import SYNCED
 from messenger.store import queries
 from messenger.store.db import Database
-from messenger.streams import StreamReader
+from messenger.wire import StreamItem, UserRef, utc_now
 
 BUDGET = 64 * 1024
 
@@ -69,10 +69,10 @@ class Scene:
         outcome = await self.db.write(apply_batch, orders, utc_now(), False, look_up=True)
         return [item for item in outcome.events if item.user_id == self.bob.id]
 
-    async def connect_bob(self, sid: str = "bob-1") -> Connection:
+    async def connect_bob(self, sid: str = "bob-1") -> LiveConnection:
         """A connection of bob, attached at his current head and synced."""
         head = await self.db.read(queries.stream_head, self.bob.id)
-        conn = Connection(
+        conn = LiveConnection(
             sid, self.bob, token_id=1, seed=False, last_seq=head, replay_undelivered_to=0
         )
         self.hub.attach(conn, head)

@@ -8,24 +8,24 @@ import asyncio
 
 import pytest
 
-from messenger.batch import SendResult
+from messenger.delivery.batch import SendResult
+from messenger.delivery.writer import Writer
 from messenger.errors import ErrorCode, MessengerError
-from messenger.events import StreamItem, UserRef, utc_now
 from messenger.metrics import Metrics
 from messenger.protocol import STATUS_DELIVERED
 from messenger.store import queries
 from messenger.store.db import Database
-from messenger.writer import Writer
+from messenger.wire import StreamItem, UserRef, utc_now
 from tests.support import poison_messages
 
 
 class Published:
-    """The writer's `publish`: what it handed on after each commit."""
+    """The writer's notifier (`AfterCommit`): what it handed on after each commit."""
 
     def __init__(self) -> None:
         self.items: list[StreamItem] = []
 
-    async def __call__(self, items: list[StreamItem]) -> None:
+    async def committed(self, items: list[StreamItem]) -> None:
         self.items.extend(items)
 
 

@@ -126,10 +126,10 @@ transport/pusher.py
 - socketio `AsyncServer.eio`, engineio `sockets` and a session's `queue`: pushes
   queued straight on the session, its backlog measured
 
-app.py
+node.py
 - socketio `AsyncServer.eio`, engineio `sockets`: the sessions closed at shutdown
 
-cluster.py (`ClusterManager`, socketio `AsyncRedisManager`)
+cluster/bus.py (`ClusterManager`, socketio `AsyncRedisManager`)
 - `__init__`, `_handle_emit` overrides: the bus namespace's messages
 - `host_id`: this node's own messages, skipped
 """

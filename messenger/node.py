@@ -1,28 +1,29 @@
 """The wiring root: the only place that builds objects. `Node` is one server process
 (a node): its database engines, writer, live hub, Socket.IO server and HTTP routes,
-started and stopped as one unit."""
+built, started and stopped as one unit. It has no behaviour of its own: what happens
+after a commit is `delivery.notifier`, the periodic repairs `delivery.maintenance`."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
-import socketio
 from aiohttp import web
 
 from messenger.auth import Accounts, password_hasher
-from messenger.cluster import Cluster, ClusterManager
+from messenger.cluster.bus import Cluster, ClusterManager
+from messenger.cluster.presence import LocalPresence, Presence, RedisPresence
 from messenger.config import Settings
-from messenger.delivery import Delivery
+from messenger.delivery.live import LiveHub
+from messenger.delivery.maintenance import Maintenance
+from messenger.delivery.notifier import Notifier
+from messenger.delivery.service import Delivery
+from messenger.delivery.streams import StreamReader
+from messenger.delivery.writer import Writer
 from messenger.directory import Directory
-from messenger.events import StreamItem
 from messenger.hashing import HashPool
-from messenger.live import LiveHub
 from messenger.metrics import Metrics
-from messenger.presence import LocalPresence, Presence, RedisPresence
 from messenger.store.db import open_database
-from messenger.streams import StreamReader
 from messenger.transport.client_address import ClientAddresses
 from messenger.transport.origins import engineio_origin_check
 from messenger.transport.pusher import SocketPusher
@@ -35,7 +36,6 @@ from messenger.transport.rest import (
 from messenger.transport.server import CLOSE_GRACE_SECONDS, TextOnlyServer
 from messenger.transport.sockets import SocketHandlers
 from messenger.transport.web import add_web_routes
-from messenger.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,11 @@ class Node:
         self.metrics = Metrics()
         self.db = open_database(settings.database_url, settings.sqlite_synchronous)
         self.directory = Directory(self.db)
-        self.cluster: Cluster | None = None
         self.presence: Presence
-        manager: socketio.AsyncManager | None = None
+        manager: ClusterManager | None = None
         if settings.redis_url:
             manager = ClusterManager(settings.redis_url, channel=settings.redis_prefix)
-            manager.on_stream = self._deliver_from_cluster
-            manager.on_revoke = self._disconnect_token
-            self.cluster = Cluster(manager)
+        self.cluster = Cluster(manager) if manager is not None else None
         self.sio = TextOnlyServer(
             connect_timeout=settings.connect_timeout,
             connection_buffer=settings.connection_buffer,
@@ -83,7 +80,8 @@ class Node:
             self.pusher,
             self.reader,
             self.metrics,
-            self._users_changed,
+            # Built just below, from the hub's own list of users.
+            lambda: self.presence.changed(),
             connection_buffer=settings.connection_buffer,
         )
         if settings.redis_url:
@@ -92,7 +90,11 @@ class Node:
             )
         else:
             self.presence = LocalPresence(self.hub.local_user_ids)
-        self.writer = Writer(self.db, self._publish, self.metrics, settings.write_batch_max)
+        self.notifier = Notifier(self.hub, self.pusher, self.cluster)
+        if manager is not None:
+            manager.on_stream = self.notifier.from_other_node
+            manager.on_revoke = self.notifier.drop_token_here
+        self.writer = Writer(self.db, self.notifier, self.metrics, settings.write_batch_max)
         hasher = password_hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
         # Every argon2 hash and verify of the node (registration, login) runs here.
         self.hash_pool = HashPool(settings.hash_workers, settings.hash_queue)
@@ -102,17 +104,16 @@ class Node:
             self.directory,
             self.writer,
             self.reader,
+            self.hub,
             self.presence,
             settings.max_answer_bytes,
+            settings.max_connections_per_user,
         )
         SocketHandlers(
             self.sio,
             settings,
             self.accounts,
             self.delivery,
-            self.writer,
-            self.reader,
-            self.hub,
             self.metrics,
         ).register()
         self.app = web.Application(
@@ -124,7 +125,7 @@ class Node:
             self.accounts,
             self.delivery,
             self.metrics,
-            disconnect_token=self._revoke_everywhere,
+            disconnect_token=self.notifier.revoke,
             login_burst=settings.login_burst,
             register_burst=settings.register_burst,
             addresses=ClientAddresses(settings.trusted_proxies),
@@ -132,28 +133,9 @@ class Node:
         self.app.add_routes(rest.routes())
         self.sio.attach(self.app)
         add_web_routes(self.app)
-        self._maintenance: asyncio.Task[None] | None = None
-
-    async def _publish(self, items: list[StreamItem]) -> None:
-        """After a commit: this node's connections now, the other nodes' through Redis."""
-        await self.hub.deliver(items)
-        if self.cluster is not None:
-            self.cluster.publish_stream(items)
-
-    async def _deliver_from_cluster(self, items: list[StreamItem]) -> None:
-        await self.hub.deliver(items)
-
-    async def _disconnect_token(self, token_id: int) -> None:
-        for conn in self.hub.connections_of_token(token_id):
-            await self.pusher.disconnect(conn.sid)
-
-    async def _revoke_everywhere(self, token_id: int) -> None:
-        await self._disconnect_token(token_id)
-        if self.cluster is not None:
-            self.cluster.publish_revoke(token_id)
-
-    def _users_changed(self) -> None:
-        self.presence.changed()
+        self.maintenance = Maintenance(
+            self.hub, self.pusher, self.accounts, settings.resync_interval
+        )
 
     async def start(self) -> None:
         await self.writer.start()
@@ -161,15 +143,12 @@ class Node:
         if self.cluster is not None:
             self.cluster.start()
         self.presence.start()
-        self._maintenance = asyncio.create_task(self._maintain(), name="messenger-maintenance")
+        self.maintenance.start()
 
     async def stop(self) -> None:
         """Answer every send already taken, then close sockets and engines."""
         await self.writer.stop()
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+        await self.maintenance.stop()
         await self.hub.close()
         await self._close_sockets()
         await self.sio.shutdown()
@@ -197,27 +176,3 @@ class Node:
             for eio_sid in list(eio.sockets):
                 await self.sio.drop_session(eio_sid)
             eio.sockets.clear()
-
-    async def _maintain(self) -> None:
-        """Periodic repair: connections behind their stream head catch up from SQL
-        (G9), and sockets whose token expired or was revoked elsewhere are dropped."""
-        while True:
-            await asyncio.sleep(self.settings.resync_interval)
-            try:
-                await self.hub.resync()
-                await self._drop_dead_tokens()
-            except Exception as exc:
-                log.warning("maintenance tick failed: %s", exc)
-
-    async def _drop_dead_tokens(self) -> None:
-        conns = self.hub.connections()
-        if not conns:
-            return
-        token_ids = sorted({conn.token_id for conn in conns})
-        live: set[int] = set()
-        for start in range(0, len(token_ids), 500):  # bounded IN lists
-            live |= await self.accounts.live_tokens(token_ids[start : start + 500])
-        for conn in conns:
-            if conn.token_id not in live:
-                log.info("dropping sid=%s: its token expired or was revoked", conn.sid)
-                await self.pusher.disconnect(conn.sid)

@@ -19,7 +19,7 @@ from typing import Any
 
 import socketio
 
-from messenger.events import StreamItem
+from messenger.wire import StreamItem
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """What one write batch does inside its transaction: plain data in, plain data out.
 
-The writer (`messenger.writer`) queues sends, status marks and presence touches as
+The writer (`messenger.delivery.writer`) queues sends, status marks and presence touches as
 *orders*, and runs a batch of them here, wherever the write connection lives (the
 writer thread on SQLite, the event loop on PostgreSQL). Nothing here knows of futures
 or the event loop: orders and outcomes are plain data, and answers name the order
@@ -19,7 +19,10 @@ from typing import Any
 from sqlalchemy import Connection
 
 from messenger.errors import forbidden
-from messenger.events import (
+from messenger.protocol import STATUS_READ, STATUS_SENT
+from messenger.store import queries
+from messenger.store.models import EVENT_NEW_MESSAGE, EVENT_RECEIPT
+from messenger.wire import (
     StreamItem,
     UserRef,
     message_dict,
@@ -28,9 +31,6 @@ from messenger.events import (
     receipt_payload,
     to_compact_json,
 )
-from messenger.protocol import STATUS_READ, STATUS_SENT
-from messenger.store import queries
-from messenger.store.models import EVENT_NEW_MESSAGE, EVENT_RECEIPT
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,19 +1,30 @@
 """The messenger's commands, transport-free: what `send`, `history`, `sync`, `presence`
-and the rest mean. The transports validate nothing themselves and know no SQL; this
-module knows no Socket.IO or HTTP.
+and the rest mean, and what connecting and disconnecting a socket does (attach it to
+the live hub, replay its backlog, note the user seen). The transports validate
+nothing themselves, know no SQL and talk to `Delivery` only; this module knows no
+Socket.IO or HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from messenger.batch import SendResult
+from messenger import protocol
+from messenger.cluster.presence import Presence
+from messenger.delivery.batch import SendResult
+from messenger.delivery.live import LiveConnection, LiveHub
+from messenger.delivery.streams import StreamReader
+from messenger.delivery.writer import Writer
 from messenger.directory import Directory
 from messenger.errors import ErrorCode, MessengerError, invalid, not_found
-from messenger.events import (
+from messenger.protocol import HistoryQuery, SendCommand, SyncQuery
+from messenger.store import queries
+from messenger.store.db import Database
+from messenger.wire import (
     UserRef,
     format_time,
     formatted,
@@ -22,16 +33,22 @@ from messenger.events import (
     to_compact_json,
     utc_now,
 )
-from messenger.presence import Presence
-from messenger.protocol import HistoryQuery, SendCommand, SyncQuery
-from messenger.store import queries
-from messenger.store.db import Database
-from messenger.streams import StreamReader
-from messenger.writer import Writer
+
+__all__ = ["ANSWER_ENVELOPE_BYTES", "Delivery", "LiveConnection", "TooManyConnections"]
+
+log = logging.getLogger(__name__)
 
 # Room for what an answer holds besides its list (`ok`, `cursor`, `has_more`, the
 # packet's header), within `max_answer_bytes`.
 ANSWER_ENVELOPE_BYTES = 256
+
+
+class TooManyConnections(MessengerError):
+    """A handshake refused: the user already has `cap` connections on this node."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(ErrorCode.RATE_LIMITED, f"at most {cap} connections per user")
+        self.cap = cap
 
 
 class Delivery:
@@ -41,15 +58,68 @@ class Delivery:
         directory: Directory,
         writer: Writer,
         reader: StreamReader,
+        hub: LiveHub,
         presence: Presence,
         max_answer_bytes: int,
+        max_connections_per_user: int,
     ) -> None:
         self._db = db
         self._directory = directory
         self._writer = writer
         self._reader = reader
+        self._hub = hub
         self._presence = presence
         self._answer_bytes = max_answer_bytes - ANSWER_ENVELOPE_BYTES
+        self._max_connections = max_connections_per_user
+
+    # -- connections --------------------------------------------------------------
+
+    async def connect(
+        self,
+        sid: str,
+        user: UserRef,
+        token_id: int,
+        *,
+        cursor: Any,
+        seed: bool,
+        address: str,
+    ) -> LiveConnection:
+        """Attach an authenticated socket: it is pushed its backlog from `cursor` (the
+        stream head when absent or not valid), then `synced`, then live events.
+        Raises `TooManyConnections` past `max_connections_per_user` (0: no cap)."""
+        head = await self._reader.head(user.id)
+        # Checked after the last await, so the check and `attach` below happen as one
+        # step: simultaneous handshakes cannot slip past the cap together.
+        cap = self._max_connections
+        if cap and self._hub.count_of_user(user.id) >= cap:
+            raise TooManyConnections(cap)
+        start = _optional_cursor(cursor, head)
+        base = head if start is None else start
+        conn = LiveConnection(
+            sid=sid,
+            user=user,
+            token_id=token_id,
+            seed=seed,
+            last_seq=base,
+            replay_undelivered_to=base,
+            address=address,
+        )
+        self._hub.attach(conn, head)
+        self._writer.touch(user.id, utc_now())
+        log.info("connect user=%s sid=%s cursor=%s", user.username, sid, start)
+        return conn
+
+    def connection(self, sid: str) -> LiveConnection | None:
+        """The attached connection of a socket, if it is attached."""
+        return self._hub.get(sid)
+
+    def disconnect(self, sid: str) -> LiveConnection | None:
+        """Detach a socket that went away (and note its user seen); the connection it
+        was, or None if it never attached."""
+        conn = self._hub.detach(sid)
+        if conn is not None:
+            self._writer.touch(conn.user.id, utc_now())
+        return conn
 
     async def submit_send(
         self, sender: UserRef, command: SendCommand
@@ -181,6 +251,17 @@ class Delivery:
         if username == user.username:
             raise invalid("that is you: name another user")
         return await self._directory.resolve(username)
+
+
+def _optional_cursor(value: Any, head: int) -> int | None:
+    """A connect-time cursor; one of the wrong type or from the future counts as absent."""
+    if value is None:
+        return None
+    try:
+        cursor = protocol.parse_cursor(value)
+    except MessengerError:
+        return None
+    return cursor if cursor <= head else None
 
 
 def _presence_facts(

@@ -1,4 +1,4 @@
-"""The serving process's collector settings (messenger.gc_tuning), in a process of its
+"""The serving process's collector settings (messenger.runtime), in a process of its
 own: freezing this test process's objects would leak what later tests free."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from messenger.gc_tuning import YOUNG_GENERATION
+from messenger.runtime import YOUNG_GENERATION
 
 PROBE = """
 import gc
-import messenger.app  # what a server has imported by the time it serves
-from messenger.gc_tuning import tune_for_serving
+import messenger.node  # what a server has imported by the time it serves
+from messenger.runtime import tune_for_serving
 before = gc.get_freeze_count()
 tune_for_serving()
 print(before, gc.get_freeze_count(), gc.get_threshold()[0], len(gc.get_objects(generation=2)))

@@ -6,8 +6,9 @@ whole batch instead of one per message. While a batch commits, the next one gath
 so batches grow with the load and a lone message waits for no timer.
 
 Each `send` is answered only after its batch commits (G1), and the batch's stream
-events are published only then. Per-sender order is the queue's order: handlers run
-as concurrent tasks, but they enqueue in the order their events arrived.
+events are handed to the notifier (`notifier.AfterCommit`) only then. Per-sender
+order is the queue's order: handlers run as concurrent tasks, but they enqueue in the
+order their events arrived.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from messenger.batch import (
+from messenger.delivery.batch import (
     MarkOrder,
     Order,
     Outcome,
@@ -31,15 +31,14 @@ from messenger.batch import (
     TouchOrder,
     apply_batch,
 )
+from messenger.delivery.notifier import AfterCommit
 from messenger.errors import ErrorCode, MessengerError
-from messenger.events import StreamItem, UserRef, utc_now
 from messenger.metrics import Metrics
 from messenger.store import queries
 from messenger.store.db import Database, classify_failure
+from messenger.wire import UserRef, utc_now
 
 log = logging.getLogger(__name__)
-
-Publish = Callable[[list[StreamItem]], Awaitable[None]]
 
 # One optimistic attempt, then up to three that look keys up (a race with another
 # node's writer costs one of those).
@@ -56,10 +55,10 @@ class _Queued:
 
 class Writer:
     def __init__(
-        self, db: Database, publish: Publish, metrics: Metrics, batch_max: int = 256
+        self, db: Database, notifier: AfterCommit, metrics: Metrics, batch_max: int = 256
     ) -> None:
         self._db = db
-        self._publish = publish
+        self._notifier = notifier
         self._metrics = metrics
         self._batch_max = batch_max
         self._queue: asyncio.Queue[_Queued | None] = asyncio.Queue()
@@ -165,10 +164,10 @@ class Writer:
                     future.set_result(answer)
         if outcome.events:
             try:
-                await self._publish(outcome.events)
+                await self._notifier.committed(outcome.events)
             except Exception:
                 # Committed is committed: a lost push is repaired from SQL (G9).
-                log.exception("publishing %d events failed", len(outcome.events))
+                log.exception("notifying %d events failed", len(outcome.events))
 
     async def _apply_with_retry(self, batch: list[_Queued]) -> Outcome:
         # The first attempt takes every send for a new one: a repeated (sender,

@@ -1,6 +1,6 @@
 """Reading users' event streams back from SQL: backlogs on connect, `sync`, catch-up.
 
-Every replayed event has the shape of the live one (see `events`), so a client cannot
+Every replayed event has the shape of the live one (see `messenger.wire`), so a client cannot
 tell, and need not care, whether an event came live or from the database.
 """
 
@@ -12,16 +12,16 @@ from collections.abc import Sequence
 from sqlalchemy import RowMapping
 
 from messenger.directory import Directory
-from messenger.events import (
+from messenger.protocol import STATUS_SENT
+from messenger.store import queries
+from messenger.store.db import Database
+from messenger.store.models import EVENT_NEW_MESSAGE
+from messenger.wire import (
     StreamItem,
     message_dict,
     new_message_item,
     receipt_item,
 )
-from messenger.protocol import STATUS_SENT
-from messenger.store import queries
-from messenger.store.db import Database
-from messenger.store.models import EVENT_NEW_MESSAGE
 
 
 class StreamReader:

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from messenger.events import StreamItem, UserRef, seed_form
+from messenger.delivery.streams import StreamReader
 from messenger.metrics import Metrics
 from messenger.protocol import SYNCED
-from messenger.streams import StreamReader
+from messenger.wire import StreamItem, UserRef, seed_form
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Pusher(Protocol):
 
 
 @dataclass(eq=False)
-class Connection:
+class LiveConnection:
     sid: str
     user: UserRef
     token_id: int
@@ -106,8 +106,8 @@ class LiveHub:
         self._on_users_changed = on_users_changed
         self._reader = reader
         self._metrics = metrics
-        self._by_sid: dict[str, Connection] = {}
-        self._by_user: dict[int, dict[str, Connection]] = {}
+        self._by_sid: dict[str, LiveConnection] = {}
+        self._by_user: dict[int, dict[str, LiveConnection]] = {}
         # The highest cursor this node has heard of, per user with local connections.
         self._known_head: dict[int, int] = {}
         # Heads read at the previous resync tick (see `resync`).
@@ -115,7 +115,7 @@ class LiveHub:
 
     # -- connections --------------------------------------------------------------
 
-    def attach(self, conn: Connection, head: int) -> None:
+    def attach(self, conn: LiveConnection, head: int) -> None:
         """Register a connection and start replaying its backlog, then `synced`."""
         self._by_sid[conn.sid] = conn
         if conn.user.id not in self._by_user and self._on_users_changed is not None:
@@ -125,7 +125,7 @@ class LiveHub:
         self._metrics.connections.inc()
         self._start_catch_up(conn)
 
-    def detach(self, sid: str) -> Connection | None:
+    def detach(self, sid: str) -> LiveConnection | None:
         conn = self._by_sid.pop(sid, None)
         if conn is None:
             return None
@@ -146,17 +146,17 @@ class LiveHub:
     def count_of_user(self, user_id: int) -> int:
         return len(self._by_user.get(user_id, ()))
 
-    def get(self, sid: str) -> Connection | None:
+    def get(self, sid: str) -> LiveConnection | None:
         return self._by_sid.get(sid)
 
     def local_user_ids(self) -> list[int]:
         """Users with at least one connection on this node."""
         return list(self._by_user)
 
-    def connections(self) -> list[Connection]:
+    def connections(self) -> list[LiveConnection]:
         return list(self._by_sid.values())
 
-    def connections_of_token(self, token_id: int) -> list[Connection]:
+    def connections_of_token(self, token_id: int) -> list[LiveConnection]:
         return [conn for conn in self._by_sid.values() if conn.token_id == token_id]
 
     async def close(self) -> None:
@@ -185,7 +185,7 @@ class LiveHub:
                     pending = user_items
                 self._hold(conn, await self._push(conn, pending))
 
-    def _hold(self, conn: Connection, left: list[StreamItem]) -> None:
+    def _hold(self, conn: LiveConnection, left: list[StreamItem]) -> None:
         """Keep the events behind a gap for GAP_WAIT; past that, or past HELD_MAX
         events, fill the gap from SQL."""
         conn.held = {item.seq: item for item in left}
@@ -197,20 +197,20 @@ class LiveHub:
             loop = asyncio.get_running_loop()
             conn.gap_timer = loop.call_later(GAP_WAIT, self._gap_expired, conn)
 
-    def _gap_expired(self, conn: Connection) -> None:
+    def _gap_expired(self, conn: LiveConnection) -> None:
         conn.gap_timer = None
         if conn.held:
             self._metrics.gap_repairs.inc()
             self._start_catch_up(conn)
 
     @staticmethod
-    def _cancel_gap_timer(conn: Connection) -> None:
+    def _cancel_gap_timer(conn: LiveConnection) -> None:
         if conn.gap_timer is not None:
             conn.gap_timer.cancel()
             conn.gap_timer = None
 
     async def _push(
-        self, conn: Connection, items: list[StreamItem], replaying: bool = False
+        self, conn: LiveConnection, items: list[StreamItem], replaying: bool = False
     ) -> list[StreamItem]:
         """Emit the items that continue the connection's stream, in order; returns
         those behind a gap (none when the stream is whole). A replay waits for the
@@ -234,19 +234,19 @@ class LiveHub:
             await self._pusher.disconnect(conn.sid, abort=True)
         return left
 
-    async def _emit(self, conn: Connection, item: StreamItem) -> None:
+    async def _emit(self, conn: LiveConnection, item: StreamItem) -> None:
         event, data = seed_form(item) if conn.seed else (item.event, item.data)
         await self._pusher.emit(event, data, conn.sid)
 
     # -- replay from SQL ----------------------------------------------------------
 
-    def _start_catch_up(self, conn: Connection) -> None:
+    def _start_catch_up(self, conn: LiveConnection) -> None:
         conn.held.clear()  # the replay reads them from SQL, in order
         self._cancel_gap_timer(conn)
         if conn.catching_up is None and conn.sid in self._by_sid:
             conn.catching_up = asyncio.create_task(self._catch_up(conn))
 
-    async def _catch_up(self, conn: Connection) -> None:
+    async def _catch_up(self, conn: LiveConnection) -> None:
         try:
             if conn.replay_undelivered_to:
                 await self._replay_undelivered(conn)
@@ -279,7 +279,7 @@ class LiveHub:
         finally:
             conn.catching_up = None
 
-    async def _replay_undelivered(self, conn: Connection) -> None:
+    async def _replay_undelivered(self, conn: LiveConnection) -> None:
         """Messages still waiting for delivery, up to the connect-time cursor (G4, G6)."""
         after, up_to = 0, conn.replay_undelivered_to
         conn.replay_undelivered_to = 0
@@ -294,7 +294,7 @@ class LiveHub:
             self._metrics.redeliveries.inc(len(page))
             after = page[-1].seq
 
-    async def _wait_for_drain(self, conn: Connection) -> None:
+    async def _wait_for_drain(self, conn: LiveConnection) -> None:
         """Bound memory: wait while more than the replay's share of the connection's
         budget is unread. Checked after every replayed event: a page of the largest
         messages is far more than a connection's budget."""
