@@ -91,6 +91,10 @@ class Settings:
     # Proxies (addresses or networks) whose X-Forwarded-For names the client address.
     trusted_proxies: tuple[str, ...] = ()
     migrate: bool = True
+    # The performance overrides of python-engineio's websocket loops (LeanSocket, the
+    # gathered writes); off, sessions run the library's own loops, with the protocol
+    # corrections and the security bounds kept.
+    lean_websocket: bool = True
     log_format: str = "text"
     # uvloop: less CPU per message and a lower tail than the standard library's loop
     # (docs/dev/performance-log.md); "asyncio" is the fallback.
@@ -347,6 +351,9 @@ RULES: dict[str, Rule] = {
         empty_is_value=True,
     ),
     "migrate": Rule("MESSENGER_MIGRATE", _boolean, lambda v: isinstance(v, bool), "true or false"),
+    "lean_websocket": Rule(
+        "MESSENGER_LEAN_WEBSOCKET", _boolean, lambda v: isinstance(v, bool), "true or false"
+    ),
     "log_format": Rule(
         "MESSENGER_LOG_FORMAT", str.lower, _one_of(LOG_FORMATS), f"one of {', '.join(LOG_FORMATS)}"
     ),

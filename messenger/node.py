@@ -67,6 +67,7 @@ class Node:
             max_pending_sessions_per_address=settings.max_pending_sessions_per_address,
             max_pending_sessions=settings.max_pending_sessions,
             addresses=ClientAddresses(settings.trusted_proxies),
+            lean_websocket=settings.lean_websocket,
             async_mode="aiohttp",
             client_manager=manager,
             cors_allowed_origins=engineio_origin_check(settings.cors_origins),

@@ -27,6 +27,12 @@ from tests.support import Http, RunningServer, Servers, start_server
 PG_ADMIN_DSN = os.environ.get("MESSENGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 PG_HOST_URL = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
 REQUIRE_SERVICES = os.environ.get("MESSENGER_REQUIRE_SERVICES") == "1"
+# The websocket loops the tests' servers run: CI runs the transport's contract tests
+# a second time with the library's own (MESSENGER_TEST_LEAN_WEBSOCKET=0).
+LEAN_WEBSOCKET = os.environ.get("MESSENGER_TEST_LEAN_WEBSOCKET", "1").strip().lower() not in (
+    "0",
+    "false",
+)
 BACKENDS = ["sqlite", "postgresql"]
 
 
@@ -119,6 +125,7 @@ def settings(database_url: str) -> Settings:
         resync_interval=0.5,
         argon2_time_cost=1,
         argon2_memory_kib=1024,
+        lean_websocket=LEAN_WEBSOCKET,
     )
 
 

@@ -37,7 +37,8 @@ class ServeProcess:
     """`python -m messenger serve` on a fixed port, started and killed at will.
 
     The server's environment is the test's without its MESSENGER_* variables (so the
-    outer shell cannot change a test), the rate and registration limits off, then `env`. With
+    outer shell cannot change a test), the rate and registration limits off, the websocket
+    loops MESSENGER_TEST_LEAN_WEBSOCKET names (as the `settings` fixture), then `env`. With
     `migrate=False` it runs with `--no-migrate` (for databases copied from a migrated
     template). Every life logs to its own file, so a test can read what each one said.
     """
@@ -63,6 +64,7 @@ class ServeProcess:
             MESSENGER_RATE_LIMIT="0",
             MESSENGER_REGISTER_BURST="0",
             MESSENGER_MAX_PENDING_REQUESTS="1000",
+            MESSENGER_LEAN_WEBSOCKET=os.environ.get("MESSENGER_TEST_LEAN_WEBSOCKET", "1"),
             **(env or {}),
         )
         self.migrate = migrate

@@ -29,7 +29,7 @@ import aiohttp
 import pytest
 
 from messenger.config import KIB, Settings
-from messenger.transport.engineio_socket import LeanSocket
+from messenger.transport.guarded_socket import GuardedSocket
 from tests.faults.tools import RawSocket, rss_kb
 from tests.support import (
     Device,
@@ -409,7 +409,7 @@ async def test_an_upgraded_session_that_never_reads_is_dropped_past_its_budget(
     await victim.open(sid)
     await victim.join(reader.token)
     session = server.node.sio.eio.sockets[sid]
-    assert isinstance(session, LeanSocket) and session.upgraded
+    assert isinstance(session, GuardedSocket) and session.upgraded
     await send_many(sender, reader.username, 300, "upgraded")  # ~15 MB
     assert await dropped(server, victim, sid), f"kept with {session.pending_bytes()} bytes pending"
     victim.close()
@@ -427,7 +427,7 @@ async def test_pending_bytes_follow_what_the_client_has_not_read(
     sender = await Device(server.url).connect(writer.token)
     paused, sid = await stalled_client(server, reader.token)
     session = server.node.sio.eio.sockets[sid]
-    assert isinstance(session, LeanSocket)
+    assert isinstance(session, GuardedSocket)
     count = 150  # ~7 MB: past the kernel's buffers, so packets queue
     await send_many(sender, reader.username, count, "pause")
     assert session.pending_bytes() > 64 * KIB

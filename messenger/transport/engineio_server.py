@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from messenger.transport.engineio_socket import CountingQueue
+from messenger.transport.guarded_socket import CountingQueue
 from messenger.transport.overrides.engine_server import ConformantEngineServer
 
 # A refusal, as python-engineio's handlers build their HTTP answers.

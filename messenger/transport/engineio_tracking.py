@@ -14,7 +14,9 @@ the largest single cost of the server's time. The frames one pass of the loop
 writes to a connection now leave in one `send()`, at the end of that pass. The
 gathering transport wraps the real one on the connection's aiohttp protocol, which
 every writer of the connection (aiohttp's, ours) reads it from; uvloop's transports
-cannot have their methods replaced, so wrapping is what works on both loops.
+cannot have their methods replaced, so wrapping is what works on both loops. With
+`lean_websocket` off the transport is only kept, not wrapped: the gathering is one
+of the performance overrides that setting turns off.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
-from messenger.transport.engineio_socket import LeanSocket
+from messenger.transport.guarded_socket import GuardedSocket
 
 
-def track_websockets(eio: Any) -> dict[str, asyncio.Transport]:
+def track_websockets(eio: Any, coalesce: bool = True) -> dict[str, asyncio.Transport]:
     """Make `eio` (an engineio.AsyncServer on aiohttp) record the TCP transport of every
-    open websocket session; returns the live map from Engine.IO sid to transport."""
+    open websocket session, a `CoalescedTransport` if `coalesce`; returns the live map
+    from Engine.IO sid to transport."""
     transports: dict[str, asyncio.Transport] = {}
     base = eio._async["websocket"]
 
@@ -41,16 +44,18 @@ def track_websockets(eio: Any) -> dict[str, asyncio.Transport]:
                 # Not a session's websocket, or a second one for a session that has
                 # one (an upgrade attempt it refuses): the first stays the tracked one.
                 return await super().__call__(environ)
-            transport = protocol.transport = CoalescedTransport(protocol.transport)
+            transport = protocol.transport
+            if coalesce:
+                transport = protocol.transport = CoalescedTransport(transport)
+                self.transport = transport  # LeanSocket writes its frames to it
             transports[sid] = transport
-            self.transport = transport
-            if isinstance(session, LeanSocket):
+            if isinstance(session, GuardedSocket):
                 session.use_transport(transport)  # what it buffers is pending
             try:
                 return await super().__call__(environ)
             finally:
                 transports.pop(sid, None)
-                if isinstance(session, LeanSocket):
+                if isinstance(session, GuardedSocket):
                     session.use_transport(None)
 
     # A copy: the driver's table is shared by every server in the process.

@@ -20,6 +20,7 @@ from messenger.transport.client_log import ClientLog
 from messenger.transport.engineio_server import GuardedEngineServer, Response, refusal
 from messenger.transport.engineio_socket import LeanSocket
 from messenger.transport.engineio_tracking import track_websockets
+from messenger.transport.guarded_socket import GuardedSocket
 from messenger.transport.overrides.engine_socket import ConformantSocket
 from messenger.transport.overrides.socketio_server import ConformantServer
 from messenger.transport.packets import JsonPacket
@@ -55,8 +56,9 @@ class TextOnlyServer(ConformantServer):
     The protocol carries JSON only. python-socketio would take a binary event header
     as a promise of attachments and swallow every later packet of that client while
     waiting for them; a connection that sends one is dropped instead. Its sessions
-    run on `LeanSocket`s (engineio_socket), and an event named "*" is answered like
-    any unknown event.
+    run on `LeanSocket`s (engineio_socket), or with `lean_websocket` off on
+    `GuardedSocket`s, python-engineio's own loops with the same bounds; an event
+    named "*" is answered like any unknown event.
 
     An Engine.IO session is only a way to reach the namespace. One that is not
     connected `connect_timeout` seconds after it opened, or after its connection
@@ -81,10 +83,12 @@ class TextOnlyServer(ConformantServer):
         max_pending_sessions_per_address: int = 0,
         max_pending_sessions: int = 0,
         addresses: ClientAddresses | None = None,
+        lean_websocket: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(serializer=JsonPacket, **kwargs)
-        self._transports = track_websockets(self.eio)
+        self._socket_class: type[GuardedSocket] = LeanSocket if lean_websocket else GuardedSocket
+        self._transports = track_websockets(self.eio, coalesce=lean_websocket)
         self._connect_timeout = connect_timeout
         self._connection_buffer = connection_buffer
         self._addresses = addresses or ClientAddresses()
@@ -149,13 +153,13 @@ class TextOnlyServer(ConformantServer):
             self._pending.closed(key)  # nothing when it became a session
 
     async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> None:
-        # Before the session reads or writes anything: the cheaper websocket loops
-        # and the byte budget (see engineio_socket; python-engineio builds its
-        # sockets itself).
+        # Before the session reads or writes anything: the byte budget, and the
+        # cheaper websocket loops unless `lean_websocket` is off (see guarded_socket
+        # and engineio_socket; python-engineio builds its sockets itself).
         socket = self.eio.sockets.get(eio_sid)
         address = environ.get(ADDRESS_KEY) or self._addresses.of_environ(environ)
         if type(socket) in (AsyncSocket, ConformantSocket):
-            LeanSocket.adopt(
+            self._socket_class.adopt(
                 socket,
                 budget=self._connection_buffer,
                 on_overflow=self._over_budget,
@@ -286,7 +290,7 @@ class TextOnlyServer(ConformantServer):
 
     # -- dropping ---------------------------------------------------------------------
 
-    def _over_budget(self, socket: LeanSocket, charged: int) -> None:
+    def _over_budget(self, socket: GuardedSocket, charged: int) -> None:
         """A send would take `socket` past its byte budget: drop it now (its sends are
         refused from here on). Nothing acknowledged is lost: what it missed is in
         SQL and replays on reconnect."""

@@ -38,6 +38,7 @@ from messenger.cluster.bus import ClusterManager
 from messenger.transport.engineio_server import GuardedEngineServer
 from messenger.transport.engineio_socket import LeanSocket
 from messenger.transport.engineio_tracking import track_websockets
+from messenger.transport.guarded_socket import GuardedSocket
 from messenger.transport.packets import JsonPacket
 from messenger.transport.server import TextOnlyServer
 
@@ -165,10 +166,10 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 DRIVER_KEYS = ("websocket", "translate_request")
 
 
-def tracked_websocket_class() -> type:
+def tracked_websocket_class(coalesce: bool = True) -> type:
     """The websocket class track_websockets installs (it is made inside the function)."""
     eio = engineio.AsyncServer(async_mode="aiohttp")
-    track_websockets(eio)
+    track_websockets(eio, coalesce=coalesce)
     cls: type = eio._async["websocket"]
     return cls
 
@@ -179,6 +180,7 @@ def our_classes() -> list[type]:
     roots: list[type] = [
         TextOnlyServer,
         GuardedEngineServer,
+        GuardedSocket,
         LeanSocket,
         JsonPacket,
         ClusterManager,
@@ -412,3 +414,6 @@ def test_sessions_can_change_class() -> None:
     socket = AsyncSocket(eio, "sid")
     assert LeanSocket.adopt(socket) is socket
     assert type(socket) is LeanSocket
+    other = AsyncSocket(eio, "sid")  # with lean_websocket off
+    assert GuardedSocket.adopt(other) is other
+    assert type(other) is GuardedSocket

@@ -101,22 +101,28 @@ transport/engineio_server.py (`GuardedEngineServer`, engineio `AsyncServer`)
 - `_handle_connect` override: handshakes admitted by the session caps
 - `create_queue` override: every session's queue counts its bytes
 
-transport/engineio_socket.py (`LeanSocket`, engineio `AsyncSocket`)
-- `send`, `poll`, `receive`, `_websocket_handler` overrides: the websocket loops
-  and byte budget
+transport/guarded_socket.py (`GuardedSocket`, engineio `AsyncSocket`; every session,
+whatever `lean_websocket` says)
+- `send`, `poll`, `receive`, `_websocket_handler` overrides: the byte budget, bad
+  packets and undecodable frames closing the session
 - `queue`, `connected`, `upgraded`, `closed`, `server`: the session's state
-- `ws._sock` (the aiohttp `WebSocketResponse`, for `compress`) of the driver's
-  websocket wrapper
 - engineio `Packet.encode_cache`, `binary`, `data`: a queued packet keeps only its
   encoding
-- `adopt` sets a session's `__class__` to `LeanSocket`
+- `adopt` sets a session's `__class__` to `GuardedSocket` (or `LeanSocket`)
+
+transport/engineio_socket.py (`LeanSocket`, a `GuardedSocket`; only with
+`lean_websocket` on, as MESSENGER_LEAN_WEBSOCKET=0 turns it off)
+- `send`, `_websocket_handler` overrides: the websocket loops and direct frame writes
+- `ws._sock` (the aiohttp `WebSocketResponse`, for `compress`) of the driver's
+  websocket wrapper
 
 transport/engineio_tracking.py
 - engineio `AsyncServer._async["websocket"]`: replaced, per server, by a subclass
 - engineio aiohttp `WebSocket.__call__` override, and its `handler` (the
   session's bound method); a `transport` of ours is set on it for `LeanSocket`
 - aiohttp `Request._protocol` and its `transport` (aiohttp `BaseProtocol`):
-  the connection's transport, wrapped to gather writes
+  the connection's transport, kept to cut it, and wrapped to gather writes unless
+  `lean_websocket` is off
 
 transport/packets.py (`JsonPacket`, socketio `Packet`)
 - `json` (class attribute) replaced: the codec built once
