@@ -1,7 +1,10 @@
-"""The shapes the server sends: Message objects, stream events, and their seed forms.
+"""Everything the server sends, typed: Message objects, stream events and their seed
+forms, the answers to commands, the error object (docs/protocol.md section 3).
 
-Pure functions over plain values, shared by the writer (live pushes) and the stream
-reader (backlogs and `sync`), so a replayed event is byte-for-byte the live one.
+The TypedDicts name each outbound shape once, as `client/types.py` does on the SDK
+side (the server imports no client module). The functions are pure, over plain
+values, shared by the writer (live pushes) and the stream reader (backlogs and
+`sync`), so a replayed event is byte-for-byte the live one.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, TypedDict, cast, overload
 
 from messenger.protocol import NEW_MESSAGE, RECEIPT, RECEIVED_MESSAGE, STATUS_NAMES
 
@@ -18,6 +21,137 @@ from messenger.protocol import NEW_MESSAGE, RECEIPT, RECEIVED_MESSAGE, STATUS_NA
 # builds a new encoder on every call, which costs about as much as the encoding. For
 # Socket.IO packets (transport/packets.py) and stored receipt payloads (the writer).
 to_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+# -- the shapes ------------------------------------------------------------------------
+# Keys that are Python keywords (`from`, `with`) need the functional form.
+
+Message = TypedDict(
+    "Message",
+    {
+        "id": int,
+        "from": str,
+        "to": str,
+        "body": str,
+        "client_id": str,
+        "sent_at": str,
+        "status": str,
+        "delivered_at": str | None,
+        "read_at": str | None,
+    },
+)
+"""A stored message (3.1); times are `format_time` text."""
+
+
+class NewMessageEvent(TypedDict):
+    """`new_message` (3.3): the message as it was sent, live and replayed alike."""
+
+    cursor: int
+    message: Message
+
+
+class ReceiptPayload(TypedDict):
+    """What a receipt says, without its cursor: stored as the event's payload."""
+
+    ids: list[int]
+    status: str
+    by: str
+    at: str
+
+
+class ReceiptEvent(ReceiptPayload):
+    """`receipt` (3.3): messages `ids` reached `status` by `by`."""
+
+    cursor: int
+
+
+class SyncedEvent(TypedDict):
+    """`synced` (3.3): the backlog after connect is sent; where the connection stands."""
+
+    cursor: int
+
+
+ReceivedMessage = TypedDict(
+    "ReceivedMessage",
+    {"id": int, "from": str, "to": str, "message": str, "sent_at": str},
+)
+"""`receivedMessage` (3.3): a message as `compat: "seed"` connections get it."""
+
+StreamEvent = NewMessageEvent | ReceiptEvent
+"""The payload of an event of a user's stream: what `cursor` counts (3.4)."""
+
+
+class SyncEntry(TypedDict):
+    """An element of the `sync` answer's `events`."""
+
+    event: str
+    data: StreamEvent
+
+
+# Answers, without `ok`: the Socket.IO acknowledgement adds `"ok": true`; HTTP sends
+# them as they are.
+
+
+class SendAnswer(TypedDict):
+    message: Message
+
+
+class MarkAnswer(TypedDict):
+    """`delivered` / `read`: how many messages changed status."""
+
+    updated: int
+
+
+class HistoryAnswer(TypedDict):
+    messages: list[Message]
+    has_more: bool
+
+
+class SyncAnswer(TypedDict):
+    events: list[SyncEntry]
+    cursor: int
+    has_more: bool
+
+
+class Seen(TypedDict):
+    online: bool
+    last_seen: str | None
+
+
+class PresenceAnswer(TypedDict):
+    """`presence`: one `Seen` per username asked about."""
+
+    users: dict[str, Seen]
+
+
+Conversation = TypedDict("Conversation", {"with": str, "last_message": Message, "unread": int})
+"""An element of `GET /api/conversations`: a peer, the newest message, how many unread."""
+
+
+class ConversationsAnswer(TypedDict):
+    conversations: list[Conversation]
+
+
+class ErrorObject(TypedDict):
+    """What a failure says (`MessengerError.as_dict`): a protocol code and a message."""
+
+    code: str
+    message: str
+
+
+class Failure(TypedDict):
+    """A failed command's acknowledgement (3.2)."""
+
+    ok: Literal[False]
+    error: ErrorObject
+
+
+class ErrorBody(TypedDict):
+    """The body of an HTTP error response."""
+
+    error: ErrorObject
+
+
+# -- building them ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +169,7 @@ class StreamItem(NamedTuple):
     user_id: int
     seq: int
     event: str
-    data: dict[str, Any]
+    data: StreamEvent
 
 
 def utc_now() -> datetime:
@@ -44,6 +178,10 @@ def utc_now() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+@overload
+def format_time(value: datetime) -> str: ...
+@overload
+def format_time(value: None) -> None: ...
 def format_time(value: datetime | None) -> str | None:
     """`2026-12-01T12:00:00.123Z`: UTC, to the millisecond. Three per message sent,
     replayed or paged through: %-formatting costs much less than strftime."""
@@ -62,15 +200,25 @@ def format_time(value: datetime | None) -> str | None:
     )
 
 
+def formatted(value: str | None) -> str | None:
+    """A time the database gave as the API's text already (`store.api_time`)."""
+    return value
+
+
+# How a row's times become the API's text: `format_time`, or `formatted`. The row's
+# values are untyped; `Message` says what comes out.
+ShowTime = Callable[[Any], Any]
+
+
 def message_dict(
     row: Mapping[Any, Any],
     sender: str,
     recipient: str,
-    show_time: Callable[[Any], str | None] = format_time,
-) -> dict[str, Any]:
-    """A Message object (PROTOCOL.md 3.1) from a `messages` row; `show_time` turns the
-    row's times into the API's text (`formatted` for rows whose times the database
-    formatted already)."""
+    show_time: ShowTime = format_time,
+) -> Message:
+    """A Message object (3.1) from a `messages` row; `show_time` turns the row's times
+    into the API's text (`formatted` for rows whose times the database formatted
+    already)."""
     return {
         "id": row["id"],
         "from": sender,
@@ -84,29 +232,30 @@ def message_dict(
     }
 
 
-def formatted(value: str | None) -> str | None:
-    """A time the database gave as the API's text already (`store.api_time`)."""
-    return value
+def new_message_item(user_id: int, seq: int, message: Message) -> StreamItem:
+    event: NewMessageEvent = {"cursor": seq, "message": message}
+    return StreamItem(user_id, seq, NEW_MESSAGE, event)
 
 
-def new_message_item(user_id: int, seq: int, message: dict[str, Any]) -> StreamItem:
-    return StreamItem(user_id, seq, NEW_MESSAGE, {"cursor": seq, "message": message})
-
-
-def receipt_payload(ids: list[int], status: int, by: str, at: datetime) -> dict[str, Any]:
+def receipt_payload(ids: list[int], status: int, by: str, at: datetime) -> ReceiptPayload:
     """What a receipt says, without its cursor (stored as the event's payload)."""
     return {"ids": ids, "status": STATUS_NAMES[status], "by": by, "at": format_time(at)}
 
 
-def receipt_item(user_id: int, seq: int, payload: Mapping[str, Any]) -> StreamItem:
-    return StreamItem(user_id, seq, RECEIPT, {"cursor": seq, **payload})
+def receipt_item(user_id: int, seq: int, payload: ReceiptPayload) -> StreamItem:
+    event: ReceiptEvent = {"cursor": seq, **payload}
+    return StreamItem(user_id, seq, RECEIPT, event)
 
 
-def seed_form(item: StreamItem) -> tuple[str, dict[str, Any]]:
+def synced_event(cursor: int) -> SyncedEvent:
+    return {"cursor": cursor}
+
+
+def seed_form(item: StreamItem) -> tuple[str, StreamEvent | ReceivedMessage]:
     """The event as a seed-protocol connection gets it: `receivedMessage` for messages."""
     if item.event != NEW_MESSAGE:
         return item.event, item.data
-    message = item.data["message"]
+    message = cast(NewMessageEvent, item.data)["message"]
     return RECEIVED_MESSAGE, {
         "id": message["id"],
         "from": message["from"],
@@ -116,6 +265,6 @@ def seed_form(item: StreamItem) -> tuple[str, dict[str, Any]]:
     }
 
 
-def sync_entry(item: StreamItem) -> dict[str, Any]:
+def sync_entry(item: StreamItem) -> SyncEntry:
     """An element of the `sync` answer's `events` list."""
     return {"event": item.event, "data": item.data}

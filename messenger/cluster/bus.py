@@ -15,11 +15,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import socketio
 
-from messenger.wire import StreamItem
+from messenger.wire import StreamEvent, StreamItem
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def encode_items(items: list[StreamItem]) -> list[list[Any]]:
 
 def decode_items(payload: Any) -> list[StreamItem]:
     return [
-        StreamItem(int(user_id), int(seq), str(event), dict(data))
+        StreamItem(int(user_id), int(seq), str(event), cast(StreamEvent, dict(data)))
         for user_id, seq, event, data in payload
     ]
 

@@ -23,6 +23,8 @@ from messenger.protocol import STATUS_READ, STATUS_SENT
 from messenger.store import queries
 from messenger.store.models import EVENT_NEW_MESSAGE, EVENT_RECEIPT
 from messenger.wire import (
+    Message,
+    ReceiptPayload,
     StreamItem,
     UserRef,
     message_dict,
@@ -63,7 +65,7 @@ Order = SendOrder | MarkOrder | TouchOrder
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    message: dict[str, Any]
+    message: Message
     # False when the (sender, client_id) was stored before: nothing new was pushed.
     created: bool
 
@@ -83,78 +85,133 @@ class Outcome:
     read: int = 0
 
 
+# A send or a mark with the index of its order in the batch (answers name it).
+IndexedSend = tuple[int, SendOrder]
+IndexedMark = tuple[int, MarkOrder]
+# A receipt to write: the users whose streams get it, and what it says.
+PendingReceipt = tuple[tuple[int, ...], ReceiptPayload]
+
+
 def apply_batch(
     conn: Connection, batch: Sequence[Order], now: datetime, lock_rows: bool, look_up: bool
 ) -> Outcome:
-    """Run one batch inside the caller's transaction. Without `look_up`, a send whose
-    (sender, client_id) is stored already makes the insert fail (IntegrityError)."""
+    """Run one batch inside the caller's transaction, step by step. Without `look_up`,
+    a send whose (sender, client_id) is stored already makes the insert fail
+    (IntegrityError)."""
     outcome = Outcome()
+    sends, marks, touches = _by_kind(batch)
+    new_sends = _settle_known_sends(conn, sends, outcome, look_up)
+    receipts = _apply_marks(conn, marks, now, outcome)
+    positions = _raise_stream_heads(conn, new_sends, receipts, lock_rows)
+    message_events = _insert_messages(conn, new_sends, positions, now, outcome)
+    receipt_events = _receipt_events(receipts, positions, outcome)
+    queries.insert_stream_events(conn, message_events + receipt_events)
+    queries.touch_last_seen(conn, touches)
+    return outcome
+
+
+def _by_kind(
+    batch: Sequence[Order],
+) -> tuple[list[IndexedSend], list[IndexedMark], dict[int, datetime]]:
+    """The sends and the marks, each with its index and in queue order, and the last
+    time each touched user was seen."""
     sends = [(i, order) for i, order in enumerate(batch) if isinstance(order, SendOrder)]
     marks = [(i, order) for i, order in enumerate(batch) if isinstance(order, MarkOrder)]
     touches = {order.user_id: order.at for order in batch if isinstance(order, TouchOrder)}
+    return sends, marks, touches
 
-    new_sends = _settle_known_sends(conn, sends, outcome, look_up)
-    receipts = _apply_marks(conn, marks, now, outcome)
 
-    # Stream positions for every event of the batch, taken in one statement.
+class _Positions:
+    """The stream positions taken for the batch, handed out in order per user."""
+
+    __slots__ = ("_next",)
+
+    def __init__(self, next_seq: dict[int, int]) -> None:
+        self._next = next_seq
+
+    def take(self, user_id: int) -> int:
+        seq = self._next[user_id]
+        self._next[user_id] = seq + 1
+        return seq
+
+
+def _raise_stream_heads(
+    conn: Connection, new_sends: list[IndexedSend], receipts: list[PendingReceipt], lock_rows: bool
+) -> _Positions:
+    """Take the stream positions of every event of the batch, in one statement: two per
+    new message (its sender's and its recipient's), one per receipt and reader."""
     counts: Counter[int] = Counter()
     for _, send in new_sends:
         counts[send.sender.id] += 1
         counts[send.recipient.id] += 1
     for audience, _ in receipts:
         counts.update(audience)
-    next_seq: dict[int, int] = {}
-    if counts:
-        heads = queries.advance_stream_heads(conn, counts, lock_first=lock_rows)
-        next_seq = {uid: heads[uid] - counts[uid] + 1 for uid in counts}
+    if not counts:
+        return _Positions({})
+    heads = queries.advance_stream_heads(conn, counts, lock_first=lock_rows)
+    return _Positions({uid: heads[uid] - counts[uid] + 1 for uid in counts})
 
-    def take(user_id: int) -> int:
-        seq = next_seq[user_id]
-        next_seq[user_id] = seq + 1
-        return seq
 
+def _insert_messages(
+    conn: Connection,
+    new_sends: list[IndexedSend],
+    positions: _Positions,
+    now: datetime,
+    outcome: Outcome,
+) -> list[dict[str, Any]]:
+    """Store the new messages and answer their sends; return their stream events'
+    rows (the sender's, then the recipient's, per message), which need their ids."""
+    if not new_sends:
+        return []
+    seqs = [(positions.take(s.sender.id), positions.take(s.recipient.id)) for _, s in new_sends]
+    rows = [
+        {
+            "sender_id": s.sender.id,
+            "recipient_id": s.recipient.id,
+            "body": s.body,
+            "client_id": s.client_id,
+            "sent_at": now,
+            "status": STATUS_SENT,
+            "delivered_at": None,
+            "read_at": None,
+            "recipient_seq": recipient_seq,
+        }
+        for (_, s), (_, recipient_seq) in zip(new_sends, seqs, strict=True)
+    ]
+    ids = queries.insert_messages(conn, rows)
     event_rows: list[dict[str, Any]] = []
-    if new_sends:
-        seqs = [(take(s.sender.id), take(s.recipient.id)) for _, s in new_sends]
-        rows = [
-            {
-                "sender_id": s.sender.id,
-                "recipient_id": s.recipient.id,
-                "body": s.body,
-                "client_id": s.client_id,
-                "sent_at": now,
-                "status": STATUS_SENT,
-                "delivered_at": None,
-                "read_at": None,
-                "recipient_seq": recipient_seq,
-            }
-            for (_, s), (_, recipient_seq) in zip(new_sends, seqs, strict=True)
-        ]
-        ids = queries.insert_messages(conn, rows)
-        for (index, send), row, message_id, (sender_seq, recipient_seq) in zip(
-            new_sends, rows, ids, seqs, strict=True
-        ):
-            message = message_dict(
-                {**row, "id": message_id}, send.sender.username, send.recipient.username
+    for (index, send), row, message_id, (sender_seq, recipient_seq) in zip(
+        new_sends, rows, ids, seqs, strict=True
+    ):
+        message = message_dict(
+            {**row, "id": message_id}, send.sender.username, send.recipient.username
+        )
+        outcome.answers.append((index, SendResult(message, created=True)))
+        for user_id, seq in ((send.sender.id, sender_seq), (send.recipient.id, recipient_seq)):
+            event_rows.append(
+                {
+                    "user_id": user_id,
+                    "seq": seq,
+                    "kind": EVENT_NEW_MESSAGE,
+                    "message_id": message_id,
+                    "payload": None,
+                }
             )
-            outcome.answers.append((index, SendResult(message, created=True)))
-            for user_id, seq in ((send.sender.id, sender_seq), (send.recipient.id, recipient_seq)):
-                event_rows.append(
-                    {
-                        "user_id": user_id,
-                        "seq": seq,
-                        "kind": EVENT_NEW_MESSAGE,
-                        "message_id": message_id,
-                        "payload": None,
-                    }
-                )
-                outcome.events.append(new_message_item(user_id, seq, message))
-        outcome.stored = len(new_sends)
+            outcome.events.append(new_message_item(user_id, seq, message))
+    outcome.stored = len(new_sends)
+    return event_rows
 
+
+def _receipt_events(
+    receipts: list[PendingReceipt], positions: _Positions, outcome: Outcome
+) -> list[dict[str, Any]]:
+    """The stream events' rows of the receipts, one per receipt and user of its
+    audience; the payload is stored as JSON, once per receipt."""
+    event_rows: list[dict[str, Any]] = []
     for audience, payload in receipts:
         encoded = to_compact_json(payload)
         for user_id in audience:
-            seq = take(user_id)
+            seq = positions.take(user_id)
             event_rows.append(
                 {
                     "user_id": user_id,
@@ -165,15 +222,12 @@ def apply_batch(
                 }
             )
             outcome.events.append(receipt_item(user_id, seq, payload))
-
-    queries.insert_stream_events(conn, event_rows)
-    queries.touch_last_seen(conn, touches)
-    return outcome
+    return event_rows
 
 
 def _settle_known_sends(
-    conn: Connection, sends: list[tuple[int, SendOrder]], outcome: Outcome, look_up: bool
-) -> list[tuple[int, SendOrder]]:
+    conn: Connection, sends: list[IndexedSend], outcome: Outcome, look_up: bool
+) -> list[IndexedSend]:
     """Answer repeats and blocked sends; return the sends that store a new message.
 
     A repeat of a stored (sender, client_id) gets the stored message (when `look_up`);
@@ -190,7 +244,7 @@ def _settle_known_sends(
     )
     stored = queries.messages_by_client_ids(conn, keys) if look_up or blocked else {}
     first_in_batch: dict[tuple[int, str], int] = {}
-    new_sends: list[tuple[int, SendOrder]] = []
+    new_sends: list[IndexedSend] = []
     for index, send in sends:
         key = (send.sender.id, send.client_id)
         if key in stored:
@@ -212,13 +266,13 @@ def _settle_known_sends(
 
 
 def _apply_marks(
-    conn: Connection, marks: list[tuple[int, MarkOrder]], now: datetime, outcome: Outcome
-) -> list[tuple[tuple[int, ...], dict[str, Any]]]:
+    conn: Connection, marks: list[IndexedMark], now: datetime, outcome: Outcome
+) -> list[PendingReceipt]:
     """Raise statuses; return one receipt (the users whose streams get it, payload)
     per item and sender. Consecutive items of one status share a statement; runs keep queue order,
     so a `delivered` queued after a `read` of the same message still changes nothing.
     """
-    receipts: list[tuple[tuple[int, ...], dict[str, Any]]] = []
+    receipts: list[PendingReceipt] = []
     for status, run in groupby(marks, key=lambda indexed: indexed[1].status):
         items = list(run)
         # Each changed message counts for the first item of its recipient naming it.

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from messenger.delivery.streams import StreamReader
 from messenger.metrics import Metrics
 from messenger.protocol import SYNCED
-from messenger.wire import StreamItem, UserRef, seed_form
+from messenger.wire import StreamItem, UserRef, seed_form, synced_event
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class SlowConsumer(Exception):
 class Pusher(Protocol):
     """What the live side needs from the transport: per-connection emits."""
 
-    async def emit(self, event: str, data: dict[str, Any], sid: str) -> None: ...
+    async def emit(self, event: str, data: Mapping[str, Any], sid: str) -> None: ...
 
     def pending(self, sid: str) -> int:
         """Bytes queued for the connection and not yet taken by the kernel."""
@@ -267,7 +267,7 @@ class LiveHub:
                     continue
                 if not conn.synced:
                     conn.synced = True
-                    await self._pusher.emit(SYNCED, {"cursor": conn.last_seq}, conn.sid)
+                    await self._pusher.emit(SYNCED, synced_event(conn.last_seq), conn.sid)
                     if self._known_head.get(conn.user.id, 0) > conn.last_seq:
                         continue
                 break

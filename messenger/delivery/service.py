@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping
@@ -25,6 +26,13 @@ from messenger.protocol import HistoryQuery, SendCommand, SyncQuery
 from messenger.store import queries
 from messenger.store.db import Database
 from messenger.wire import (
+    Conversation,
+    HistoryAnswer,
+    Message,
+    PresenceAnswer,
+    Seen,
+    SyncAnswer,
+    SyncEntry,
     UserRef,
     format_time,
     formatted,
@@ -154,7 +162,7 @@ class Delivery:
         others' ids are ignored."""
         return self._writer.submit_mark(user, ids, status)
 
-    async def history(self, user: UserRef, query: HistoryQuery) -> dict[str, Any]:
+    async def history(self, user: UserRef, query: HistoryQuery) -> HistoryAnswer:
         peer = await self._peer(user, query.with_user)
         rows = await self._db.read(
             queries.conversation_page, user.id, peer.id, query.before, query.after, query.limit + 1
@@ -180,7 +188,7 @@ class Delivery:
             messages.reverse()
         return {"messages": messages, "has_more": has_more}
 
-    async def sync(self, user: UserRef, query: SyncQuery) -> dict[str, Any]:
+    async def sync(self, user: UserRef, query: SyncQuery) -> SyncAnswer:
         head = await self._reader.head(user.id)
         if query.after > head:
             raise invalid(f"cursor {query.after} is ahead of the stream (head {head})")
@@ -194,7 +202,7 @@ class Delivery:
             "has_more": cursor < head,
         }
 
-    def _fitting(self, entries: list[dict[str, Any]]) -> int:
+    def _fitting(self, entries: Sequence[Message | SyncEntry]) -> int:
         """How many of `entries`, from the first, fit in an answer of at most
         `max_answer_bytes` (always one at least, so a client can move on). Measured as
         the JSON they are sent as, ASCII only, so characters are bytes."""
@@ -213,7 +221,7 @@ class Delivery:
         target = await self._peer(user, username)
         await self._db.write(queries.remove_block, user.id, target.id)
 
-    async def presence(self, user: UserRef, usernames: list[str]) -> dict[str, Any]:
+    async def presence(self, user: UserRef, usernames: list[str]) -> PresenceAnswer:
         """Who is online; someone who blocks the caller always looks offline."""
         rows, hidden = await self._db.read(_presence_facts, user.id, usernames)
         unknown = [name for name in usernames if name not in rows]
@@ -222,7 +230,7 @@ class Delivery:
         ids = [rows[name]["id"] for name in usernames]
         online = await self._presence.online(ids)
         now = format_time(utc_now())
-        answer: dict[str, Any] = {}
+        answer: dict[str, Seen] = {}
         for name in usernames:
             uid = rows[name]["id"]
             if uid in hidden:
@@ -233,7 +241,7 @@ class Delivery:
                 answer[name] = {"online": False, "last_seen": format_time(rows[name]["last_seen"])}
         return {"users": answer}
 
-    async def conversations(self, user: UserRef, limit: int) -> list[dict[str, Any]]:
+    async def conversations(self, user: UserRef, limit: int) -> list[Conversation]:
         rows = await self._db.read(queries.conversations, user.id, limit)
         names = await self._directory.names({row["peer"] for row in rows} | {user.id})
         return [

@@ -19,6 +19,7 @@ reference server does (`TextOnlyServer._handle_eio_message`).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import socketio
@@ -97,6 +98,6 @@ def malformed(packet_type: Any, data: Any) -> str | None:
     return None
 
 
-def event_packet(event: str, data: dict[str, Any]) -> str:
+def event_packet(event: str, data: Mapping[str, Any]) -> str:
     """The encoded Socket.IO EVENT packet of `event` with `data`, default namespace."""
     return str(JsonPacket(socketio.packet.EVENT, data=[event, data]).encode())

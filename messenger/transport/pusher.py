@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from messenger.transport.packets import event_packet
@@ -14,7 +15,7 @@ class SocketPusher:
     def __init__(self, sio: TextOnlyServer) -> None:
         self._sio = sio
 
-    async def emit(self, event: str, data: dict[str, Any], sid: str) -> None:
+    async def emit(self, event: str, data: Mapping[str, Any], sid: str) -> None:
         """Queue one event on one of this node's sockets (a socket that is gone is
         skipped). Straight to its Engine.IO socket: `AsyncServer.emit` makes a task
         per recipient and waits for them all, and with Redis configured it would
@@ -33,7 +34,7 @@ class SocketPusher:
         pending_bytes = getattr(socket, "pending_bytes", None)
         if pending_bytes is not None:
             return int(pending_bytes())
-        # A socket without the byte count (not a LeanSocket): its queue's length.
+        # A socket without the byte count (not a GuardedSocket): its queue's length.
         queue = getattr(socket, "queue", None)
         return queue.qsize() if queue is not None else 0
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import socketio
@@ -31,10 +31,11 @@ from messenger.store.db import classify_failure
 from messenger.transport.client_address import UNKNOWN, ClientAddresses
 from messenger.transport.client_log import ClientLog
 from messenger.transport.server import CATCH_ALL, NAMESPACE, connect_error_data
+from messenger.wire import HistoryAnswer, PresenceAnswer, SyncAnswer
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[LiveConnection, Any], Awaitable[dict[str, Any]]]
+Handler = Callable[[LiveConnection, Any], Awaitable[Mapping[str, Any]]]
 
 
 class SocketHandlers:
@@ -245,13 +246,13 @@ class SocketHandlers:
             updated = self._delivery.submit_mark(conn.user, ids, status)
         return {"updated": await updated}
 
-    async def _history(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
+    async def _history(self, conn: LiveConnection, payload: Any) -> HistoryAnswer:
         return await self._delivery.history(conn.user, protocol.parse_history(payload))
 
-    async def _sync(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
+    async def _sync(self, conn: LiveConnection, payload: Any) -> SyncAnswer:
         return await self._delivery.sync(conn.user, protocol.parse_sync(payload))
 
-    async def _presence(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
+    async def _presence(self, conn: LiveConnection, payload: Any) -> PresenceAnswer:
         return await self._delivery.presence(conn.user, protocol.parse_presence(payload))
 
     async def _block(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
