@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -292,22 +293,32 @@ async def test_sync_and_history_answers_stop_at_max_answer_bytes(
 # -- requests and the rate limit ----------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # the writer is held by a file lock
 async def test_requests_in_handling_are_capped_per_connection(hostile: RunningServer) -> None:
-    """100 `sync` requests written at once: at most `max_pending_requests` are worked
-    on together, the others are answered `rate_limited` at once; all are answered."""
+    """100 `send`s written at once while the writer cannot commit: exactly
+    `max_pending_requests` are worked on (they wait for the commit), the others are
+    answered `rate_limited` at once; once the writer goes on, all are answered.
+    The database is held by another connection's write transaction, so the sends in
+    handling stay there for as long as the test needs, however fast the machine."""
     http = Http(hostile.url)
-    (user,) = await accounts(http, "many")
-    async with raw(hostile.url) as client:
-        await client.connect(user.token)
-        frame = json.dumps(["sync", {"after": 0}])
-        for ack in range(100):
-            await client.ws.send_str(f"42{ack}{frame}")
-        answers = await client.wait_acks(range(100))
-    refused = [a for a in answers if not a["ok"]]
-    assert {a["error"]["code"] for a in refused} <= {"rate_limited"}, refused
-    assert refused, "100 requests at once were all worked on together"
-    assert any("at once" in a["error"]["message"] for a in refused)
-    assert len(answers) - len(refused) >= Settings().max_pending_requests
+    user, peer = await accounts(http, "many", "peer")
+    path = hostile.settings.database_url.split("///", 1)[1]
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the writer's next batch waits (busy timeout)
+    try:
+        async with raw(hostile.url) as client:
+            await client.connect(user.token)
+            for ack in range(100):
+                send = {"to": peer.username, "body": "hi", "client_id": f"c-{ack}"}
+                await client.ws.send_str(f"42{ack}" + json.dumps(["send", send]))
+            refused = await client.wait_acks(range(Settings().max_pending_requests, 100))
+            assert all(not a["ok"] and a["error"]["code"] == "rate_limited" for a in refused)
+            assert all("at once" in a["error"]["message"] for a in refused), refused[0]
+            holder.execute("COMMIT")
+            stored = await client.wait_acks(range(Settings().max_pending_requests))
+            assert all(a["ok"] for a in stored), stored
+    finally:
+        holder.close()
 
 
 async def test_every_event_passes_the_rate_limiter_and_is_logged_once(
