@@ -17,8 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from messenger.errors import ErrorCode, MessengerError
 from messenger.hashing import HashPool
 from messenger.ratelimit import Throttled
-from messenger.store import queries
 from messenger.store.db import Database
+from messenger.store.tokens import insert_token, live_token, live_token_ids, revoke_token
+from messenger.store.users import insert_user, replace_password_hash, user_by_name
 from messenger.wire import UserRef, utc_now
 
 # Weight of the newest verify in the running estimate of a verify at the current cost.
@@ -87,18 +88,18 @@ class Accounts:
     async def register(self, username: str, password: str) -> UserRef:
         # A taken name is refused before hashing: one cheap read, so a flood of taken
         # names costs no argon2. The insert still refuses the race of two new ones.
-        if await self._db.read(queries.user_by_name, username) is not None:
+        if await self._db.read(user_by_name, username) is not None:
             raise _taken()
         password_hash = await self.pool.run(self._hasher.hash, password)
         try:
-            user_id = await self._db.write(queries.insert_user, username, password_hash, utc_now())
+            user_id = await self._db.write(insert_user, username, password_hash, utc_now())
         except IntegrityError:
             raise _taken() from None
         return UserRef(user_id, username)
 
     async def login(self, username: str, password: str) -> Session:
         decoy = self._decoy_hash or await self.prepare()
-        row = await self._db.read(queries.user_by_name, username)
+        row = await self._db.read(user_by_name, username)
         stored = row["password_hash"] if row is not None else decoy
         matches, seconds = await self.pool.run(self._check, stored, password)
         current = not self._needs_rehash(stored)
@@ -113,9 +114,7 @@ class Accounts:
         token = secrets.token_urlsafe(32)
         now = utc_now()
         expires_at = now + self._ttl
-        token_id = await self._db.write(
-            queries.insert_token, user.id, hash_token(token), now, expires_at
-        )
+        token_id = await self._db.write(insert_token, user.id, hash_token(token), now, expires_at)
         return Session(token, token_id, expires_at, user)
 
     async def authenticate(self, token: object) -> Authenticated:
@@ -124,16 +123,16 @@ class Accounts:
             # Tokens are URL-safe ASCII; anything else (unpaired surrogates from a
             # mangled header included) cannot be one.
             raise MessengerError(ErrorCode.UNAUTHORIZED, "a valid token is required")
-        row = await self._db.read(queries.live_token, hash_token(token), utc_now())
+        row = await self._db.read(live_token, hash_token(token), utc_now())
         if row is None:
             raise MessengerError(ErrorCode.UNAUTHORIZED, "the token is unknown, expired or revoked")
         return Authenticated(row["token_id"], UserRef(row["id"], row["username"]))
 
     async def revoke(self, token_id: int) -> None:
-        await self._db.write(queries.revoke_token, token_id, utc_now())
+        await self._db.write(revoke_token, token_id, utc_now())
 
     async def live_tokens(self, token_ids: list[int]) -> set[int]:
-        return await self._db.read(queries.live_token_ids, token_ids, utc_now())
+        return await self._db.read(live_token_ids, token_ids, utc_now())
 
     async def _level(self, seconds: float) -> None:
         """Pad a failure to the time of a verify at the current cost. A hash stored at
@@ -150,7 +149,7 @@ class Accounts:
             new_hash = await self.pool.run(self._hasher.hash, password)
         except Throttled:
             return  # the pool is busy: the next login tries again
-        await self._db.write(queries.replace_password_hash, user_id, stored, new_hash)
+        await self._db.write(replace_password_hash, user_id, stored, new_hash)
 
     def _needs_rehash(self, stored: str) -> bool:
         try:

@@ -8,8 +8,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from messenger.errors import not_found
-from messenger.store import queries
 from messenger.store.db import Database
+from messenger.store.users import usernames, users_by_names
 from messenger.wire import UserRef
 
 CACHE_SIZE = 100_000
@@ -42,7 +42,7 @@ class Directory:
         found = {name: self._by_name[name] for name in names if name in self._by_name}
         missing = [name for name in names if name not in found]
         if missing:
-            for row in await self._db.read(queries.users_by_names, missing):
+            for row in await self._db.read(users_by_names, missing):
                 user = UserRef(row["id"], row["username"])
                 self.remember(user)
                 found[user.username] = user
@@ -53,7 +53,7 @@ class Directory:
         found = {uid: self._by_id[uid].username for uid in wanted if uid in self._by_id}
         missing = wanted - found.keys()
         if missing:
-            for uid, name in (await self._db.read(queries.usernames, missing)).items():
+            for uid, name in (await self._db.read(usernames, missing)).items():
                 self.remember(UserRef(uid, name))
                 found[uid] = name
         return found

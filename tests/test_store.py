@@ -16,11 +16,35 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from messenger.protocol import STATUS_DELIVERED, STATUS_READ, STATUS_SENT
-from messenger.store import queries
+from messenger.store.blocks import _blocks_statement, blocking_pairs
 from messenger.store.db import open_database
+from messenger.store.message_reads import (
+    UNDELIVERED_PAGE,
+    conversation_page,
+    conversation_query,
+    conversations_query,
+)
+from messenger.store.messages import (
+    MESSAGES_PER_INSERT,
+    insert_messages,
+    mark_status,
+    sqlite_mark_statement,
+)
 from messenger.store.migrate import alembic_config, check, upgrade
 from messenger.store.models import messages, users
+from messenger.store.sized_statements import PAIRS_PER_LOOKUP, _driver_statement
+from messenger.store.streams import (
+    IDS_PER_READ,
+    STREAM_PAGE,
+    _stream_heads_statement,
+    advance_stream_heads,
+    insert_stream_events,
+    stream_heads,
+)
+from messenger.store.users import insert_user
+from messenger.store.writer_statements import compile_writer_statements
 from messenger.wire import format_time
+from tests.store_support import blocking_pairs_queries, messages_by_client_ids_queries
 
 
 async def test_migrations_match_models(database_url: str) -> None:
@@ -119,7 +143,7 @@ async def _plan(
 async def test_history_page_reads_each_direction_from_the_received_index(
     database_url: str, before: int | None, after: int | None
 ) -> None:
-    plan = await _plan(database_url, *queries.conversation_query(1, 2, before, after, 51))
+    plan = await _plan(database_url, *conversation_query(1, 2, before, after, 51))
     assert plan.count("ix_messages_received") == 2, plan
     # Each direction is read in index order: no sort of a whole conversation.
     assert "SCAN messages" not in plan and "Seq Scan" not in plan, plan
@@ -128,7 +152,7 @@ async def test_history_page_reads_each_direction_from_the_received_index(
 async def test_backlog_page_uses_the_undelivered_index(database_url: str) -> None:
     plan = await _plan(
         database_url,
-        queries.UNDELIVERED_PAGE,
+        UNDELIVERED_PAGE,
         {"recipient_id": 1, "after_seq": 0, "up_to_seq": 10_000, "limit": 500},
     )
     assert "ix_messages_undelivered" in plan, plan
@@ -138,16 +162,14 @@ async def test_backlog_page_uses_the_undelivered_index(database_url: str) -> Non
 async def test_conversation_list_reads_a_users_messages_by_index(database_url: str) -> None:
     """What a user sent, by the (sender, client_id) index; what they received and
     what of it is unread, by the received index: never a scan of all messages."""
-    plan = await _plan(database_url, queries.conversations_query(1, 20), {}, ("enable_seqscan",))
+    plan = await _plan(database_url, conversations_query(1, 20), {}, ("enable_seqscan",))
     assert "sqlite_autoindex_messages_1" in plan or "uq_messages_sender_id_client_id" in plan, plan
     assert "ix_messages_received" in plan, plan
     assert "SCAN messages" not in plan and "Seq Scan on messages" not in plan, plan
 
 
 async def test_stream_page_uses_the_primary_key(database_url: str) -> None:
-    plan = await _plan(
-        database_url, queries.STREAM_PAGE, {"user_id": 1, "after_seq": 100, "limit": 500}
-    )
+    plan = await _plan(database_url, STREAM_PAGE, {"user_id": 1, "after_seq": 100, "limit": 500})
     assert "pk_stream_events" in plan or "PRIMARY KEY" in plan or "sqlite_autoindex" in plan, plan
     assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
 
@@ -160,7 +182,7 @@ async def test_repeat_lookup_probes_the_unique_index(database_url: str) -> None:
     """The writer looks up a batch's (sender, client_id) keys at once: by index
     probes, never a scan of all messages (which grows with every message stored)."""
     keys = [(1, "c-1"), (2, "c-2"), (3, "c-3")]
-    ((statement, params),) = queries.messages_by_client_ids_queries(_dialect(database_url), keys)
+    ((statement, params),) = messages_by_client_ids_queries(_dialect(database_url), keys)
     # PostgreSQL may answer a set of keys with a bitmap of index probes.
     plan = await _plan(database_url, statement, params, forbid=("enable_seqscan",))
     assert "sqlite_autoindex_messages_1" in plan or "uq_messages_sender_id_client_id" in plan, plan
@@ -169,7 +191,7 @@ async def test_repeat_lookup_probes_the_unique_index(database_url: str) -> None:
 
 async def test_block_lookup_probes_the_key(database_url: str) -> None:
     pairs = [(1, 2), (3, 4)]
-    ((statement, params),) = queries.blocking_pairs_queries(_dialect(database_url), pairs)
+    ((statement, params),) = blocking_pairs_queries(_dialect(database_url), pairs)
     plan = await _plan(database_url, statement, params, forbid=("enable_seqscan",))
     assert "sqlite_autoindex_blocks_1" in plan or "pk_blocks" in plan, plan
     assert "SCAN blocks" not in plan and "Seq Scan on blocks" not in plan, plan
@@ -264,12 +286,12 @@ def _store_messages(conn: Connection, keys: list[tuple[int, str]]) -> list[tuple
     (id, sender_id, client_id) as stored, in the order of the ids insert_messages gave,
     and checks that each row reads back with the time it was given."""
     now = SENT_AT
-    people = [queries.insert_user(conn, f"user{i}", "x", now) for i in range(3)]
+    people = [insert_user(conn, f"user{i}", "x", now) for i in range(3)]
     rows = [
         _message_row(people[sender], people[(sender + 1) % 3], client_id, position + 1, now)
         for position, (sender, client_id) in enumerate(keys)
     ]
-    ids = queries.insert_messages(conn, rows)
+    ids = insert_messages(conn, rows)
     found = conn.execute(select(messages).where(messages.c.id.in_(ids))).all()
     assert {(row.sent_at, row.delivered_at, row.read_at) for row in found} == {(now, None, None)}
     stored = {row.id: (row.sender_id, row.client_id) for row in found}
@@ -287,7 +309,7 @@ async def test_insert_messages_gives_each_row_its_own_id(
 ) -> None:
     """Multi-row INSERTs; RETURNING promises no order, so the ids are matched to
     the rows by their (sender, client_id) keys: the nth id is the nth row's."""
-    assert len(MANY_KEYS) > queries.MESSAGES_PER_INSERT
+    assert len(MANY_KEYS) > MESSAGES_PER_INSERT
     db = open_database(database_url)
     try:
         stored = await db.write(_store_messages, keys)
@@ -303,14 +325,14 @@ def _mark_many(conn: Connection) -> dict[str, Any]:
     """300 messages to bob (and one to carol), marked delivered with a stranger's
     pair and repeats mixed in, then some of them read."""
     now = SENT_AT
-    alice, bob, carol = (queries.insert_user(conn, name, "x", now) for name in "abc")
+    alice, bob, carol = (insert_user(conn, name, "x", now) for name in "abc")
     rows = [_message_row(alice, carol if i == 0 else bob, f"m{i}", i + 1, now) for i in range(301)]
-    to_carol, *to_bob = queries.insert_messages(conn, rows)
+    to_carol, *to_bob = insert_messages(conn, rows)
     later = now + timedelta(seconds=1)
     pairs = [(bob, message_id) for message_id in reversed(to_bob)] + [(bob, to_bob[5])]
-    delivered = queries.mark_status(conn, [*pairs, (bob, to_carol)], STATUS_DELIVERED, now)
-    again = queries.mark_status(conn, pairs, STATUS_DELIVERED, later)
-    read = queries.mark_status(conn, [(bob, m) for m in to_bob[:3]], STATUS_READ, later)
+    delivered = mark_status(conn, [*pairs, (bob, to_carol)], STATUS_DELIVERED, now)
+    again = mark_status(conn, pairs, STATUS_DELIVERED, later)
+    read = mark_status(conn, [(bob, m) for m in to_bob[:3]], STATUS_READ, later)
     found = {row.id: row for row in conn.execute(select(messages))}
     return {
         "people": (alice, bob),
@@ -325,7 +347,7 @@ async def test_marks_raise_only_the_recipients_messages_once(database_url: str) 
     """More pairs than one SQLite statement takes: each of bob's messages changes
     once (receipts never repeat), carol's is not bob's to mark, reading keeps the
     delivery time, and the times read back as given."""
-    assert 300 > queries.PAIRS_PER_LOOKUP
+    assert 300 > PAIRS_PER_LOOKUP
     db = open_database(database_url)
     try:
         got = await db.write(_mark_many)
@@ -355,7 +377,7 @@ async def test_sqlite_marks_probe_the_primary_key(database_url: str) -> None:
     params |= {f"{key}{i}": i + 1 for i in range(4) for key in "ab"}
     engine = create_async_engine(database_url)
     try:
-        marks = queries.sqlite_mark_statement(sets_read_at=False, size=4)
+        marks = sqlite_mark_statement(sets_read_at=False, size=4)
         sql, names = marks.compiled_for(engine.dialect)
         async with engine.connect() as conn:
             rows = await conn.exec_driver_sql(
@@ -382,16 +404,16 @@ async def test_stream_heads_read_in_padded_chunks_match_the_table(database_url: 
 
 def _heads_three_ways(conn: Connection) -> list[tuple[dict[int, int], dict[int, int]]]:
     now = datetime.now(UTC)
-    count = queries.IDS_PER_READ + 6  # two chunks, the second padded
-    ids = [queries.insert_user(conn, f"heads{i}", "x", now) for i in range(count)]
-    queries.advance_stream_heads(conn, {uid: 1 + uid % 5 for uid in ids}, lock_first=False)
+    count = IDS_PER_READ + 6  # two chunks, the second padded
+    ids = [insert_user(conn, f"heads{i}", "x", now) for i in range(count)]
+    advance_stream_heads(conn, {uid: 1 + uid % 5 for uid in ids}, lock_first=False)
     reads = []
     for wanted in (ids[:1], ids[2:5], ids):
         stored = {
             row.id: row.stream_seq
             for row in conn.execute(select(users).where(users.c.id.in_(wanted)))
         }
-        reads.append((stored, queries.stream_heads(conn, wanted)))
+        reads.append((stored, stream_heads(conn, wanted)))
     return reads
 
 
@@ -411,29 +433,29 @@ async def test_driver_statements_raise_sqlalchemys_errors(database_url: str) -> 
 
 
 def _insert_an_event_twice(conn: Connection) -> None:
-    user = queries.insert_user(conn, "twice", "x", datetime.now(UTC))
+    user = insert_user(conn, "twice", "x", datetime.now(UTC))
     event = {"user_id": user, "seq": 1, "kind": 2, "message_id": None, "payload": "secret body"}
-    queries.insert_stream_events(conn, [event])
-    queries.insert_stream_events(conn, [event])
+    insert_stream_events(conn, [event])
+    insert_stream_events(conn, [event])
 
 
 def _read_heads_first(conn: Connection) -> tuple[bool, bool]:
     """Whether the connection was in a transaction before and after its first statement,
     one handed to the driver."""
     before = conn.in_transaction()
-    queries.stream_heads(conn, [1])
+    stream_heads(conn, [1])
     return before, conn.in_transaction()
 
 
 # What the writer runs through the driver, in sizes (functools caches).
 SIZED_STATEMENTS = {
     "sqlite": (
-        queries._stream_heads_statement,
-        queries._blocks_statement,
-        queries._driver_statement,
-        queries.sqlite_mark_statement,
+        _stream_heads_statement,
+        _blocks_statement,
+        _driver_statement,
+        sqlite_mark_statement,
     ),
-    "postgresql": (queries._stream_heads_statement,),
+    "postgresql": (_stream_heads_statement,),
 }
 
 
@@ -448,7 +470,7 @@ async def test_the_writers_statements_are_compiled_before_its_first_batch(
         statement_of_size.cache_clear()
     db = open_database(database_url)
     try:
-        await db.read(queries.compile_writer_statements)
+        await db.read(compile_writer_statements)
         made = [statement_of_size.cache_info().currsize for statement_of_size in sized]
         await db.write(_batches_of_every_size)
     finally:
@@ -459,13 +481,13 @@ async def test_the_writers_statements_are_compiled_before_its_first_batch(
 def _batches_of_every_size(conn: Connection) -> None:
     """The writer's sized statements, for every count a batch can have (no rows match)."""
     now = datetime.now(UTC)
-    for count in range(1, queries.PAIRS_PER_LOOKUP + 2):
+    for count in range(1, PAIRS_PER_LOOKUP + 2):
         pairs = [(1, message_id) for message_id in range(count)]
-        queries.blocking_pairs(conn, pairs)
-        queries.mark_status(conn, pairs, STATUS_DELIVERED, now)
-        queries.mark_status(conn, pairs, STATUS_READ, now)
-    for count in range(1, 2 * queries.IDS_PER_READ, 7):
-        queries.stream_heads(conn, list(range(count)))
+        blocking_pairs(conn, pairs)
+        mark_status(conn, pairs, STATUS_DELIVERED, now)
+        mark_status(conn, pairs, STATUS_READ, now)
+    for count in range(1, 2 * IDS_PER_READ, 7):
+        stream_heads(conn, list(range(count)))
 
 
 TIMES = [
@@ -491,13 +513,13 @@ async def test_a_page_shows_times_as_the_api_formats_them(database_url: str) -> 
 
 
 def _page_of_times(conn: Connection) -> list[Any]:
-    ann, bob = (queries.insert_user(conn, name, "x", TIMES[0]) for name in ("tann", "tbob"))
+    ann, bob = (insert_user(conn, name, "x", TIMES[0]) for name in ("tann", "tbob"))
     rows = [
         _message_row(ann, bob, f"t{i}", i + 1, at, read_at)
         for i, (at, read_at) in enumerate(zip(TIMES, TIMES[::-1], strict=True))
     ]
-    queries.insert_messages(conn, rows)
-    return queries.conversation_page(conn, ann, bob, None, None, len(TIMES))
+    insert_messages(conn, rows)
+    return conversation_page(conn, ann, bob, None, None, len(TIMES))
 
 
 def _backend_pid(conn: Connection) -> int:

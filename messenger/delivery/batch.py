@@ -20,8 +20,11 @@ from sqlalchemy import Connection
 
 from messenger.errors import forbidden
 from messenger.protocol import STATUS_READ, STATUS_SENT
-from messenger.store import queries
+from messenger.store.blocks import blocking_pairs
+from messenger.store.messages import insert_messages, mark_status, messages_by_client_ids
 from messenger.store.models import EVENT_NEW_MESSAGE, EVENT_RECEIPT
+from messenger.store.streams import advance_stream_heads, insert_stream_events
+from messenger.store.users import touch_last_seen
 from messenger.wire import (
     Message,
     ReceiptPayload,
@@ -105,8 +108,8 @@ def apply_batch(
     positions = _raise_stream_heads(conn, new_sends, receipts, lock_rows)
     message_events = _insert_messages(conn, new_sends, positions, now, outcome)
     receipt_events = _receipt_events(receipts, positions, outcome)
-    queries.insert_stream_events(conn, message_events + receipt_events)
-    queries.touch_last_seen(conn, touches)
+    insert_stream_events(conn, message_events + receipt_events)
+    touch_last_seen(conn, touches)
     return outcome
 
 
@@ -148,7 +151,7 @@ def _raise_stream_heads(
         counts.update(audience)
     if not counts:
         return _Positions({})
-    heads = queries.advance_stream_heads(conn, counts, lock_first=lock_rows)
+    heads = advance_stream_heads(conn, counts, lock_first=lock_rows)
     return _Positions({uid: heads[uid] - counts[uid] + 1 for uid in counts})
 
 
@@ -178,7 +181,7 @@ def _insert_messages(
         }
         for (_, s), (_, recipient_seq) in zip(new_sends, seqs, strict=True)
     ]
-    ids = queries.insert_messages(conn, rows)
+    ids = insert_messages(conn, rows)
     event_rows: list[dict[str, Any]] = []
     for (index, send), row, message_id, (sender_seq, recipient_seq) in zip(
         new_sends, rows, ids, seqs, strict=True
@@ -236,13 +239,13 @@ def _settle_known_sends(
     one: a retry gets its message even after a block (G2), so the keys of blocked
     sends are always looked up (a rare path, unlike the lookup of every key).
     """
-    blocked = queries.blocking_pairs(conn, ((s.recipient.id, s.sender.id) for _, s in sends))
+    blocked = blocking_pairs(conn, ((s.recipient.id, s.sender.id) for _, s in sends))
     keys = (
         (s.sender.id, s.client_id)
         for _, s in sends
         if look_up or (s.recipient.id, s.sender.id) in blocked
     )
-    stored = queries.messages_by_client_ids(conn, keys) if look_up or blocked else {}
+    stored = messages_by_client_ids(conn, keys) if look_up or blocked else {}
     first_in_batch: dict[tuple[int, str], int] = {}
     new_sends: list[IndexedSend] = []
     for index, send in sends:
@@ -280,7 +283,7 @@ def _apply_marks(
         for index, mark in items:
             for message_id in mark.ids:
                 claims.setdefault((mark.user.id, message_id), index)
-        changed = queries.mark_status(conn, list(claims), status, now)
+        changed = mark_status(conn, list(claims), status, now)
         by_item: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
         for message_id, sender_id, recipient_id in changed:
             by_item[claims[(recipient_id, message_id)]][sender_id].append(message_id)

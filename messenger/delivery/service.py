@@ -23,8 +23,11 @@ from messenger.delivery.writer import Writer
 from messenger.directory import Directory
 from messenger.errors import ErrorCode, MessengerError, invalid, not_found
 from messenger.protocol import HistoryQuery, SendCommand, SyncQuery
-from messenger.store import queries
+from messenger.store.blocks import add_block, blocking_pairs, remove_block
 from messenger.store.db import Database
+from messenger.store.message_reads import conversation_page, conversations
+from messenger.store.messages import messages_by_client_ids
+from messenger.store.users import users_by_names
 from messenger.wire import (
     Conversation,
     HistoryAnswer,
@@ -145,9 +148,7 @@ class Delivery:
         except MessengerError as exc:
             if exc.code not in (ErrorCode.INVALID, ErrorCode.NOT_FOUND):
                 raise
-            stored = await self._db.read(
-                queries.messages_by_client_ids, [(sender.id, command.client_id)]
-            )
+            stored = await self._db.read(messages_by_client_ids, [(sender.id, command.client_id)])
             row = stored.get((sender.id, command.client_id))
             if row is None:
                 raise
@@ -165,7 +166,7 @@ class Delivery:
     async def history(self, user: UserRef, query: HistoryQuery) -> HistoryAnswer:
         peer = await self._peer(user, query.with_user)
         rows = await self._db.read(
-            queries.conversation_page, user.id, peer.id, query.before, query.after, query.limit + 1
+            conversation_page, user.id, peer.id, query.before, query.after, query.limit + 1
         )
         has_more = len(rows) > query.limit
         paging_back = query.after is None
@@ -215,11 +216,11 @@ class Delivery:
 
     async def block(self, user: UserRef, username: str) -> None:
         target = await self._peer(user, username)
-        await self._db.write(queries.add_block, user.id, target.id, utc_now())
+        await self._db.write(add_block, user.id, target.id, utc_now())
 
     async def unblock(self, user: UserRef, username: str) -> None:
         target = await self._peer(user, username)
-        await self._db.write(queries.remove_block, user.id, target.id)
+        await self._db.write(remove_block, user.id, target.id)
 
     async def presence(self, user: UserRef, usernames: list[str]) -> PresenceAnswer:
         """Who is online; someone who blocks the caller always looks offline."""
@@ -242,7 +243,7 @@ class Delivery:
         return {"users": answer}
 
     async def conversations(self, user: UserRef, limit: int) -> list[Conversation]:
-        rows = await self._db.read(queries.conversations, user.id, limit)
+        rows = await self._db.read(conversations, user.id, limit)
         names = await self._directory.names({row["peer"] for row in rows} | {user.id})
         return [
             {
@@ -277,7 +278,7 @@ def _presence_facts(
 ) -> tuple[dict[str, RowMapping], set[int]]:
     """In one read: the existing users among `usernames` with when each was last seen,
     and the ids of those who block the viewer."""
-    rows = {row["username"]: row for row in queries.users_by_names(conn, usernames)}
+    rows = {row["username"]: row for row in users_by_names(conn, usernames)}
     ids = [row["id"] for row in rows.values()]
-    hidden = {blocker for blocker, _ in queries.blocking_pairs(conn, ((i, viewer_id) for i in ids))}
+    hidden = {blocker for blocker, _ in blocking_pairs(conn, ((i, viewer_id) for i in ids))}
     return rows, hidden

@@ -13,9 +13,10 @@ from sqlalchemy import RowMapping
 
 from messenger.directory import Directory
 from messenger.protocol import STATUS_SENT
-from messenger.store import queries
 from messenger.store.db import Database
+from messenger.store.message_reads import undelivered_page
 from messenger.store.models import EVENT_NEW_MESSAGE
+from messenger.store.streams import stream_head, stream_heads, stream_page
 from messenger.wire import (
     StreamItem,
     message_dict,
@@ -31,14 +32,14 @@ class StreamReader:
 
     async def head(self, user_id: int) -> int:
         """The cursor of the user's newest event (0 before the first)."""
-        return await self._db.read(queries.stream_head, user_id)
+        return await self._db.read(stream_head, user_id)
 
     async def heads(self, user_ids: Sequence[int]) -> dict[int, int]:
-        return await self._db.read(queries.stream_heads, user_ids)
+        return await self._db.read(stream_heads, user_ids)
 
     async def page(self, user_id: int, after: int, limit: int) -> list[StreamItem]:
         """Up to `limit` events after cursor `after`, in cursor order."""
-        rows = await self._db.read(queries.stream_page, user_id, after, limit)
+        rows = await self._db.read(stream_page, user_id, after, limit)
         names = await self._directory.names(_people(rows))
         items = []
         for row in rows:
@@ -56,7 +57,7 @@ class StreamReader:
         self, user_id: int, after: int, up_to: int, limit: int
     ) -> list[StreamItem]:
         """The user's messages still waiting for delivery, with cursors in (after, up_to]."""
-        rows = await self._db.read(queries.undelivered_page, user_id, after, up_to, limit)
+        rows = await self._db.read(undelivered_page, user_id, after, up_to, limit)
         names = await self._directory.names(_people(rows))
         return [
             new_message_item(

@@ -34,8 +34,8 @@ from messenger.delivery.batch import (
 from messenger.delivery.notifier import AfterCommit
 from messenger.errors import ErrorCode, MessengerError
 from messenger.metrics import Metrics
-from messenger.store import queries
 from messenger.store.db import Database, classify_failure
+from messenger.store.writer_statements import compile_writer_statements
 from messenger.wire import UserRef, utc_now
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,8 @@ class Writer:
 
     async def start(self) -> None:
         """Compile the batches' statements, then take work (see
-        `queries.compile_writer_statements`: compiled in a batch, they held it up)."""
-        await self._db.read(queries.compile_writer_statements)
+        `compile_writer_statements`: compiled in a batch, they held it up)."""
+        await self._db.read(compile_writer_statements)
         self._task = asyncio.create_task(self._run(), name="messenger-writer")
 
     async def stop(self) -> None:

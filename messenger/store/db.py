@@ -1,7 +1,7 @@
 """The database behind one interface: `read`, `write` and `write_batch` run a plain
 (synchronous) SQLAlchemy function of a `Connection` and hand back its result.
 
-Every query is written once, as a sync function of a connection (see `queries`), and
+Every query is written once, as a sync function of a connection (see `store`), and
 each backend runs it the cheapest way it can:
 
 - **SQLite** runs it on threads of its own, with the standard library's driver. All

@@ -23,8 +23,8 @@ from messenger.delivery.service import Delivery
 from messenger.errors import ErrorCode, MessengerError, forbidden, invalid
 from messenger.metrics import Metrics
 from messenger.ratelimit import RateLimiter, Throttled
-from messenger.store import queries
 from messenger.store.db import Database, classify_failure
+from messenger.store.message_reads import undelivered_summary
 from messenger.transport.client_address import ClientAddresses
 from messenger.transport.origins import origin_allowed
 from messenger.wire import format_time, utc_now
@@ -276,7 +276,7 @@ class RestApi:
         self._backlog_read_at = now
         try:
             async with asyncio.timeout(2.0):
-                count, oldest = await self._db.read(queries.undelivered_summary)
+                count, oldest = await self._db.read(undelivered_summary)
         except Exception as exc:
             log.warning("backlog gauges not refreshed: %s", type(exc).__name__)
             return

@@ -16,8 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from messenger.delivery.batch import MarkOrder, Order, Outcome, SendOrder, SendResult, apply_batch
 from messenger.errors import ErrorCode, MessengerError
 from messenger.protocol import RECEIPT, STATUS_DELIVERED, STATUS_READ, STATUS_SENT
-from messenger.store import queries
+from messenger.store.blocks import add_block
 from messenger.store.models import EVENT_NEW_MESSAGE, EVENT_RECEIPT, messages, stream_events
+from messenger.store.streams import stream_head, stream_heads
+from messenger.store.users import insert_user
 from messenger.wire import UserRef
 
 NOW = datetime(2026, 12, 2, 10, 0, 0, 123000, tzinfo=UTC)
@@ -25,7 +27,7 @@ NOW = datetime(2026, 12, 2, 10, 0, 0, 123000, tzinfo=UTC)
 
 def make_users(engine: Engine, *names: str) -> list[UserRef]:
     with engine.begin() as conn:
-        return [UserRef(queries.insert_user(conn, name, "x", NOW), name) for name in names]
+        return [UserRef(insert_user(conn, name, "x", NOW), name) for name in names]
 
 
 def run(
@@ -66,7 +68,7 @@ def assert_streams_whole(engine: Engine, *people: UserRef) -> None:
         for user in people:
             seqs = [seq for seq, _, _ in stream_of(conn, user)]
             assert seqs == list(range(1, len(seqs) + 1)), (user, seqs)
-            assert queries.stream_head(conn, user.id) == len(seqs), user
+            assert stream_head(conn, user.id) == len(seqs), user
 
 
 def count_messages(engine: Engine) -> int:
@@ -136,7 +138,7 @@ def test_a_repeated_client_id_is_answered_with_the_first_message(engine: Engine)
     assert count_messages(engine) == 2
     assert_streams_whole(engine, ann, bob)
     with engine.connect() as conn:
-        assert queries.stream_heads(conn, [ann.id, bob.id]) == {ann.id: 2, bob.id: 2}
+        assert stream_heads(conn, [ann.id, bob.id]) == {ann.id: 2, bob.id: 2}
 
 
 @pytest.mark.parametrize("look_up", [False, True], ids=["optimistic", "looking-up"])
@@ -149,7 +151,7 @@ def test_a_blocked_send_stores_nothing_but_a_retry_of_a_stored_one_gets_its_mess
     ann, bob, carl = make_users(engine, "ann", "bob", "carl")
     before = sent(run(engine, [send(ann, bob, "old")]), 0)
     with engine.begin() as conn:
-        queries.add_block(conn, bob.id, ann.id, NOW)
+        add_block(conn, bob.id, ann.id, NOW)
 
     outcome = run(
         engine,
@@ -165,7 +167,7 @@ def test_a_blocked_send_stores_nothing_but_a_retry_of_a_stored_one_gets_its_mess
     assert outcome.stored == 1
     with engine.connect() as conn:
         bodies = set(conn.execute(select(messages.c.body)).scalars())
-        heads = queries.stream_heads(conn, [ann.id, bob.id, carl.id])
+        heads = stream_heads(conn, [ann.id, bob.id, carl.id])
     assert bodies == {"old", "fine"}
     assert heads == {ann.id: 1, bob.id: 2, carl.id: 1}
     assert_streams_whole(engine, ann, bob, carl)
@@ -266,7 +268,7 @@ def test_a_failed_optimistic_batch_leaves_nothing_and_its_retry_keeps_every_item
     assert _status_of(engine, stored["id"]) == [(STATUS_SENT, False, False)]
     assert_streams_whole(engine, ann, bob)
     with engine.connect() as conn:
-        assert queries.stream_heads(conn, [ann.id, bob.id]) == {ann.id: 1, bob.id: 1}
+        assert stream_heads(conn, [ann.id, bob.id]) == {ann.id: 1, bob.id: 1}
 
     retried = run(engine, batch, look_up=True)
     assert sent(retried, 0)["body"] == "fresh-1"
@@ -279,4 +281,4 @@ def test_a_failed_optimistic_batch_leaves_nothing_and_its_retry_keeps_every_item
     assert_streams_whole(engine, ann, bob)
     with engine.connect() as conn:
         # ann: dup, fresh-1, the receipt, fresh-2; bob: dup, fresh-1, fresh-2.
-        assert queries.stream_heads(conn, [ann.id, bob.id]) == {ann.id: 4, bob.id: 3}
+        assert stream_heads(conn, [ann.id, bob.id]) == {ann.id: 4, bob.id: 3}

@@ -19,8 +19,9 @@ from messenger.delivery.streams import StreamReader
 from messenger.directory import Directory
 from messenger.metrics import Metrics
 from messenger.protocol import SYNCED
-from messenger.store import queries
 from messenger.store.db import Database
+from messenger.store.streams import stream_head
+from messenger.store.users import insert_user
 from messenger.wire import StreamItem, UserRef, utc_now
 
 BUDGET = 64 * 1024
@@ -71,7 +72,7 @@ class Scene:
 
     async def connect_bob(self, sid: str = "bob-1") -> LiveConnection:
         """A connection of bob, attached at his current head and synced."""
-        head = await self.db.read(queries.stream_head, self.bob.id)
+        head = await self.db.read(stream_head, self.bob.id)
         conn = LiveConnection(
             sid, self.bob, token_id=1, seed=False, last_seq=head, replay_undelivered_to=0
         )
@@ -93,8 +94,8 @@ async def until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
 
 @pytest.fixture
 async def scene(database: Database) -> AsyncIterator[Scene]:
-    ann_id = await database.write(queries.insert_user, "ann", "x", utc_now())
-    bob_id = await database.write(queries.insert_user, "bob", "x", utc_now())
+    ann_id = await database.write(insert_user, "ann", "x", utc_now())
+    bob_id = await database.write(insert_user, "bob", "x", utc_now())
     pusher, metrics = RecordingPusher(), Metrics()
     reader = StreamReader(database, Directory(database))
     hub = LiveHub(pusher, reader, metrics, connection_buffer=BUDGET)

@@ -12,7 +12,8 @@ from sqlalchemy import Engine
 
 from messenger.delivery.batch import MarkOrder, SendOrder, SendResult, apply_batch
 from messenger.protocol import NEW_MESSAGE, RECEIPT, RECEIVED_MESSAGE, STATUS_READ
-from messenger.store import queries
+from messenger.store.message_reads import conversation_page
+from messenger.store.users import insert_user
 from messenger.wire import (
     Message,
     NewMessageEvent,
@@ -40,7 +41,7 @@ def assert_shape(value: Mapping[str, Any], shape: Any) -> None:
 
 def test_what_a_send_and_a_read_build_has_exactly_the_typed_keys(engine: Engine) -> None:
     with engine.begin() as conn:
-        ann, bob = (UserRef(queries.insert_user(conn, n, "x", NOW), n) for n in ("ann", "bob"))
+        ann, bob = (UserRef(insert_user(conn, n, "x", NOW), n) for n in ("ann", "bob"))
         sent = apply_batch(conn, [SendOrder(ann, bob, "hi", "c-1")], NOW, False, look_up=True)
     [(_, answer)] = sent.answers
     assert isinstance(answer, SendResult)
@@ -49,7 +50,7 @@ def test_what_a_send_and_a_read_build_has_exactly_the_typed_keys(engine: Engine)
 
     with engine.begin() as conn:
         read = apply_batch(conn, [MarkOrder(bob, [message_id], STATUS_READ)], NOW, False, True)
-        page = queries.conversation_page(conn, bob.id, ann.id, None, None, 10)
+        page = conversation_page(conn, bob.id, ann.id, None, None, 10)
     assert_shape(message_dict(page[0], "ann", "bob", formatted), Message)
 
     items = sent.events + read.events

@@ -13,8 +13,9 @@ from messenger.delivery.writer import Writer
 from messenger.errors import ErrorCode, MessengerError
 from messenger.metrics import Metrics
 from messenger.protocol import STATUS_DELIVERED
-from messenger.store import queries
 from messenger.store.db import Database
+from messenger.store.streams import stream_heads
+from messenger.store.users import insert_user, users_by_names
 from messenger.wire import StreamItem, UserRef, utc_now
 from tests.support import poison_messages
 
@@ -30,14 +31,14 @@ class Published:
 
 
 async def two_users(db: Database) -> tuple[UserRef, UserRef]:
-    ann = await db.write(queries.insert_user, "ann", "x", utc_now())
-    bob = await db.write(queries.insert_user, "bob", "x", utc_now())
+    ann = await db.write(insert_user, "ann", "x", utc_now())
+    bob = await db.write(insert_user, "bob", "x", utc_now())
     return UserRef(ann, "ann"), UserRef(bob, "bob")
 
 
 async def last_seen(db: Database) -> dict[str, bool]:
     """Whether each user's `last_seen` (what touches write) is set."""
-    rows = await db.read(queries.users_by_names, ["ann", "bob"])
+    rows = await db.read(users_by_names, ["ann", "bob"])
     return {row["username"]: row["last_seen"] is not None for row in rows}
 
 
@@ -68,7 +69,7 @@ async def test_stop_answers_every_submitted_item_then_refuses_new_ones(database:
     assert await last_seen(database) == {"ann": False, "bob": True}
     # 13 messages in both streams, and the delivery receipt in ann's.
     assert len(published.items) == 2 * 13 + 1
-    heads = await database.read(queries.stream_heads, [ann.id, bob.id])
+    heads = await database.read(stream_heads, [ann.id, bob.id])
     assert heads == {ann.id: 14, bob.id: 13}
 
     for refused in (
@@ -79,7 +80,7 @@ async def test_stop_answers_every_submitted_item_then_refuses_new_ones(database:
             refused()
         assert caught.value.code == ErrorCode.UNAVAILABLE
     writer.touch(ann.id, utc_now())  # dropped, never raises
-    assert await database.read(queries.stream_heads, [ann.id, bob.id]) == heads
+    assert await database.read(stream_heads, [ann.id, bob.id]) == heads
     assert await last_seen(database) == {"ann": False, "bob": True}
 
 
@@ -104,5 +105,5 @@ async def test_a_failing_item_fails_alone_and_the_others_commit(
     assert answers.index(failed) == 2
     stored = [a.message["body"] for a in answers if isinstance(a, SendResult)]
     assert stored == ["one", "two", "three", "four"]
-    assert await database.read(queries.stream_heads, [ann.id, bob.id]) == {ann.id: 4, bob.id: 4}
+    assert await database.read(stream_heads, [ann.id, bob.id]) == {ann.id: 4, bob.id: 4}
     assert sorted(item.seq for item in published.items if item.user_id == bob.id) == [1, 2, 3, 4]
