@@ -162,18 +162,11 @@ class Node:
     async def _close_sockets(self) -> None:
         """Close every socket, giving each a grace period to flush its queue (the last
         acks); a polling client that never polls again cannot hold the stop up."""
-        eio = self.sio.eio
-
-        async def close_all() -> None:
-            # python-engineio fails on an empty server; checked in the task itself,
-            # as sessions may end before it runs.
-            if eio.sockets:
-                await eio.disconnect()
-
         try:
-            await asyncio.wait_for(close_all(), CLOSE_GRACE_SECONDS)
+            await asyncio.wait_for(self.sio.end_all_sessions(), CLOSE_GRACE_SECONDS)
         except TimeoutError:
-            log.warning("%d sockets did not flush in time; dropping them", len(eio.sockets))
-            for eio_sid in list(eio.sockets):
+            left = self.sio.session_ids()
+            log.warning("%d sockets did not flush in time; dropping them", len(left))
+            for eio_sid in left:
                 await self.sio.drop_session(eio_sid)
-            eio.sockets.clear()
+            self.sio.forget_sessions()

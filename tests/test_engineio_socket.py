@@ -1,4 +1,4 @@
-"""The websocket session loops of messenger/transport/engineio_socket.py.
+"""The websocket session loops of messenger/transport/overrides/engineio_socket.py.
 
 Liveness: frames are read without a timeout per read, with one watchdog per session
 instead, so a client that stops answering pings must still be cut once
@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from messenger.config import MIB, Settings
-from messenger.transport.engineio_socket import DIRECT_WRITE_LIMIT, websocket_frame
+from messenger.transport.overrides.engineio_socket import DIRECT_WRITE_LIMIT, websocket_frame
 from tests.faults.tools import RawSocket
 from tests.support import (
     Device,

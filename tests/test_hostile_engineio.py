@@ -29,7 +29,7 @@ import aiohttp
 import pytest
 
 from messenger.config import KIB, Settings
-from messenger.transport.guarded_socket import GuardedSocket
+from messenger.transport.overrides.guarded_socket import GuardedSocket
 from tests.faults.tools import RawSocket, rss_kb
 from tests.support import (
     Device,

@@ -22,21 +22,13 @@ class SocketPusher:
         first send the event round through the queue."""
         eio_sid = self._sio.manager.eio_sid_from_sid(sid, NAMESPACE)
         if eio_sid is not None:
-            await self._sio.eio.send(eio_sid, event_packet(event, data))
+            await self._sio.send_to_session(eio_sid, event_packet(event, data))
 
     def pending(self, sid: str) -> int:
         """Bytes queued for the connection and not yet taken by the kernel: pushes,
         answers and pings alike, as its Engine.IO socket counts them."""
         eio_sid = self._sio.manager.eio_sid_from_sid(sid, NAMESPACE)
-        socket = self._sio.eio.sockets.get(eio_sid) if eio_sid else None
-        if socket is None:
-            return 0
-        pending_bytes = getattr(socket, "pending_bytes", None)
-        if pending_bytes is not None:
-            return int(pending_bytes())
-        # A socket without the byte count (not a GuardedSocket): its queue's length.
-        queue = getattr(socket, "queue", None)
-        return queue.qsize() if queue is not None else 0
+        return self._sio.session_backlog(eio_sid) if eio_sid else 0
 
     async def disconnect(self, sid: str, abort: bool = False) -> None:
         """End the connection; `abort` also drops the transport at once, unsent packets

@@ -7,22 +7,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import struct
-from socket import SO_LINGER, SOL_SOCKET
 from typing import Any
-
-import socketio
-from engineio.async_socket import AsyncSocket
 
 from messenger.errors import ErrorCode, MessengerError
 from messenger.transport.client_address import ClientAddresses
 from messenger.transport.client_log import ClientLog
-from messenger.transport.engineio_server import GuardedEngineServer, Response, refusal
-from messenger.transport.engineio_socket import LeanSocket
-from messenger.transport.engineio_tracking import track_websockets
-from messenger.transport.guarded_socket import GuardedSocket
-from messenger.transport.overrides.engine_socket import ConformantSocket
-from messenger.transport.overrides.socketio_server import ConformantServer
+from messenger.transport.overrides.engineio_server import Response, refusal
+from messenger.transport.overrides.engineio_socket import LeanSocket
+from messenger.transport.overrides.guarded_socket import GuardedSocket
+from messenger.transport.overrides.session_server import SessionServer
 from messenger.transport.packets import JsonPacket
 from messenger.transport.pending_sessions import PER_ADDRESS, PendingSessions
 
@@ -36,19 +29,12 @@ CONNECT_TIMEOUT_SECONDS = 45.0
 CLOSE_GRACE_SECONDS = 5.0
 # A CONNECT being decided when the timeout falls is looked at again this much later.
 PENDING_RECHECK_SECONDS = 1.0
-# Socket.IO packet types BINARY_EVENT and BINARY_ACK, as the first character.
-BINARY_TYPES = ("5", "6")
-CONNECT_TYPE = "0"
-# The event name python-socketio registers a catch-all handler under.
-CATCH_ALL = "*"
-# SO_LINGER on, with a zero timeout: close() resets the connection.
-LINGER_RESET = struct.pack("ii", 1, 0)
 # What the handshake's admission leaves in its environ for the session's connect.
 HANDSHAKE_KEY = "messenger.handshake"
 ADDRESS_KEY = "messenger.client_address"
 
 
-class TextOnlyServer(ConformantServer):
+class TextOnlyServer(SessionServer):
     """An AsyncServer that refuses binary packets, closes sessions left without a
     connection and caps how many there are, bounds what each session may have
     queued, and can drop a session outright.
@@ -74,8 +60,6 @@ class TextOnlyServer(ConformantServer):
     (queued, or in the transport's buffer); a send past that drops the session.
     """
 
-    eio: GuardedEngineServer
-
     def __init__(
         self,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
@@ -86,9 +70,8 @@ class TextOnlyServer(ConformantServer):
         lean_websocket: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(serializer=JsonPacket, **kwargs)
+        super().__init__(coalesce=lean_websocket, serializer=JsonPacket, **kwargs)
         self._socket_class: type[GuardedSocket] = LeanSocket if lean_websocket else GuardedSocket
-        self._transports = track_websockets(self.eio, coalesce=lean_websocket)
         self._connect_timeout = connect_timeout
         self._connection_buffer = connection_buffer
         self._addresses = addresses or ClientAddresses()
@@ -97,22 +80,7 @@ class TextOnlyServer(ConformantServer):
         self._client_log = ClientLog(log)
         self._unattached: dict[str, asyncio.TimerHandle] = {}
         self._closing: set[asyncio.Task[None]] = set()
-        self.eio.admit = self._admit
-        self.eio.handshake_done = self._handshake_done
-
-    def _engineio_server_class(self) -> Any:
-        return GuardedEngineServer
-
-    def _get_event_handler(
-        self, event: str, namespace: str, args: tuple[Any, ...]
-    ) -> tuple[Any, tuple[Any, ...]]:
-        handler, args = super()._get_event_handler(event, namespace, args)
-        if event == CATCH_ALL:
-            # An event named "*" finds the catch-all as if it were registered under
-            # that name, and so without the event name the catch-all is called with
-            # first: it would fail, and the client would never hear back (G8).
-            args = (event, *args)
-        return handler, args
+        self.guard_handshakes(self._admit, self._handshake_done)
 
     def pending_sessions(self, address: str | None = None) -> int:
         """Sessions without a connection to the namespace, from `address` or all."""
@@ -152,13 +120,13 @@ class TextOnlyServer(ConformantServer):
         if key is not None:
             self._pending.closed(key)  # nothing when it became a session
 
-    async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> None:
+    def session_opened(self, eio_sid: str, environ: Any) -> None:
         # Before the session reads or writes anything: the byte budget, and the
         # cheaper websocket loops unless `lean_websocket` is off (see guarded_socket
         # and engineio_socket; python-engineio builds its sockets itself).
-        socket = self.eio.sockets.get(eio_sid)
+        socket = self.plain_session(eio_sid)
         address = environ.get(ADDRESS_KEY) or self._addresses.of_environ(environ)
-        if type(socket) in (AsyncSocket, ConformantSocket):
+        if socket is not None:
             self._socket_class.adopt(
                 socket,
                 budget=self._connection_buffer,
@@ -172,27 +140,23 @@ class TextOnlyServer(ConformantServer):
         else:
             self._pending.opened(eio_sid, address)
         self._expect_connect(eio_sid)
-        await super()._handle_eio_connect(eio_sid, environ)
 
     # -- the namespace connection ---------------------------------------------------
 
-    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
-        await super()._handle_connect(eio_sid, namespace, data)
+    def connect_handled(self, eio_sid: str) -> None:
         sid = self.manager.sid_from_eio_sid(eio_sid, NAMESPACE)
         if sid is not None and self.manager.is_connected(sid, NAMESPACE):
             self._pending.attached(eio_sid)
 
-    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
-        await super()._handle_eio_disconnect(eio_sid, reason)
+    def session_closed(self, eio_sid: str) -> None:
         timer = self._unattached.pop(eio_sid, None)  # set again as its namespace left
         if timer is not None:
             timer.cancel()
         self._pending.closed(eio_sid)
 
-    async def _handle_disconnect(self, eio_sid: str, namespace: str, reason: Any = None) -> None:
+    def namespace_left(self, eio_sid: str) -> None:
         # The client left the namespace, or its session is ending (then the timer set
-        # here is cancelled by _handle_eio_disconnect, which runs this first).
-        await super()._handle_disconnect(eio_sid, namespace, reason)
+        # here is cancelled by session_closed, which comes after).
         self._expect_connect(eio_sid)
 
     async def disconnect(
@@ -206,7 +170,7 @@ class TextOnlyServer(ConformantServer):
     def _expect_connect(self, eio_sid: str, within: float | None = None) -> None:
         """Close the session unless it is connected `within` seconds from now (by
         default `connect_timeout`); until then it counts as without a connection."""
-        if eio_sid not in self.eio.sockets:
+        if not self.has_session(eio_sid):
             return
         self._pending.detached(eio_sid)
         earlier = self._unattached.pop(eio_sid, None)
@@ -220,7 +184,7 @@ class TextOnlyServer(ConformantServer):
 
     def _close_if_unattached(self, eio_sid: str) -> None:
         self._unattached.pop(eio_sid, None)
-        if eio_sid not in self.eio.sockets:
+        if not self.has_session(eio_sid):
             self._pending.closed(eio_sid)  # gone without its disconnect event
             return
         sid = self.manager.sid_from_eio_sid(eio_sid, NAMESPACE)
@@ -236,53 +200,15 @@ class TextOnlyServer(ConformantServer):
             "closing eio session %s: no connection to the namespace",
             eio_sid,
         )
-        self._in_background(self._close_session(eio_sid))
-
-    async def _close_session(self, eio_sid: str) -> None:
-        """Close an Engine.IO session after what is queued for it (a DISCONNECT, a
-        CONNECT_ERROR), then its websocket: python-engineio sends CLOSE but leaves the
-        websocket to the client. One that does not read within the grace is dropped."""
-        socket = self.eio.sockets.get(eio_sid)
-        if socket is None:
-            return
-        try:
-            await asyncio.wait_for(self.eio.disconnect(eio_sid), CLOSE_GRACE_SECONDS)
-        except TimeoutError:
-            await self.drop_session(eio_sid)
-            return
-        if socket.upgraded:
-            socket.queue.put_nowait(None)  # the writer ends after CLOSE, closing the websocket
+        self._in_background(self.end_session(eio_sid, CLOSE_GRACE_SECONDS))
 
     # -- packets ----------------------------------------------------------------------
 
-    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
-        if isinstance(data, bytes) or (isinstance(data, str) and data[:1] in BINARY_TYPES):
-            self._client_log.info(
-                self._address_of(eio_sid),
-                "dropping eio session %s: binary packets are not part of the protocol",
-                eio_sid,
-            )
-            await self.drop_session(eio_sid)
-            return
-        try:
-            await super()._handle_eio_message(eio_sid, data)
-        except ValueError:
-            # A packet python-socketio cannot decode, such as a CONNECT whose auth is
-            # a number (read as an ack id, then the rest as bad JSON).
-            if isinstance(data, str) and data.startswith(CONNECT_TYPE):
-                refusal = MessengerError(
-                    ErrorCode.UNAUTHORIZED, "auth must be an object with a token"
-                )
-                await self._send_packet(
-                    eio_sid,
-                    self.packet_class(
-                        socketio.packet.CONNECT_ERROR, data=connect_error_data(refusal)
-                    ),
-                )
-            else:
-                await self._refuse_session(eio_sid, "undecodable packet")
+    async def refuse_connect(self, eio_sid: str) -> None:
+        refusal = MessengerError(ErrorCode.UNAUTHORIZED, "auth must be an object with a token")
+        await self.send_connect_error(eio_sid, connect_error_data(refusal))
 
-    async def _refuse_session(self, eio_sid: str, why: str) -> None:
+    async def refuse_session(self, eio_sid: str, why: str) -> None:
         self._client_log.info(
             self._address_of(eio_sid), "dropping eio session %s: %s", eio_sid, why
         )
@@ -305,24 +231,6 @@ class TextOnlyServer(ConformantServer):
         )
         self._in_background(self.drop_session(socket.sid))
 
-    async def drop_session(self, eio_sid: str) -> None:
-        """Close an Engine.IO session at once, unsent packets and all: for a client
-        that stopped reading (its queue would never drain) or broke the protocol."""
-        socket = self.eio.sockets.get(eio_sid)
-        if socket is None:
-            return
-        await socket.close(wait=False, abort=True)
-        while not socket.queue.empty():  # let the unsent packets go
-            socket.queue.get_nowait()
-            socket.queue.task_done()
-        socket.queue.put_nowait(None)  # ends a pending long poll or the ws writer
-        transport = self._transports.get(eio_sid)
-        if transport is not None:
-            reset(transport)  # a writer blocked on a full send buffer wakes up
-        # python-engineio forgets a closed session only when a request or its
-        # service task (every ping_timeout) comes across it.
-        self.eio.sockets.pop(eio_sid, None)
-
     def _address_of(self, eio_sid: str) -> str:
         return self._pending.address(eio_sid) or "unknown"
 
@@ -330,19 +238,6 @@ class TextOnlyServer(ConformantServer):
         task = asyncio.create_task(work)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
-
-
-def reset(transport: asyncio.Transport) -> None:
-    """Abort a connection with a reset: closing a socket whose client reads nothing
-    would leave the kernel holding what it could not send (up to megabytes), and
-    the connection open, behind a FIN that never goes out."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(SOL_SOCKET, SO_LINGER, LINGER_RESET)
-        except OSError:
-            pass  # already closed: abort() has nothing left to do either
-    transport.abort()
 
 
 def connect_error_data(error: MessengerError) -> dict[str, Any]:

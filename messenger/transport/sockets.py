@@ -30,7 +30,8 @@ from messenger.ratelimit import RateLimiter
 from messenger.store.db import classify_failure
 from messenger.transport.client_address import UNKNOWN, ClientAddresses
 from messenger.transport.client_log import ClientLog
-from messenger.transport.server import CATCH_ALL, NAMESPACE, connect_error_data
+from messenger.transport.overrides.session_server import CATCH_ALL
+from messenger.transport.server import NAMESPACE, connect_error_data
 from messenger.wire import HistoryAnswer, PresenceAnswer, SyncAnswer
 
 log = logging.getLogger(__name__)

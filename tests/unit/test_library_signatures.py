@@ -35,10 +35,10 @@ from engineio.async_socket import AsyncSocket
 
 import messenger.transport.overrides
 from messenger.cluster.bus import ClusterManager
-from messenger.transport.engineio_server import GuardedEngineServer
-from messenger.transport.engineio_socket import LeanSocket
-from messenger.transport.engineio_tracking import track_websockets
-from messenger.transport.guarded_socket import GuardedSocket
+from messenger.transport.overrides.engineio_server import GuardedEngineServer
+from messenger.transport.overrides.engineio_socket import LeanSocket
+from messenger.transport.overrides.engineio_tracking import track_websockets
+from messenger.transport.overrides.guarded_socket import GuardedSocket
 from messenger.transport.packets import JsonPacket
 from messenger.transport.server import TextOnlyServer
 

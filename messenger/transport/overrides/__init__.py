@@ -88,21 +88,23 @@ transport/overrides/socketio_server.py (`ConformantServer`, socketio `AsyncServe
 - `_send_packet`, `packet_class`: the CONNECT_ERROR sent
 - `handlers`, `namespace_handlers`, `namespaces`: the namespaces served
 
-transport/server.py (`TextOnlyServer`, socketio `AsyncServer`)
-- `__init__`, `disconnect` overrides
+transport/overrides/session_server.py (`SessionServer`, a `ConformantServer`; the base
+of transport/server.py's `TextOnlyServer`, which overrides `__init__` and
+`disconnect` and otherwise uses only its public hooks)
 - `_engineio_server_class`, `_get_event_handler`, `_handle_eio_connect`,
   `_handle_connect`, `_handle_eio_disconnect`, `_handle_disconnect`,
-  `_handle_eio_message` overrides: sessions adopted, capped, timed out, binary
-  refused, the "*" event
+  `_handle_eio_message` overrides: the hooks for sessions opened and closed, the
+  namespace connected and left, binary and undecodable packets, the "*" event
 - `_send_packet`, `packet_class`: a CONNECT_ERROR for a bad `auth`
-- `eio.sockets`, a session's `queue`, `upgraded`: sessions closed and dropped
+- `eio.sockets`, a session's `queue`, `upgraded`: sessions reached, closed and
+  dropped (for transport/server.py, transport/pusher.py and node.py)
 
-transport/engineio_server.py (`GuardedEngineServer`, engineio `AsyncServer`)
+transport/overrides/engineio_server.py (`GuardedEngineServer`, engineio `AsyncServer`)
 - `_handle_connect` override: handshakes admitted by the session caps
 - `create_queue` override: every session's queue counts its bytes
 
-transport/guarded_socket.py (`GuardedSocket`, engineio `AsyncSocket`; every session,
-whatever `lean_websocket` says)
+transport/overrides/guarded_socket.py (`GuardedSocket`, engineio `AsyncSocket`; every
+session, whatever `lean_websocket` says)
 - `send`, `poll`, `receive`, `_websocket_handler` overrides: the byte budget, bad
   packets and undecodable frames closing the session
 - `queue`, `connected`, `upgraded`, `closed`, `server`: the session's state
@@ -110,13 +112,13 @@ whatever `lean_websocket` says)
   encoding
 - `adopt` sets a session's `__class__` to `GuardedSocket` (or `LeanSocket`)
 
-transport/engineio_socket.py (`LeanSocket`, a `GuardedSocket`; only with
+transport/overrides/engineio_socket.py (`LeanSocket`, a `GuardedSocket`; only with
 `lean_websocket` on, as MESSENGER_LEAN_WEBSOCKET=0 turns it off)
 - `send`, `_websocket_handler` overrides: the websocket loops and direct frame writes
 - `ws._sock` (the aiohttp `WebSocketResponse`, for `compress`) of the driver's
   websocket wrapper
 
-transport/engineio_tracking.py
+transport/overrides/engineio_tracking.py
 - engineio `AsyncServer._async["websocket"]`: replaced, per server, by a subclass
 - engineio aiohttp `WebSocket.__call__` override, and its `handler` (the
   session's bound method); a `transport` of ours is set on it for `LeanSocket`
@@ -127,13 +129,6 @@ transport/engineio_tracking.py
 transport/packets.py (`JsonPacket`, socketio `Packet`)
 - `json` (class attribute) replaced: the codec built once
 - `data_is_binary` (classmethod), `decode` overrides
-
-transport/pusher.py
-- socketio `AsyncServer.eio`, engineio `sockets` and a session's `queue`: pushes
-  queued straight on the session, its backlog measured
-
-node.py
-- socketio `AsyncServer.eio`, engineio `sockets`: the sessions closed at shutdown
 
 cluster/bus.py (`ClusterManager`, socketio `AsyncRedisManager`)
 - `__init__`, `_handle_emit` overrides: the bus namespace's messages

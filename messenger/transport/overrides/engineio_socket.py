@@ -33,7 +33,7 @@ from typing import Any
 
 from engineio import exceptions, packet
 
-from messenger.transport.guarded_socket import GuardedSocket, shed_data
+from messenger.transport.overrides.guarded_socket import GuardedSocket, shed_data
 
 log = logging.getLogger(__name__)
 

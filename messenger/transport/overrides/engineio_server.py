@@ -15,8 +15,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from messenger.transport.guarded_socket import CountingQueue
 from messenger.transport.overrides.engine_server import ConformantEngineServer
+from messenger.transport.overrides.guarded_socket import CountingQueue
 
 # A refusal, as python-engineio's handlers build their HTTP answers.
 Response = dict[str, Any]

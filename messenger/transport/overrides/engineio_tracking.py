@@ -25,7 +25,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
-from messenger.transport.guarded_socket import GuardedSocket
+from messenger.transport.overrides.guarded_socket import GuardedSocket
 
 
 def track_websockets(eio: Any, coalesce: bool = True) -> dict[str, asyncio.Transport]:
