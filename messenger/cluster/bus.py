@@ -17,8 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-import socketio
-
+from messenger.transport.overrides.redis_manager import NamespaceRedisManager
 from messenger.wire import StreamEvent, StreamItem
 
 log = logging.getLogger(__name__)
@@ -32,30 +31,22 @@ OnStream = Callable[[list[StreamItem]], Awaitable[None]]
 OnRevoke = Callable[[int], Awaitable[None]]
 
 
-class ClusterManager(socketio.AsyncRedisManager):  # type: ignore[misc]
-    """AsyncRedisManager that also hands the bus namespace's messages to us.
-
-    `_handle_emit` is where python-socketio's pub/sub manager turns a queue message
-    into local emits, for this node's own messages and other nodes' alike.
-    """
+class ClusterManager(NamespaceRedisManager):
+    """The Redis manager, with the bus namespace's messages from other nodes handed
+    to `on_stream` and `on_revoke` (transport/overrides/redis_manager.py reaches into
+    python-socketio for that)."""
 
     def __init__(self, url: str, channel: str = "messenger") -> None:
-        super().__init__(url, channel=channel)
+        super().__init__(url, channel=channel, namespace=BUS_NAMESPACE)
         self.on_stream: OnStream | None = None
         self.on_revoke: OnRevoke | None = None
 
-    async def _handle_emit(self, message: dict[str, Any]) -> None:
-        if message.get("namespace") != BUS_NAMESPACE:
-            await super()._handle_emit(message)
-            return
-        if message.get("host_id") == self.host_id:
-            return  # this node delivered its own events before publishing them
-        data = message.get("data")
+    async def on_foreign_emit(self, event: Any, data: Any) -> None:
         payload = data[0] if isinstance(data, list) and data else None
         try:
-            if message.get("event") == STREAM and self.on_stream is not None:
+            if event == STREAM and self.on_stream is not None:
                 await self.on_stream(decode_items(payload))
-            elif message.get("event") == REVOKE and self.on_revoke is not None:
+            elif event == REVOKE and self.on_revoke is not None:
                 await self.on_revoke(int(payload))  # type: ignore[arg-type]
         except (TypeError, ValueError, KeyError) as exc:
             log.warning("ignoring a malformed bus message: %s", exc)

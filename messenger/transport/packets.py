@@ -14,12 +14,14 @@ JSON nested past what the parser can follow. python-socketio would fail on those
 further in, with a traceback in the log and no answer to the client; a `ValueError`
 here is a protocol error instead, and the server closes that connection, as the
 reference server does (`TextOnlyServer._handle_eio_message`).
+
+The packet class that uses both, `JsonPacket`, subclasses python-socketio's
+`Packet`, so it lives in transport/overrides/packets.py.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 import socketio
@@ -59,29 +61,6 @@ class PacketJson:
             raise ValueError("JSON nested too deeply") from None
 
 
-class JsonPacket(socketio.packet.Packet):  # type: ignore[misc]
-    """Socket.IO packets that never carry binary attachments, decoded strictly.
-
-    python-socketio walks every outgoing payload looking for bytes, recursively, on
-    each emit: a measurable share of the server's CPU at load. This protocol is JSON
-    only (binary packets are refused inbound, and nothing emits bytes), so the walk
-    can only ever answer no.
-    """
-
-    json = PacketJson
-
-    @classmethod
-    def data_is_binary(cls, data: Any) -> bool:
-        return False
-
-    def decode(self, encoded_packet: Any) -> int:
-        attachments: int = super().decode(encoded_packet)
-        problem = malformed(self.packet_type, self.data)
-        if problem is not None:
-            raise ValueError(problem)
-        return attachments
-
-
 def malformed(packet_type: Any, data: Any) -> str | None:
     """What is wrong with a decoded packet's payload, as the Socket.IO v5 protocol
     defines it (None when nothing is). CONNECT and DISCONNECT are left to the
@@ -96,8 +75,3 @@ def malformed(packet_type: Any, data: Any) -> str | None:
         if not isinstance(data, list):
             return "an acknowledgement must be a list"
     return None
-
-
-def event_packet(event: str, data: Mapping[str, Any]) -> str:
-    """The encoded Socket.IO EVENT packet of `event` with `data`, default namespace."""
-    return str(JsonPacket(socketio.packet.EVENT, data=[event, data]).encode())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from messenger.transport.packets import event_packet
+from messenger.transport.overrides.packets import event_packet
 from messenger.transport.server import NAMESPACE, TextOnlyServer
 
 

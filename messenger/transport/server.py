@@ -15,8 +15,8 @@ from messenger.transport.client_log import ClientLog
 from messenger.transport.overrides.engineio_server import Response, refusal
 from messenger.transport.overrides.engineio_socket import LeanSocket
 from messenger.transport.overrides.guarded_socket import GuardedSocket
+from messenger.transport.overrides.packets import JsonPacket
 from messenger.transport.overrides.session_server import SessionServer
-from messenger.transport.packets import JsonPacket
 from messenger.transport.pending_sessions import PER_ADDRESS, PendingSessions
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,10 @@ private library methods our code calls (their signatures), and the attributes it
 reads or sets on library objects (that they exist). Which methods are overridden is
 found by walking our classes, and which private names `self` and `super()` reach in
 them by reading their source, so a new override or a new private name without a pin
-fails too. messenger/transport/overrides/__init__.py lists the same names, what each
-is for, and the versions they were checked with.
+fails too. And those names, library-specific attributes and overrides of library
+methods beyond the public ones stay in messenger/transport/overrides/: the rest of
+messenger/ is scanned for them. messenger/transport/overrides/__init__.py lists the
+same names, what each is for, and the versions they were checked with.
 
 To take a new release: fix what this names (and what the tests of the overrides find),
 then update the pins here and the versions in that list.
@@ -22,6 +24,7 @@ import inspect
 import pkgutil
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import engineio
@@ -33,13 +36,14 @@ from aiohttp.test_utils import make_mocked_request
 from engineio.async_drivers import aiohttp as engineio_aiohttp
 from engineio.async_socket import AsyncSocket
 
+import messenger
 import messenger.transport.overrides
 from messenger.cluster.bus import ClusterManager
 from messenger.transport.overrides.engineio_server import GuardedEngineServer
 from messenger.transport.overrides.engineio_socket import LeanSocket
 from messenger.transport.overrides.engineio_tracking import track_websockets
 from messenger.transport.overrides.guarded_socket import GuardedSocket
-from messenger.transport.packets import JsonPacket
+from messenger.transport.overrides.packets import JsonPacket
 from messenger.transport.server import TextOnlyServer
 
 LIBRARIES = ("socketio", "engineio", "aiohttp")
@@ -417,3 +421,109 @@ def test_sessions_can_change_class() -> None:
     other = AsyncSocket(eio, "sid")  # with lean_websocket off
     assert GuardedSocket.adopt(other) is other
     assert type(other) is GuardedSocket
+
+
+# Library attributes without an underscore that are still no documented API, and that
+# only the overrides may touch (generic words such as `manager`, `sid`, `queue` or
+# `sockets` alone are left out: our own classes use them too).
+LIBRARY_SPECIFIC = frozenset(
+    {
+        "encode_cache",
+        "host_id",
+        "packet_class",
+        "namespace_handlers",
+        "service_task_handle",
+        "start_service_task",
+        "upgrade_protocols",
+        "ping_interval_grace_period",
+    }
+)
+# Dotted attribute chains that only the overrides may touch: `eio.sockets` is the
+# engine server's session table.
+LIBRARY_CHAINS = frozenset({("eio", "sockets")})
+# Prefixes of python-socketio's and python-engineio's private handlers.
+LIBRARY_PREFIXES = ("_handle_",)
+
+
+def library_private_names() -> frozenset[str]:
+    """The underscore names the pins above list (overridden, called, attributes)."""
+    names = {name.rsplit(".", 1)[1] for name in (*OVERRIDDEN, *CALLED)}
+    names |= {name for names in ATTRIBUTES.values() for name in names}
+    return frozenset(n for n in names if n.startswith("_") and not n.startswith("__"))
+
+
+def library_names_used(source: str, private: frozenset[str]) -> Iterator[tuple[int, str]]:
+    """(line, name) for each library-only name `source` reaches: as an attribute, a
+    method defined, or a string (as `getattr` takes it)."""
+    forbidden = private | LIBRARY_SPECIFIC
+
+    def flagged(name: str) -> bool:
+        return name in forbidden or name.startswith(LIBRARY_PREFIXES)
+
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute):
+            if flagged(node.attr):
+                yield node.lineno, node.attr
+            elif isinstance(node.value, ast.Attribute | ast.Name):
+                owner = node.value.attr if isinstance(node.value, ast.Attribute) else node.value.id
+                if (owner, node.attr) in LIBRARY_CHAINS:
+                    yield node.lineno, f"{owner}.{node.attr}"
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and flagged(node.name):
+            yield node.lineno, node.name
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if flagged(node.value):
+                yield node.lineno, node.value
+
+
+def test_library_only_names_stay_in_the_overrides() -> None:
+    """Outside messenger/transport/overrides/, messenger uses the libraries through
+    their documented API only: no private name the pins list, no library-specific
+    attribute, no private handler."""
+    package = Path(messenger.__file__).parent
+    overrides_dir = package / "transport" / "overrides"
+    private = library_private_names()
+    found = [
+        f"{path.relative_to(package.parent)}:{line}: {name}"
+        for path in sorted(package.rglob("*.py"))
+        if overrides_dir not in path.parents
+        for line, name in library_names_used(path.read_text(), private)
+    ]
+    assert not found, (
+        "library-only names outside messenger/transport/overrides/ (move them there, "
+        f"behind a public hook): {found}"
+    )
+
+
+def test_the_scan_finds_library_only_names() -> None:
+    source = textwrap.dedent(
+        """
+        class Manager:
+            async def _handle_emit(self, message):
+                if message["host_id"] == self.host_id:
+                    return
+                self.server.eio.sockets.clear()
+                getattr(self, "_send_packet")
+                self.x = self.server._async["websocket"]
+        """
+    )
+    found = {name for _, name in library_names_used(source, library_private_names())}
+    assert found == {"_handle_emit", "host_id", "eio.sockets", "_send_packet", "_async"}
+
+
+# Library methods a class outside the overrides may override: public API, as
+# documented (TextOnlyServer's `__init__` and `disconnect`, ClusterManager's
+# `__init__`).
+PUBLIC_OVERRIDES = frozenset({"__init__", "disconnect"})
+
+
+def test_library_methods_are_overridden_in_the_overrides_only() -> None:
+    """A name scan cannot tell `decode` or `send` from our own; the overrides found by
+    walking our classes can: outside messenger/transport/overrides/, only public ones."""
+    outside = sorted(
+        ours
+        for method, classes in overrides().items()
+        if method.rsplit(".", 1)[1] not in PUBLIC_OVERRIDES
+        for ours in classes
+        if not ours.startswith("messenger.transport.overrides.")
+    )
+    assert not outside, f"library methods overridden outside the overrides: {outside}"

@@ -51,13 +51,15 @@ What each class corrects (the library's behaviour -> the protocol's):
   `{"message": "Invalid namespace"}`
 
 Every name of python-socketio, python-engineio and aiohttp used in messenger/ beyond
-their documented API, by file (here and, until it moves here, elsewhere). Verified
-with python-socketio 5.18.1, python-engineio 4.15.1 and aiohttp 3.14.5; pyproject.toml
-caps each below its next minor release, and tests/unit/test_library_signatures.py
-pins them (the signature of every method overridden or called, the presence of every
-attribute), and fails on an override, or a private name reached through `self`, that
-it does not know. Paths are from messenger/; "override" marks a library method
-replaced by ours, the other names are read, called or set.
+their documented API, by file (all of them here). Verified with python-socketio
+5.18.1, python-engineio 4.15.1 and aiohttp 3.14.5; pyproject.toml caps each below
+its next minor release, and tests/unit/test_library_signatures.py pins them (the
+signature of every method overridden or called, the presence of every attribute),
+and fails on an override, or a private name reached through `self`, that it does not
+know, and on any of these names (or a library-specific attribute such as `host_id`,
+`packet_class`, `eio.sockets`) used outside this package. Paths are from messenger/;
+"override" marks a library method replaced by ours, the other names are read, called
+or set.
 
 transport/overrides/engine_server.py (`ConformantEngineServer`, engineio `AsyncServer`)
 - `_handle_connect` override: the handshake, rewritten (see above); it repeats
@@ -126,11 +128,15 @@ transport/overrides/engineio_tracking.py
   the connection's transport, kept to cut it, and wrapped to gather writes unless
   `lean_websocket` is off
 
-transport/packets.py (`JsonPacket`, socketio `Packet`)
+transport/overrides/packets.py (`JsonPacket`, socketio `Packet`; the codec and the
+strict checks it uses are transport/packets.py's)
 - `json` (class attribute) replaced: the codec built once
 - `data_is_binary` (classmethod), `decode` overrides
 
-cluster/bus.py (`ClusterManager`, socketio `AsyncRedisManager`)
-- `__init__`, `_handle_emit` overrides: the bus namespace's messages
+transport/overrides/redis_manager.py (`NamespaceRedisManager`, socketio
+`AsyncRedisManager`; the base of cluster/bus.py's `ClusterManager`, which overrides
+`__init__` and otherwise uses only its public hook, `on_foreign_emit`)
+- `__init__`, `_handle_emit` overrides: one namespace's messages (the bus's),
+  handed to the hook
 - `host_id`: this node's own messages, skipped
 """
