@@ -125,8 +125,9 @@ class RedisPresence:
         while True:
             try:
                 await self._write()
-            except Exception as exc:
-                log.warning("presence heartbeat failed: %s", exc)
+            except Exception:
+                # One line a tick: with the traceback, which says where it failed.
+                log.warning("presence heartbeat failed", exc_info=True)
             self._changed.clear()
             # Not wait_for: on Python 3.11 it can swallow stop()'s cancel (CPython
             # gh-86296), and stop() would wait for this loop forever.

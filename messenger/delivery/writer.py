@@ -135,7 +135,15 @@ class Writer:
             outcome = await self._apply_with_retry(batch)
         except Exception as exc:  # every waiting item must hear of it
             error = classify_failure(exc)
-            log.error("write batch of %d failed: %s (%s)", len(batch), error.code, exc)
+            # An unexpected failure (internal) comes with its traceback; an expected
+            # one (the database away) is one line per batch.
+            log.error(
+                "write batch of %d failed: %s (%s)",
+                len(batch),
+                error.code,
+                exc,
+                exc_info=error.code == ErrorCode.INTERNAL,
+            )
             self._metrics.write_failures.labels(error.code.value).inc()
             if error.code == ErrorCode.INTERNAL and len(batch) > 1:
                 # Not the database being away but something in the batch: run each
