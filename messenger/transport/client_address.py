@@ -54,8 +54,20 @@ class ClientAddresses:
                 break
         return str(client)
 
+    def is_trusted(self, address: str) -> bool:
+        """Whether `address` (as text) is one of the trusted proxies."""
+        parsed = _parse(address)
+        return parsed is not None and self._is_trusted(parsed)
+
     def _is_trusted(self, address: Address) -> bool:
         return any(address in network for network in self._trusted)
+
+
+def normalized(host: str) -> str:
+    """A peer's address as every limit keys it: IPv4-mapped IPv6 as the IPv4 address
+    it is; text that is not an address as it came."""
+    address = _parse(host)
+    return host if address is None else str(address)
 
 
 def _parse(text: str | None) -> Address | None:

@@ -33,7 +33,6 @@ deadline never cuts them.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import resource
 from collections import Counter
@@ -44,6 +43,8 @@ from aiohttp import web
 
 from messenger.config import Settings
 from messenger.metrics import Metrics
+from messenger.transport.client_address import UNKNOWN, ClientAddresses, normalized
+from messenger.transport.pending_sessions import ON_NODE, PER_ADDRESS
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,6 @@ REFUSAL_LOG_SECONDS = 10.0
 BACKLOG = 128
 # The answer to a connection whose first request's headers did not arrive in time.
 REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-PER_ADDRESS, ON_NODE = "per_address", "node"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -95,7 +95,7 @@ class ConnectionCaps:
     def __init__(self, per_address: int, on_node: int, trusted_proxies: Iterable[str]) -> None:
         self.per_address = per_address
         self.on_node = on_node
-        self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
+        self._proxies = ClientAddresses(trusted_proxies)
         self._open: Counter[str] = Counter()
         self.total = 0
 
@@ -104,7 +104,7 @@ class ConnectionCaps:
         if self.total >= self.on_node:
             return ON_NODE
         if self.per_address and self._open[address] >= self.per_address:
-            if not self._is_trusted(address):
+            if not self._proxies.is_trusted(address):
                 return PER_ADDRESS
         self._open[address] += 1
         self.total += 1
@@ -116,27 +116,12 @@ class ConnectionCaps:
         if self._open[address] <= 0:
             del self._open[address]
 
-    def _is_trusted(self, address: str) -> bool:
-        try:
-            parsed = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(parsed in network for network in self._trusted)
-
 
 def peer_address(transport: asyncio.BaseTransport) -> str:
-    """The peer's IP address as text; IPv4-mapped IPv6 as the IPv4 address it is."""
+    """The peer's IP address as text, as the per-address limits key it."""
     peername = transport.get_extra_info("peername")
     host = peername[0] if isinstance(peername, tuple) and peername else None
-    if not isinstance(host, str):
-        return "unknown"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
+    return normalized(host) if isinstance(host, str) else UNKNOWN
 
 
 class Listener:

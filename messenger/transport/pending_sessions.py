@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-# The caps a refused handshake passed.
+# The caps a refused handshake (or TCP connection, in the listener) passed.
 PER_ADDRESS, ON_NODE = "per_address", "node"
 
 
