@@ -3,8 +3,12 @@ served by indexes (a page must not cost more as the table grows)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -44,7 +48,9 @@ from messenger.store.streams import (
 from messenger.store.users import insert_user
 from messenger.store.writer_statements import compile_writer_statements
 from messenger.wire import format_time
+from tests.conftest import PG_HOST_URL, _pg_admin
 from tests.store_support import blocking_pairs_queries, messages_by_client_ids_queries
+from tests.support import sql
 
 
 async def test_migrations_match_models(database_url: str) -> None:
@@ -99,6 +105,51 @@ async def test_postgresql_upgrade_to_0002_finishes_after_a_failed_build(
         }
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def unmigrated_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A database without tables, of the test's backend."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'unmigrated.db'}"
+        return
+    name = f"messenger_test_{uuid.uuid4().hex[:12]}"
+    await _pg_admin(f'CREATE DATABASE "{name}"')
+    yield f"{PG_HOST_URL}/{name}"
+    await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_0003_upgrades_and_downgrades_a_database_with_messages(
+    unmigrated_url: str,
+) -> None:
+    """Migration 0003 (the message lifecycle) only adds: messages stored before it
+    keep everything and read as not edited, not deleted, read publicly; its downgrade
+    gives 0002 back with the messages, and the upgrade runs again."""
+    url = unmigrated_url
+    upgrade(url, "0002")
+    await sql(
+        url,
+        "INSERT INTO users (username, password_hash, created_at, stream_seq)"
+        " VALUES ('ann', 'x', CURRENT_TIMESTAMP, 1), ('bob', 'x', CURRENT_TIMESTAMP, 1)",
+        "INSERT INTO messages (sender_id, recipient_id, body, client_id, sent_at, status,"
+        " recipient_seq) VALUES (1, 2, 'kept', 'c-1', CURRENT_TIMESTAMP, 2, 1)",
+    )
+    upgrade(url)
+    check(url)
+    after = await sql(
+        url,
+        "SELECT body, status, reply_to_id, edited_at, deleted_at, read_private FROM messages",
+        "SELECT username, read_receipts FROM users ORDER BY id",
+    )
+    assert after == [
+        ("kept", 2, None, None, None, False),
+        ("ann", True),
+        ("bob", True),
+    ]
+    await asyncio.to_thread(command.downgrade, alembic_config(url), "0002")
+    assert await sql(url, "SELECT body, status FROM messages") == [("kept", 2)]
+    upgrade(url)
+    check(url)
 
 
 async def _index_validity(conn: asyncpg.Connection) -> dict[str, bool]:
@@ -377,7 +428,7 @@ async def test_sqlite_marks_probe_the_primary_key(database_url: str) -> None:
     params |= {f"{key}{i}": i + 1 for i in range(4) for key in "ab"}
     engine = create_async_engine(database_url)
     try:
-        marks = sqlite_mark_statement(sets_read_at=False, size=4)
+        marks = sqlite_mark_statement(sets_read_at=False, size=4, private=False)
         sql, names = marks.compiled_for(engine.dialect)
         async with engine.connect() as conn:
             rows = await conn.exec_driver_sql(

@@ -83,6 +83,14 @@ class Database(ABC):
     async def dispose(self) -> None:
         """Close every connection; the database is not used afterwards."""
 
+    async def erase_freed_text(self) -> bool:
+        """Make text that writes removed (deleted or edited bodies) unreadable from the
+        database's files, as far as this database can; True once done (G10).
+
+        PostgreSQL keeps an old row version until VACUUM reclaims it, and that is
+        left to autovacuum (docs/security.md)."""
+        return True
+
     async def ping(self) -> None:
         """Raise unless the database answers a query."""
         await self.read(_select_one)
@@ -172,6 +180,24 @@ class SqliteDatabase(Database):
             _discard(conn)
             raise
 
+    async def erase_freed_text(self) -> bool:
+        """Checkpoint the WAL into the database file and truncate it: the pages that
+        held removed text, already overwritten in the database (`secure_delete`), are
+        then gone from the WAL too. False when a reader held the WAL too long (the
+        caller tries again later)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._write_thread, self._truncate_wal_here)
+
+    def _truncate_wal_here(self) -> bool:
+        if self._write_conn is None:
+            self._write_conn = self._writer_engine.connect()
+        # Outside any transaction (a checkpoint cannot run inside one): through the
+        # driver's connection, which SQLAlchemy is not using between batches.
+        raw = self._write_conn.connection.dbapi_connection
+        assert raw is not None
+        busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return bool(busy == 0)
+
     def _close_writer(self) -> None:
         conn, self._write_conn = self._write_conn, None
         if conn is not None:
@@ -216,6 +242,9 @@ def _configure_sqlite(engine: Engine, synchronous: str, begin: str, temp_store: 
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA temp_store={temp_store}")
+        # Freed space is overwritten with zeros: a deleted or edited body does not
+        # linger in free pages or cells of the file (G10).
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Select,
     bindparam,
     func,
+    literal,
     literal_column,
     select,
     union_all,
@@ -21,6 +22,7 @@ from sqlalchemy import (
 
 from messenger.protocol import STATUS_READ, STATUS_SENT
 from messenger.store.api_time import api_time
+from messenger.store.message_views import hidden_for, reply_columns, with_reply
 from messenger.store.models import messages
 
 
@@ -30,9 +32,14 @@ def _conversation_statement(before: bool, after: bool) -> Select[Any]:
     newest_first = not after
 
     def direction(sender: str, recipient: str) -> Select[Any]:
-        query = select(*_PAGE_COLUMNS).where(
-            messages.c.sender_id == bindparam(sender),
-            messages.c.recipient_id == bindparam(recipient),
+        query = (
+            select(*_PAGE_COLUMNS)
+            .select_from(with_reply(messages))
+            .where(
+                messages.c.sender_id == bindparam(sender),
+                messages.c.recipient_id == bindparam(recipient),
+                ~hidden_for(bindparam("user_id")),
+            )
         )
         if before:
             query = query.where(messages.c.id < bindparam("before"))
@@ -50,10 +57,13 @@ def _conversation_statement(before: bool, after: bool) -> Select[Any]:
 
 
 _LIMIT = bindparam("limit", type_=Integer)
-# A page's columns: a message's, its times as the API shows them (`api_time`).
-_TIMES = ("sent_at", "delivered_at", "read_at")
-_PAGE_COLUMNS = [column for column in messages.c if column.name not in _TIMES] + [
-    api_time(messages.c[name]).label(name) for name in _TIMES
+# A page's columns: a message's, its times as the API shows them (`api_time`), and
+# what it answers.
+_TIMES = ("sent_at", "delivered_at", "read_at", "edited_at")
+_PAGE_COLUMNS = [
+    *(column for column in messages.c if column.name not in _TIMES),
+    *(api_time(messages.c[name]).label(name) for name in _TIMES),
+    *reply_columns(),
 ]
 
 
@@ -64,7 +74,8 @@ def conversation_query(
     paging forward with `after`. Returns the statement and its parameters.
 
     One index range per direction (UNION ALL), each cut to `limit`, so a page costs
-    the same at a million messages as at ten.
+    the same at a million messages as at ten. Messages the user deleted for
+    themselves are left out (a primary-key probe each).
     """
     params: dict[str, Any] = {"user_id": user_id, "peer_id": peer_id, "limit": limit}
     if before is not None:
@@ -94,7 +105,12 @@ def conversation_page(
 UNDELIVERED = messages.c.status == literal_column(str(STATUS_SENT))
 
 UNDELIVERED_PAGE = (
-    select(messages)
+    select(
+        messages,
+        *reply_columns(),
+        hidden_for(messages.c.recipient_id).label("hidden"),
+    )
+    .select_from(with_reply(messages))
     .where(
         messages.c.recipient_id == bindparam("recipient_id"),
         UNDELIVERED,
@@ -126,12 +142,15 @@ def conversations(conn: Connection, user_id: int, limit: int) -> list[RowMapping
 
 def conversations_query(user_id: int, limit: int) -> Select[Any]:
     """What a user sent is found by the (sender, client_id) index, what they received
-    and have not read by the received index (plans checked in tests/test_store.py)."""
+    and have not read by the received index (plans checked in tests/test_store.py).
+    Messages the user deleted for themselves are left out, and deleted ones are not
+    unread."""
+    visible = ~hidden_for(literal(user_id, Integer))
     sent = select(messages.c.recipient_id.label("peer"), messages.c.id).where(
-        messages.c.sender_id == user_id
+        messages.c.sender_id == user_id, visible
     )
     received = select(messages.c.sender_id.label("peer"), messages.c.id).where(
-        messages.c.recipient_id == user_id
+        messages.c.recipient_id == user_id, visible
     )
     both = union_all(sent, received).subquery()
     last = (
@@ -143,7 +162,12 @@ def conversations_query(user_id: int, limit: int) -> Select[Any]:
     )
     unread = (
         select(messages.c.sender_id.label("peer"), func.count().label("unread"))
-        .where(messages.c.recipient_id == user_id, messages.c.status < STATUS_READ)
+        .where(
+            messages.c.recipient_id == user_id,
+            messages.c.status < STATUS_READ,
+            messages.c.deleted_at.is_(None),
+            visible,
+        )
         .group_by(messages.c.sender_id)
         .subquery()
     )
@@ -152,10 +176,13 @@ def conversations_query(user_id: int, limit: int) -> Select[Any]:
             last.c.peer,
             func.coalesce(unread.c.unread, 0).label("unread"),
             messages,
+            *reply_columns(),
         )
         .select_from(
-            last.join(messages, messages.c.id == last.c.last_id).outerjoin(
-                unread, unread.c.peer == last.c.peer
+            with_reply(
+                last.join(messages, messages.c.id == last.c.last_id).outerjoin(
+                    unread, unread.c.peer == last.c.peer
+                )
             )
         )
         .order_by(last.c.last_id.desc())

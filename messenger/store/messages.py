@@ -14,9 +14,11 @@ from sqlalchemy import (
     Select,
     String,
     bindparam,
+    false,
     func,
     insert,
     select,
+    true,
     tuple_,
     update,
 )
@@ -26,6 +28,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from messenger.protocol import STATUS_READ
 from messenger.store.driver_sql import DriverStatement, RowsInsert
+from messenger.store.message_views import reply_columns, with_reply
 from messenger.store.models import messages, users
 from messenger.store.sized_statements import (
     PAIRS_PER_LOOKUP,
@@ -47,8 +50,8 @@ def messages_by_client_ids(
 @cache
 def _client_ids_statement(size: int) -> Select[Any]:
     return (
-        select(messages, users.c.username.label("recipient_name"))
-        .join(users, users.c.id == messages.c.recipient_id)
+        select(messages, *reply_columns(), users.c.username.label("recipient_name"))
+        .select_from(with_reply(messages.join(users, users.c.id == messages.c.recipient_id)))
         .where(_pairs_match(messages.c.sender_id, messages.c.client_id, size))
     )
 
@@ -70,7 +73,12 @@ def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[in
     if conn.dialect.name == "sqlite":
         stored_time = _stored_time(conn.dialect)
         stored = [
-            {**row, **{name: stored_time(row[name]) for name in _MESSAGE_TIMES}} for row in rows
+            {
+                "reply_to_id": None,
+                **row,
+                **{name: stored_time(row[name]) for name in _MESSAGE_TIMES},
+            }
+            for row in rows
         ]
         inserted: list[tuple[int, int, str]] = []
         for start in range(0, len(stored), MESSAGES_PER_INSERT):
@@ -83,7 +91,15 @@ def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[in
 
 
 MESSAGES_PER_INSERT = 64
-_MESSAGE_FIELDS = ("sender_id", "recipient_id", "body", "client_id", "status", "recipient_seq")
+_MESSAGE_FIELDS = (
+    "sender_id",
+    "recipient_id",
+    "body",
+    "client_id",
+    "status",
+    "recipient_seq",
+    "reply_to_id",
+)
 _MESSAGE_TIMES = ("sent_at", "delivered_at", "read_at")
 
 
@@ -112,7 +128,11 @@ def _stored_time(dialect: Dialect) -> Callable[[datetime | None], Any]:
 
 
 def mark_status(
-    conn: Connection, marks: Sequence[tuple[int, int]], status: int, now: datetime
+    conn: Connection,
+    marks: Sequence[tuple[int, int]],
+    status: int,
+    now: datetime,
+    private: bool = False,
 ) -> list[tuple[int, int, int]]:
     """Raise to `status` the messages of the distinct (recipient_id, message_id) pairs,
     in one statement (on SQLite, one per PAIRS_PER_LOOKUP pairs, through the driver);
@@ -120,6 +140,7 @@ def mark_status(
 
     A pair whose message is not addressed to that recipient, or is already at or past
     the status, changes nothing: others' ids are ignored and receipts never go back.
+    A read marks whether it was `private` (the reader's receipts were off).
     """
     reads = status == STATUS_READ
     if conn.dialect.name == "sqlite":
@@ -129,28 +150,32 @@ def mark_status(
             values: Params = {"status": status, "now": stored_now}
             for i, (recipient_id, message_id) in enumerate(chunk):
                 values[f"a{i}"], values[f"b{i}"] = recipient_id, message_id
-            changed += sqlite_mark_statement(reads, len(chunk)).execute(conn, values)
+            changed += sqlite_mark_statement(reads, len(chunk), private).execute(conn, values)
     else:
         ids = sorted({message_id for _, message_id in marks})
         result = conn.execute(
-            _MARK_READ if reads else _MARK_DELIVERED,
+            _mark_statement(reads, private),
             {"ids": ids, "pairs": list(marks), "status": status, "now": now},
         )
         changed = [tuple(row) for row in result]
     return sorted((message_id, sender, recipient) for message_id, sender, recipient in changed)
 
 
-def _mark_values(sets_read_at: bool, now: BindParameter[Any]) -> dict[str, Any]:
+def _mark_values(sets_read_at: bool, now: BindParameter[Any], private: bool) -> dict[str, Any]:
+    """A read also says whether it was private: written out, not bound (a statement
+    per case), so SQLite's statements need no conversion of their values."""
     values: dict[str, Any] = {
         "status": bindparam("status"),
         "delivered_at": func.coalesce(messages.c.delivered_at, now),
     }
     if sets_read_at:
         values["read_at"] = now
+        values["read_private"] = true() if private else false()
     return values
 
 
-def _mark_statement(sets_read_at: bool) -> ReturningUpdate[Any]:
+@cache
+def _mark_statement(sets_read_at: bool, private: bool) -> ReturningUpdate[Any]:
     now = bindparam("now", type_=messages.c.delivered_at.type)
     return (
         update(messages)
@@ -159,13 +184,13 @@ def _mark_statement(sets_read_at: bool) -> ReturningUpdate[Any]:
             tuple_(messages.c.recipient_id, messages.c.id).in_(bindparam("pairs", expanding=True)),
             messages.c.status < bindparam("status"),
         )
-        .values(**_mark_values(sets_read_at, now))
+        .values(**_mark_values(sets_read_at, now, private))
         .returning(messages.c.id, messages.c.sender_id, messages.c.recipient_id)
     )
 
 
 @cache
-def sqlite_mark_statement(sets_read_at: bool, size: int) -> DriverStatement:
+def sqlite_mark_statement(sets_read_at: bool, size: int, private: bool) -> DriverStatement:
     """`_mark_statement` for `size` pairs on SQLite, found by primary-key probes
     (`_pairs_match`), the time given as its stored text."""
     now = bindparam("now", type_=String)
@@ -175,10 +200,6 @@ def sqlite_mark_statement(sets_read_at: bool, size: int) -> DriverStatement:
             _pairs_match(messages.c.recipient_id, messages.c.id, size),
             messages.c.status < bindparam("status"),
         )
-        .values(**_mark_values(sets_read_at, now))
+        .values(**_mark_values(sets_read_at, now, private))
         .returning(messages.c.id, messages.c.sender_id, messages.c.recipient_id)
     )
-
-
-_MARK_DELIVERED = _mark_statement(sets_read_at=False)
-_MARK_READ = _mark_statement(sets_read_at=True)

@@ -12,6 +12,7 @@ from typing import cast
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -22,7 +23,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -76,6 +79,8 @@ class User(Base):
     # same transaction that adds events; on PostgreSQL its row lock orders commits.
     stream_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Off: the user's reads are private (docs/protocol.md 3.8).
+    read_receipts: Mapped[bool] = mapped_column(Boolean, server_default=true())
 
 
 class Token(Base):
@@ -126,6 +131,15 @@ class Message(Base):
     # Cursor of this message's event in the recipient's stream, so the undelivered
     # backlog carries cursors without a join.
     recipient_seq: Mapped[int] = mapped_column(BigInteger)
+    # The message this one answers (same conversation, checked by the writer). No
+    # foreign key: SQLite cannot add one to an existing table without rebuilding it,
+    # and messages are never removed.
+    reply_to_id: Mapped[int | None] = mapped_column(BigInteger)
+    edited_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Deleted for everyone: the body is wiped ('') in the same transaction.
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Read while the recipient's read receipts were off: its sender sees `delivered`.
+    read_private: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class StreamEvent(Base):
@@ -137,7 +151,8 @@ class StreamEvent(Base):
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    # 1 new_message (message_id set), 2 receipt (payload set).
+    # 1 new_message (message_id set), 2 receipt (payload set), 3 message_updated
+    # (message_id set, payload the change's name: never the message's text).
     kind: Mapped[int] = mapped_column(SmallInteger)
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
     payload: Mapped[str | None] = mapped_column(Text)
@@ -155,11 +170,55 @@ class Block(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class Reaction(Base):
+    """One user's emoji on one message."""
+
+    __tablename__ = "reactions"
+
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    emoji: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class HiddenMessage(Base):
+    """A message one of its two users deleted for themselves."""
+
+    __tablename__ = "hidden_messages"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    hidden_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class EditKey(Base):
+    """The client ids of a message's edits, so that a retried edit is applied once.
+    Only the key is kept, never an earlier body."""
+
+    __tablename__ = "edit_keys"
+
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 # The tables, for Core statements (the ORM classes type them as FromClause).
 users = cast(Table, User.__table__)
 tokens = cast(Table, Token.__table__)
 messages = cast(Table, Message.__table__)
 stream_events = cast(Table, StreamEvent.__table__)
 blocks = cast(Table, Block.__table__)
+reactions = cast(Table, Reaction.__table__)
+hidden_messages = cast(Table, HiddenMessage.__table__)
+edit_keys = cast(Table, EditKey.__table__)
 
-EVENT_NEW_MESSAGE, EVENT_RECEIPT = 1, 2
+EVENT_NEW_MESSAGE, EVENT_RECEIPT, EVENT_MESSAGE_UPDATED = 1, 2, 3

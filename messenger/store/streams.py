@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Integer, RowMapping, bindparam, insert, select, update
 
 from messenger.store.driver_sql import DriverStatement
+from messenger.store.message_views import hidden_for, reply_columns, with_reply
 from messenger.store.models import messages, stream_events, users
 from messenger.store.sized_statements import _padded
 
@@ -87,8 +88,12 @@ STREAM_PAGE = (
         stream_events.c.kind,
         stream_events.c.payload,
         messages,
+        *reply_columns(),
+        hidden_for(stream_events.c.user_id).label("hidden"),
     )
-    .select_from(stream_events.outerjoin(messages, messages.c.id == stream_events.c.message_id))
+    .select_from(
+        with_reply(stream_events.outerjoin(messages, messages.c.id == stream_events.c.message_id))
+    )
     .where(
         stream_events.c.user_id == bindparam("user_id"),
         stream_events.c.seq > bindparam("after_seq"),
@@ -99,6 +104,7 @@ STREAM_PAGE = (
 
 
 def stream_page(conn: Connection, user_id: int, after_seq: int, limit: int) -> list[RowMapping]:
-    """Events of a user's stream after a cursor, with their messages joined in."""
+    """Events of a user's stream after a cursor, with their messages joined in as they
+    are now (`message_views`)."""
     params = {"user_id": user_id, "after_seq": after_seq, "limit": limit}
     return list(conn.execute(STREAM_PAGE, params).mappings())

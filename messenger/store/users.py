@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import Connection, RowMapping, bindparam, insert, select, update
 
 from messenger.store.models import users
+from messenger.wire import SettingsAnswer
 
 
 def insert_user(conn: Connection, username: str, password_hash: str, now: datetime) -> int:
@@ -45,6 +46,18 @@ def users_by_names(conn: Connection, names: Sequence[str]) -> list[RowMapping]:
 def usernames(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
     result = conn.execute(select(users.c.id, users.c.username).where(users.c.id.in_(list(ids))))
     return {row.id: row.username for row in result}
+
+
+def read_settings(conn: Connection, user_id: int) -> SettingsAnswer:
+    result = conn.execute(select(users.c.read_receipts).where(users.c.id == user_id))
+    return {"read_receipts": bool(result.scalar_one())}
+
+
+def write_settings(conn: Connection, user_id: int, read_receipts: bool | None) -> SettingsAnswer:
+    """Change the settings given (None: left alone); the settings now."""
+    if read_receipts is not None:
+        conn.execute(update(users).where(users.c.id == user_id).values(read_receipts=read_receipts))
+    return read_settings(conn, user_id)
 
 
 _TOUCH = update(users).where(users.c.id == bindparam("uid")).values(last_seen=bindparam("seen"))

@@ -23,5 +23,5 @@ def compile_writer_statements(conn: Connection) -> None:
         _SQLITE_INSERT_MESSAGES.parts_for(dialect)
         for size in _padded_sizes(PAIRS_PER_LOOKUP):
             _driver_statement(_blocks_statement(size)).compiled_for(dialect)
-            for sets_read_at in (False, True):
-                sqlite_mark_statement(sets_read_at, size).compiled_for(dialect)
+            for sets_read_at, private in ((False, False), (True, False), (True, True)):
+                sqlite_mark_statement(sets_read_at, size, private).compiled_for(dialect)
