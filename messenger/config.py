@@ -91,6 +91,10 @@ class Settings:
     # Proxies (addresses or networks) whose X-Forwarded-For names the client address.
     trusted_proxies: tuple[str, ...] = ()
     migrate: bool = True
+    # Seconds after sending during which the sender may edit a message, or delete it
+    # for everyone; 0 means no limit.
+    edit_window: float = 48 * 3600.0
+    delete_window: float = 48 * 3600.0
     # The performance overrides of python-engineio's websocket loops (LeanSocket, the
     # gathered writes); off, sessions run the library's own loops, with the protocol
     # corrections and the security bounds kept.
@@ -291,6 +295,18 @@ RULES: dict[str, Rule] = {
     ),
     "write_batch_max": Rule(
         "MESSENGER_WRITE_BATCH_MAX", int, _int_in(1, 10_000), "an integer from 1 to 10000"
+    ),
+    "edit_window": Rule(
+        "MESSENGER_EDIT_WINDOW",
+        _finite,
+        _number_in(0, 10 * 365 * 86400),
+        "seconds from 0 (no limit) to ten years",
+    ),
+    "delete_window": Rule(
+        "MESSENGER_DELETE_WINDOW",
+        _finite,
+        _number_in(0, 10 * 365 * 86400),
+        "seconds from 0 (no limit) to ten years",
     ),
     "resync_interval": Rule(
         "MESSENGER_RESYNC_INTERVAL", _finite, _number_in(0.05, 3600), "seconds from 0.05 to 3600"

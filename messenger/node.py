@@ -14,11 +14,13 @@ from messenger.auth import Accounts, password_hasher
 from messenger.cluster.bus import Cluster, ClusterManager
 from messenger.cluster.presence import LocalPresence, Presence, RedisPresence
 from messenger.config import Settings
+from messenger.delivery.changes import Windows
 from messenger.delivery.live import LiveHub
 from messenger.delivery.maintenance import Maintenance
 from messenger.delivery.notifier import Notifier
 from messenger.delivery.service import Delivery
 from messenger.delivery.streams import StreamReader
+from messenger.delivery.typing import Typing
 from messenger.delivery.writer import Writer
 from messenger.directory import Directory
 from messenger.hashing import HashPool
@@ -95,11 +97,20 @@ class Node:
         if manager is not None:
             manager.on_stream = self.notifier.from_other_node
             manager.on_revoke = self.notifier.drop_token_here
-        self.writer = Writer(self.db, self.notifier, self.metrics, settings.write_batch_max)
+        self.writer = Writer(
+            self.db,
+            self.notifier,
+            self.metrics,
+            settings.write_batch_max,
+            Windows(edit=settings.edit_window, delete=settings.delete_window),
+        )
         hasher = password_hasher(settings.argon2_time_cost, settings.argon2_memory_kib)
         # Every argon2 hash and verify of the node (registration, login) runs here.
         self.hash_pool = HashPool(settings.hash_workers, settings.hash_queue)
         self.accounts = Accounts(self.db, settings.token_ttl, hasher, self.hash_pool)
+        self.typing = Typing(self.hub, self.pusher, self.db, self.cluster)
+        if manager is not None:
+            manager.on_typing = self.typing.from_other_node
         self.delivery = Delivery(
             self.db,
             self.directory,
@@ -107,6 +118,7 @@ class Node:
             self.reader,
             self.hub,
             self.presence,
+            self.typing,
             settings.max_answer_bytes,
             settings.max_connections_per_user,
         )
@@ -135,7 +147,7 @@ class Node:
         self.sio.attach(self.app)
         add_web_routes(self.app)
         self.maintenance = Maintenance(
-            self.hub, self.pusher, self.accounts, settings.resync_interval
+            self.hub, self.pusher, self.accounts, settings.resync_interval, self.writer
         )
 
     async def start(self) -> None:
@@ -151,6 +163,7 @@ class Node:
         await self.writer.stop()
         await self.maintenance.stop()
         await self.hub.close()
+        self.typing.close()
         await self._close_sockets()
         await self.sio.shutdown()
         if self.cluster is not None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
+
+import emoji
 
 from messenger.errors import invalid, too_large
 
@@ -24,12 +26,19 @@ PRESENCE: Final = "presence"
 BLOCK: Final = "block"
 UNBLOCK: Final = "unblock"
 PRIVATE_MESSAGE: Final = "privateMessage"
+EDIT: Final = "edit"
+DELETE: Final = "delete"
+REACT: Final = "react"
+UNREACT: Final = "unreact"
+# Both directions: a client says it types; the other user's devices are told.
+TYPING: Final = "typing"
 
 # Server -> client events.
 NEW_MESSAGE: Final = "new_message"
 RECEIPT: Final = "receipt"
 SYNCED: Final = "synced"
 RECEIVED_MESSAGE: Final = "receivedMessage"
+MESSAGE_UPDATED: Final = "message_updated"
 ERROR: Final = "error"
 
 COMPAT_SEED: Final = "seed"
@@ -44,6 +53,17 @@ PRESENCE_USERS_MAX: Final = 100
 # Ids are 64-bit signed integers in both databases.
 ID_MAX: Final = 2**63 - 1
 
+REPLY_EXCERPT_CHARS: Final = 100
+EMOJI_MAX_CHARS: Final = 32
+REACTIONS_PER_USER_MAX: Final = 5
+
+# What a `message_updated` event says changed (docs/protocol.md 3.3).
+Change = Literal["edited", "deleted", "reacted", "hidden"]
+EDITED: Final = "edited"
+DELETED: Final = "deleted"
+REACTED: Final = "reacted"
+HIDDEN: Final = "hidden"
+
 # Message status, stored as a small integer so that "only forward" is `<`.
 STATUS_SENT, STATUS_DELIVERED, STATUS_READ = 0, 1, 2
 STATUS_NAMES: Final = ("sent", "delivered", "read")
@@ -54,6 +74,45 @@ class SendCommand:
     to: str
     body: str
     client_id: str
+    reply_to: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EditCommand:
+    message_id: int
+    body: str
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteCommand:
+    message_id: int
+    for_everyone: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReactCommand:
+    message_id: int
+    emoji: str
+    # False for `unreact`.
+    add: bool
+
+
+ChangeCommand = EditCommand | DeleteCommand | ReactCommand
+"""What happens to a message after its send (docs/protocol.md 3.6)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TypingCommand:
+    to: str
+    state: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsChange:
+    """`PUT /api/v1/users/me/settings`: the settings given (None: left as they are)."""
+
+    read_receipts: bool | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +157,68 @@ def parse_send(payload: Any, max_body: int) -> SendCommand:
         to=normalize_username(data.get("to"), "to"),
         body=_body(data.get("body"), max_body),
         client_id=_client_id(data.get("client_id")),
+        reply_to=_optional_id(data.get("reply_to"), "reply_to"),
     )
+
+
+def parse_edit(payload: Any, max_body: int) -> EditCommand:
+    data = _object(payload)
+    return EditCommand(
+        message_id=_positive_int(data.get("id"), "id"),
+        body=_body(data.get("body"), max_body),
+        client_id=_client_id(data.get("client_id")),
+    )
+
+
+def parse_delete(payload: Any) -> DeleteCommand:
+    data = _object(payload)
+    message_id = _positive_int(data.get("id"), "id")
+    scope = data.get("for")
+    if scope not in ("me", "everyone"):
+        raise invalid('for must be "me" or "everyone"')
+    return DeleteCommand(message_id=message_id, for_everyone=scope == "everyone")
+
+
+def parse_reaction(payload: Any, add: bool) -> ReactCommand:
+    data = _object(payload)
+    return ReactCommand(
+        message_id=_positive_int(data.get("id"), "id"),
+        emoji=_emoji(data.get("emoji")),
+        add=add,
+    )
+
+
+def parse_typing(payload: Any) -> TypingCommand:
+    data = _object(payload)
+    state = data.get("state")
+    if not isinstance(state, bool):
+        raise invalid("state must be true or false")
+    return TypingCommand(to=normalize_username(data.get("to"), "to"), state=state)
+
+
+def parse_settings(payload: Any) -> SettingsChange:
+    """Every key must be a known setting, and at least one must be given: a typo
+    must not look like a success."""
+    data = _object(payload)
+    unknown = sorted(set(data) - {"read_receipts"})
+    if unknown:
+        raise invalid(f"unknown setting {unknown[0][:64]!r}")
+    if not data:
+        raise invalid("give at least one setting")
+    receipts = data.get("read_receipts")
+    if not isinstance(receipts, bool):
+        raise invalid("read_receipts must be true or false")
+    return SettingsChange(read_receipts=receipts)
+
+
+def _emoji(value: Any) -> str:
+    """One emoji as Unicode defines it: a code point or a sequence (skin tone, ZWJ,
+    flag, keycap); anything else, two emojis included, is refused."""
+    if not isinstance(value, str) or not 1 <= len(value) <= EMOJI_MAX_CHARS:
+        raise invalid(f"emoji must be one emoji (at most {EMOJI_MAX_CHARS} characters)")
+    if not emoji.is_emoji(value):
+        raise invalid("emoji must be exactly one emoji")
+    return value
 
 
 def parse_private_message(payload: Any, max_body: int, client_id: str) -> tuple[str, SendCommand]:

@@ -13,9 +13,17 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple, TypedDict, cast, overload
+from typing import Any, Literal, NamedTuple, NotRequired, TypedDict, cast, overload
 
-from messenger.protocol import NEW_MESSAGE, RECEIPT, RECEIVED_MESSAGE, STATUS_NAMES
+from messenger.protocol import (
+    MESSAGE_UPDATED,
+    NEW_MESSAGE,
+    RECEIPT,
+    RECEIVED_MESSAGE,
+    STATUS_DELIVERED,
+    STATUS_NAMES,
+    Change,
+)
 
 # JSON without spaces, from one encoder built once: `json.dumps(..., separators=...)`
 # builds a new encoder on every call, which costs about as much as the encoding. For
@@ -25,28 +33,56 @@ to_compact_json = json.JSONEncoder(separators=(",", ":")).encode
 # -- the shapes ------------------------------------------------------------------------
 # Keys that are Python keywords (`from`, `with`) need the functional form.
 
+ReplyRef = TypedDict(
+    "ReplyRef",
+    {"id": int, "from": str, "excerpt": str, "deleted": bool},
+    total=False,
+)
+"""What a reply shows of the message it answers: `{id, from, excerpt}`, or
+`{id, deleted: true}` once that one is deleted for everyone (3.1)."""
+
+Reactions = dict[str, list[str]]
+"""emoji -> the users who reacted with it, in the order they did."""
+
 Message = TypedDict(
     "Message",
     {
         "id": int,
         "from": str,
         "to": str,
-        "body": str,
+        "body": str | None,
         "client_id": str,
         "sent_at": str,
         "status": str,
         "delivered_at": str | None,
         "read_at": str | None,
+        "reply_to": ReplyRef | None,
+        "edited_at": str | None,
+        "deleted": bool,
+        "reactions": Reactions,
+        "hidden": NotRequired[bool],
     },
 )
-"""A stored message (3.1); times are `format_time` text."""
+"""A stored message as it is now (3.1); times are `format_time` text."""
 
 
 class NewMessageEvent(TypedDict):
-    """`new_message` (3.3): the message as it was sent, live and replayed alike."""
+    """`new_message` (3.3): live, the message as sent; replayed, as it is now."""
 
     cursor: int
     message: Message
+
+
+class MessageUpdatedEvent(TypedDict):
+    """`message_updated` (3.3): a message was edited, deleted or reacted to."""
+
+    cursor: int
+    message: Message
+    change: Change
+
+
+TypingNotice = TypedDict("TypingNotice", {"from": str, "state": bool})
+"""`typing` (3.7) as the other user's devices get it: ephemeral, never in the stream."""
 
 
 class ReceiptPayload(TypedDict):
@@ -76,7 +112,7 @@ ReceivedMessage = TypedDict(
 )
 """`receivedMessage` (3.3): a message as `compat: "seed"` connections get it."""
 
-StreamEvent = NewMessageEvent | ReceiptEvent
+StreamEvent = NewMessageEvent | ReceiptEvent | MessageUpdatedEvent
 """The payload of an event of a user's stream: what `cursor` counts (3.4)."""
 
 
@@ -92,7 +128,15 @@ class SyncEntry(TypedDict):
 
 
 class SendAnswer(TypedDict):
+    """`send`, `edit`, `react`, `unreact`, `delete` for everyone."""
+
     message: Message
+
+
+class SettingsAnswer(TypedDict):
+    """`GET`/`PUT /api/v1/users/me/settings`."""
+
+    read_receipts: bool
 
 
 class MarkAnswer(TypedDict):
@@ -215,26 +259,62 @@ def message_dict(
     sender: str,
     recipient: str,
     show_time: ShowTime = format_time,
+    *,
+    viewer_id: int | None = None,
+    reactions: Reactions | None = None,
 ) -> Message:
-    """A Message object (3.1) from a `messages` row; `show_time` turns the row's times
-    into the API's text (`formatted` for rows whose times the database formatted
-    already)."""
-    return {
+    """A Message object (3.1) as `viewer_id` sees it now, from a `messages` row with
+    the reply columns of `store.message_views`; `show_time` turns the row's times
+    into the API's text (`formatted` for rows whose times the database formatted).
+
+    The sender of a message read privately sees it `delivered` (3.8); a message its
+    viewer deleted for themselves shows as `hidden` (the row says so in `hidden`)."""
+    status = row["status"]
+    read_at = row["read_at"]
+    if row["read_private"] and viewer_id == row["sender_id"] and status > STATUS_DELIVERED:
+        status, read_at = STATUS_DELIVERED, None
+    deleted = row["deleted_at"] is not None
+    hidden = bool(row.get("hidden"))
+    message: Message = {
         "id": row["id"],
         "from": sender,
         "to": recipient,
-        "body": row["body"],
+        "body": None if deleted or hidden else row["body"],
         "client_id": row["client_id"],
         "sent_at": show_time(row["sent_at"]),
-        "status": STATUS_NAMES[row["status"]],
+        "status": STATUS_NAMES[status],
         "delivered_at": show_time(row["delivered_at"]),
-        "read_at": show_time(row["read_at"]),
+        "read_at": show_time(read_at),
+        "reply_to": None if deleted or hidden else reply_ref(row, sender, recipient),
+        "edited_at": show_time(row["edited_at"]),
+        "deleted": deleted or hidden,
+        "reactions": {} if deleted or hidden or reactions is None else reactions,
     }
+    if hidden:
+        message["hidden"] = True
+    return message
+
+
+def reply_ref(row: Mapping[Any, Any], sender: str, recipient: str) -> ReplyRef | None:
+    """The `reply_to` of a message row: the replied-to message is of the same
+    conversation, so its author is the row's sender or recipient."""
+    parent = row["reply_to_id"]
+    if parent is None:
+        return None
+    if row["reply_deleted_at"] is not None or row["reply_sender_id"] is None:
+        return {"id": parent, "deleted": True}
+    author = sender if row["reply_sender_id"] == row["sender_id"] else recipient
+    return {"id": parent, "from": author, "excerpt": row["reply_excerpt"]}
 
 
 def new_message_item(user_id: int, seq: int, message: Message) -> StreamItem:
     event: NewMessageEvent = {"cursor": seq, "message": message}
     return StreamItem(user_id, seq, NEW_MESSAGE, event)
+
+
+def message_updated_item(user_id: int, seq: int, message: Message, change: Change) -> StreamItem:
+    event: MessageUpdatedEvent = {"cursor": seq, "message": message, "change": change}
+    return StreamItem(user_id, seq, MESSAGE_UPDATED, event)
 
 
 def receipt_payload(ids: list[int], status: int, by: str, at: datetime) -> ReceiptPayload:
@@ -251,16 +331,22 @@ def synced_event(cursor: int) -> SyncedEvent:
     return {"cursor": cursor}
 
 
-def seed_form(item: StreamItem) -> tuple[str, StreamEvent | ReceivedMessage]:
-    """The event as a seed-protocol connection gets it: `receivedMessage` for messages."""
-    if item.event != NEW_MESSAGE:
+def seed_form(item: StreamItem) -> tuple[str, StreamEvent | ReceivedMessage] | None:
+    """The event as a seed-protocol connection gets it: `receivedMessage` for messages,
+    receipts as they are, and nothing for what the seed protocol has no event for
+    (`message_updated`, and a message deleted by the time it is pushed)."""
+    if item.event == RECEIPT:
         return item.event, item.data
+    if item.event != NEW_MESSAGE:
+        return None
     message = cast(NewMessageEvent, item.data)["message"]
+    if message["deleted"]:
+        return None
     return RECEIVED_MESSAGE, {
         "id": message["id"],
         "from": message["from"],
         "to": message["to"],
-        "message": message["body"],
+        "message": cast(str, message["body"]),
         "sent_at": message["sent_at"],
     }
 

@@ -26,7 +26,7 @@ import redis
 from messenger.auth import Accounts, password_hasher
 from messenger.store.db import open_database
 from tests.processes import ServeGroup, ServeProcess, free_port
-from tests.support import PASSWORD, Account, Device, connect_synced, unique_name
+from tests.support import PASSWORD, STREAM_EVENTS, Account, Device, connect_synced, unique_name
 
 CHEAP_HASHER = password_hasher(time_cost=1, memory_kib=1024)
 
@@ -166,7 +166,7 @@ async def connect(url: str, account: Account, **auth: Any) -> tuple[Device, int]
 
 
 def stream(device: Device) -> list[tuple[str, dict[str, Any]]]:
-    return [(name, data) for name, data in device.events if name in ("new_message", "receipt")]
+    return [(name, data) for name, data in device.events if name in STREAM_EVENTS]
 
 
 async def sync_all(device: Device, limit: int = 100) -> list[dict[str, Any]]:

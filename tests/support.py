@@ -34,7 +34,13 @@ MESSAGE_KEYS = {
     "status",
     "delivered_at",
     "read_at",
+    "reply_to",
+    "edited_at",
+    "deleted",
+    "reactions",
 }
+# The events of a user's stream: what cursors count.
+STREAM_EVENTS = ("new_message", "receipt", "message_updated")
 _names = itertools.count(1)
 
 
@@ -213,7 +219,7 @@ class Device:
         return [data["message"] for data in self.of("new_message")]
 
     def cursors(self) -> list[int]:
-        return [data["cursor"] for name, data in self.events if name in ("new_message", "receipt")]
+        return [data["cursor"] for name, data in self.events if name in STREAM_EVENTS]
 
     async def wait_synced(self, timeout: float = 10) -> int:
         await self.wait_for(lambda: bool(self.of("synced")), timeout)

@@ -188,6 +188,36 @@ async def test_messages_and_receipts_cross_nodes_live(pair: Pair) -> None:
     await close_all(a1, a2, b1, b2)
 
 
+async def test_changes_and_typing_cross_nodes_live(pair: Pair) -> None:
+    """Edits, reactions and deletes made on one node reach both users' devices on the
+    other through Redis, in cursor order with the messages (resync is off); typing
+    crosses too, and is not in the stream."""
+    ann, bob = await accounts(pair.database_url, "ann", "bob")
+    (a1, s_a1), (a2, s_a2) = await connect(pair.a.url, ann), await connect(pair.b.url, ann)
+    (b1, s_b1) = await connect(pair.b.url, bob)
+    sent = await a1.send(bob.username, "first words", "lc-1")
+    message_id = sent["message"]["id"]
+    edited = await a1.call("edit", {"id": message_id, "body": "better words", "client_id": "e1"})
+    reacted = await b1.call("react", {"id": message_id, "emoji": "🎉"})
+    deleted = await a2.call("delete", {"id": message_id, "for": "everyone"})
+    assert edited["ok"] and reacted["ok"] and deleted["ok"], (edited, reacted, deleted)
+    for device, synced in ((a1, s_a1), (a2, s_a2), (b1, s_b1)):
+        await device.wait_for(  # type: ignore[misc]
+            lambda d=device: len(d.of("message_updated")) == 3
+        )
+        changes = [u["change"] for u in device.of("message_updated")]
+        assert changes == ["edited", "reacted", "deleted"], changes
+        assert device.of("message_updated")[-1]["message"] == deleted["message"]
+        assert_contiguous(device, synced)
+    await a1.call("typing", {"to": bob.username, "state": True})
+    await b1.wait_for(lambda: len(b1.of("typing")) == 1)
+    assert b1.of("typing") == [{"from": ann.username, "state": True}]
+    await a1.disconnect()  # the typer's node ends it, and says so across
+    await b1.wait_for(lambda: len(b1.of("typing")) == 2)
+    assert b1.of("typing")[1]["state"] is False
+    await close_all(a2, b1)
+
+
 # -- 2. the acceptance flows across nodes --------------------------------------------
 
 

@@ -160,3 +160,52 @@ async def test_sigterm_stops_gracefully_keeping_acked_sends(
     await server.start()  # the same database, on the same port
     stored = await stored_messages(server.url, bob, ann.username)
     assert_all_acked_stored(acked, stored)
+
+
+async def test_acked_changes_survive_kill_9(processes: ServeGroup, database_url: str) -> None:
+    """G1 and G11 for changes: SIGKILL right after the 30th acknowledged edit or
+    reaction, with more in flight; after a restart each acknowledged one is in the
+    message's state, and an edit retried with its client_id is applied once."""
+    server = await processes(database_url).start()
+    ann, bob = await accounts(server.url)
+    sender = await Device(server.url).connect(ann.token)
+    sent = [await sender.send(bob.username, f"to edit {i}", f"m-{i}") for i in range(10)]
+    ids = [answer["message"]["id"] for answer in sent]
+    acked: dict[int, dict[str, Any]] = {}  # message id -> newest acknowledged state
+    acks: list[int] = []
+    killed = asyncio.Event()
+
+    def record(answer: dict[str, Any]) -> None:
+        if answer.get("ok"):
+            acked[answer["message"]["id"]] = answer["message"]
+            acks.append(answer["message"]["id"])
+            if len(acks) >= 30 and not killed.is_set():
+                server.send_signal(signal.SIGKILL)
+                killed.set()
+
+    for round_ in range(20):
+        for message_id in ids:
+            edit = {"id": message_id, "body": f"v{round_}", "client_id": f"e-{message_id}-{round_}"}
+            await sender.sio.emit("edit", edit, callback=record)
+        if killed.is_set():
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(killed.wait(), 60)
+    assert await server.wait_exit(10) == -signal.SIGKILL
+    with contextlib.suppress(Exception):
+        await sender.disconnect()
+
+    await server.start()
+    stored = await stored_messages(server.url, bob, ann.username)
+    for message_id, state in acked.items():
+        # Acknowledged edits are there (a later, unacknowledged one may be too).
+        assert stored[message_id]["edited_at"] is not None, message_id
+        assert int(stored[message_id]["body"][1:]) >= int(state["body"][1:])
+    retry = await Device(server.url).connect(ann.token)
+    some = next(iter(acked.values()))
+    body = some["body"]
+    again = await retry.call(
+        "edit", {"id": some["id"], "body": body, "client_id": f"e-{some['id']}-{body[1:]}"}
+    )
+    assert again["ok"] and again["message"]["body"] == stored[some["id"]]["body"], again
+    await retry.disconnect()

@@ -23,12 +23,13 @@ from messenger.wire import StreamEvent, StreamItem
 log = logging.getLogger(__name__)
 
 BUS_NAMESPACE = "/_messenger_bus"
-STREAM, REVOKE = "stream", "revoke"
+STREAM, REVOKE, TYPING = "stream", "revoke", "typing"
 # Batches waiting to be published; past this a batch is dropped (and repaired from SQL).
 OUTBOX_SIZE = 10_000
 
 OnStream = Callable[[list[StreamItem]], Awaitable[None]]
 OnRevoke = Callable[[int], Awaitable[None]]
+OnTyping = Callable[[str, int, bool], Awaitable[None]]
 
 
 class ClusterManager(NamespaceRedisManager):
@@ -40,6 +41,7 @@ class ClusterManager(NamespaceRedisManager):
         super().__init__(url, channel=channel, namespace=BUS_NAMESPACE)
         self.on_stream: OnStream | None = None
         self.on_revoke: OnRevoke | None = None
+        self.on_typing: OnTyping | None = None
 
     async def on_foreign_emit(self, event: Any, data: Any) -> None:
         payload = data[0] if isinstance(data, list) and data else None
@@ -48,6 +50,9 @@ class ClusterManager(NamespaceRedisManager):
                 await self.on_stream(decode_items(payload))
             elif event == REVOKE and self.on_revoke is not None:
                 await self.on_revoke(int(payload))  # type: ignore[arg-type]
+            elif event == TYPING and self.on_typing is not None:
+                sender, to_id, state = payload  # type: ignore[misc]
+                await self.on_typing(str(sender), int(to_id), bool(state))
         except (TypeError, ValueError, KeyError) as exc:
             log.warning("ignoring a malformed bus message: %s", exc)
 
@@ -90,6 +95,10 @@ class Cluster:
 
     def publish_revoke(self, token_id: int) -> None:
         self._offer(REVOKE, token_id)
+
+    def publish_typing(self, sender: str, to_id: int, state: bool) -> None:
+        """Ephemeral: carried at most once, like every bus message."""
+        self._offer(TYPING, [sender, to_id, state])
 
     def _offer(self, event: str, payload: Any) -> None:
         try:

@@ -18,9 +18,20 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from messenger.errors import forbidden
-from messenger.protocol import STATUS_READ, STATUS_SENT
+from messenger.delivery.changes import (
+    NO_WINDOWS,
+    ChangeEvents,
+    ChangeOrder,
+    IndexedChange,
+    Windows,
+    apply_changes,
+    render,
+)
+from messenger.errors import forbidden, invalid
+from messenger.protocol import STATUS_DELIVERED, STATUS_READ, STATUS_SENT
 from messenger.store.blocks import blocking_pairs
+from messenger.store.message_changes import lock_messages, private_readers, reply_targets
+from messenger.store.message_views import reactions_of
 from messenger.store.messages import insert_messages, mark_status, messages_by_client_ids
 from messenger.store.models import EVENT_NEW_MESSAGE, EVENT_RECEIPT
 from messenger.store.streams import advance_stream_heads, insert_stream_events
@@ -44,6 +55,7 @@ class SendOrder:
     recipient: UserRef
     body: str
     client_id: str
+    reply_to: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +75,7 @@ class TouchOrder:
     at: datetime
 
 
-Order = SendOrder | MarkOrder | TouchOrder
+Order = SendOrder | MarkOrder | TouchOrder | ChangeOrder
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +98,8 @@ class Outcome:
     duplicates: int = 0
     delivered: int = 0
     read: int = 0
+    # Bodies wiped by deletes or replaced by edits (their text must leave the files).
+    wiped: int = 0
 
 
 # A send or a mark with the index of its order in the batch (answers name it).
@@ -96,32 +110,50 @@ PendingReceipt = tuple[tuple[int, ...], ReceiptPayload]
 
 
 def apply_batch(
-    conn: Connection, batch: Sequence[Order], now: datetime, lock_rows: bool, look_up: bool
+    conn: Connection,
+    batch: Sequence[Order],
+    now: datetime,
+    lock_rows: bool,
+    look_up: bool,
+    windows: Windows = NO_WINDOWS,
 ) -> Outcome:
     """Run one batch inside the caller's transaction, step by step. Without `look_up`,
     a send whose (sender, client_id) is stored already makes the insert fail
-    (IntegrityError)."""
+    (IntegrityError). Events take their stream positions in this order: new
+    messages, receipts, then changes to messages (edits, deletes, reactions)."""
     outcome = Outcome()
-    sends, marks, touches = _by_kind(batch)
+    sends, marks, changes, touches = _by_kind(batch)
+    if lock_rows and changes:
+        # Marks and changes lock message rows: all of them first, in id order.
+        lock_messages(conn, [*_ids_of(marks), *(o.command.message_id for _, o in changes)])
     new_sends = _settle_known_sends(conn, sends, outcome, look_up)
     receipts = _apply_marks(conn, marks, now, outcome)
-    positions = _raise_stream_heads(conn, new_sends, receipts, lock_rows)
+    changed = apply_changes(conn, changes, now, windows, outcome.answers)
+    outcome.wiped = changed.wiped
+    positions = _raise_stream_heads(conn, new_sends, receipts, changed, lock_rows)
     message_events = _insert_messages(conn, new_sends, positions, now, outcome)
     receipt_events = _receipt_events(receipts, positions, outcome)
-    insert_stream_events(conn, message_events + receipt_events)
+    change_items, change_events = render(conn, changed, positions, outcome.answers)
+    outcome.events += change_items
+    insert_stream_events(conn, message_events + receipt_events + change_events)
     touch_last_seen(conn, touches)
     return outcome
 
 
 def _by_kind(
     batch: Sequence[Order],
-) -> tuple[list[IndexedSend], list[IndexedMark], dict[int, datetime]]:
-    """The sends and the marks, each with its index and in queue order, and the last
-    time each touched user was seen."""
+) -> tuple[list[IndexedSend], list[IndexedMark], list[IndexedChange], dict[int, datetime]]:
+    """The sends, the marks and the changes, each with its index and in queue order,
+    and the last time each touched user was seen."""
     sends = [(i, order) for i, order in enumerate(batch) if isinstance(order, SendOrder)]
     marks = [(i, order) for i, order in enumerate(batch) if isinstance(order, MarkOrder)]
+    changes = [(i, order) for i, order in enumerate(batch) if isinstance(order, ChangeOrder)]
     touches = {order.user_id: order.at for order in batch if isinstance(order, TouchOrder)}
-    return sends, marks, touches
+    return sends, marks, changes, touches
+
+
+def _ids_of(marks: list[IndexedMark]) -> list[int]:
+    return [message_id for _, mark in marks for message_id in mark.ids]
 
 
 class _Positions:
@@ -139,16 +171,22 @@ class _Positions:
 
 
 def _raise_stream_heads(
-    conn: Connection, new_sends: list[IndexedSend], receipts: list[PendingReceipt], lock_rows: bool
+    conn: Connection,
+    new_sends: list[IndexedSend],
+    receipts: list[PendingReceipt],
+    changed: ChangeEvents,
+    lock_rows: bool,
 ) -> _Positions:
     """Take the stream positions of every event of the batch, in one statement: two per
-    new message (its sender's and its recipient's), one per receipt and reader."""
+    new message (its sender's and its recipient's), one per receipt or change and
+    user told."""
     counts: Counter[int] = Counter()
     for _, send in new_sends:
         counts[send.sender.id] += 1
         counts[send.recipient.id] += 1
     for audience, _ in receipts:
         counts.update(audience)
+    counts.update(changed.counts())
     if not counts:
         return _Positions({})
     heads = advance_stream_heads(conn, counts, lock_first=lock_rows)
@@ -166,6 +204,7 @@ def _insert_messages(
     rows (the sender's, then the recipient's, per message), which need their ids."""
     if not new_sends:
         return []
+    replied = _replied_to(conn, new_sends)
     seqs = [(positions.take(s.sender.id), positions.take(s.recipient.id)) for _, s in new_sends]
     rows = [
         {
@@ -178,6 +217,7 @@ def _insert_messages(
             "delivered_at": None,
             "read_at": None,
             "recipient_seq": recipient_seq,
+            "reply_to_id": s.reply_to,
         }
         for (_, s), (_, recipient_seq) in zip(new_sends, seqs, strict=True)
     ]
@@ -186,9 +226,8 @@ def _insert_messages(
     for (index, send), row, message_id, (sender_seq, recipient_seq) in zip(
         new_sends, rows, ids, seqs, strict=True
     ):
-        message = message_dict(
-            {**row, "id": message_id}, send.sender.username, send.recipient.username
-        )
+        shown = {**row, **_FRESH, **replied.get(send.reply_to, _NO_REPLY), "id": message_id}
+        message = message_dict(shown, send.sender.username, send.recipient.username)
         outcome.answers.append((index, SendResult(message, created=True)))
         for user_id, seq in ((send.sender.id, sender_seq), (send.recipient.id, recipient_seq)):
             event_rows.append(
@@ -203,6 +242,25 @@ def _insert_messages(
             outcome.events.append(new_message_item(user_id, seq, message))
     outcome.stored = len(new_sends)
     return event_rows
+
+
+# What a new message's row holds besides what is inserted, and its reply columns
+# when it answers nothing (see `store.message_views`).
+_FRESH = {"edited_at": None, "deleted_at": None, "read_private": False}
+_NO_REPLY = {"reply_sender_id": None, "reply_excerpt": None, "reply_deleted_at": None}
+
+
+def _replied_to(conn: Connection, sends: list[IndexedSend]) -> dict[int | None, dict[str, Any]]:
+    """The reply columns of the messages that new sends answer (checked before)."""
+    wanted = sorted({send.reply_to for _, send in sends if send.reply_to is not None})
+    return {
+        mid: {
+            "reply_sender_id": row["sender_id"],
+            "reply_excerpt": row["excerpt"],
+            "reply_deleted_at": row["deleted_at"],
+        }
+        for mid, row in (reply_targets(conn, wanted) if wanted else {}).items()
+    }
 
 
 def _receipt_events(
@@ -246,13 +304,20 @@ def _settle_known_sends(
         if look_up or (s.recipient.id, s.sender.id) in blocked
     )
     stored = messages_by_client_ids(conn, keys) if look_up or blocked else {}
+    reactions = reactions_of(conn, [row["id"] for row in stored.values()])
     first_in_batch: dict[tuple[int, str], int] = {}
     new_sends: list[IndexedSend] = []
     for index, send in sends:
         key = (send.sender.id, send.client_id)
         if key in stored:
             row = stored[key]
-            message = message_dict(row, send.sender.username, row["recipient_name"])
+            message = message_dict(
+                row,
+                send.sender.username,
+                row["recipient_name"],
+                viewer_id=send.sender.id,
+                reactions=reactions.get(row["id"], {}),
+            )
             outcome.answers.append((index, SendResult(message, created=False)))
             outcome.duplicates += 1
         elif key in first_in_batch:
@@ -265,16 +330,43 @@ def _settle_known_sends(
         else:
             first_in_batch[key] = index
             new_sends.append((index, send))
-    return new_sends
+    return _refuse_bad_replies(conn, new_sends, outcome)
+
+
+def _refuse_bad_replies(
+    conn: Connection, sends: list[IndexedSend], outcome: Outcome
+) -> list[IndexedSend]:
+    """Answer `invalid` the sends whose `reply_to` is not a message of their own
+    conversation that still has its body; return the others."""
+    wanted = sorted({send.reply_to for _, send in sends if send.reply_to is not None})
+    if not wanted:
+        return sends
+    targets = reply_targets(conn, wanted)
+    kept: list[IndexedSend] = []
+    for index, send in sends:
+        target = targets.get(send.reply_to) if send.reply_to is not None else None
+        pair = {send.sender.id, send.recipient.id}
+        if send.reply_to is not None and (
+            target is None
+            or {target["sender_id"], target["recipient_id"]} != pair
+            or target["deleted_at"] is not None
+        ):
+            outcome.answers.append(
+                (index, invalid("reply_to is not a message of this conversation"))
+            )
+        else:
+            kept.append((index, send))
+    return kept
 
 
 def _apply_marks(
     conn: Connection, marks: list[IndexedMark], now: datetime, outcome: Outcome
 ) -> list[PendingReceipt]:
     """Raise statuses; return one receipt (the users whose streams get it, payload)
-    per item and sender. Consecutive items of one status share a statement; runs keep queue order,
-    so a `delivered` queued after a `read` of the same message still changes nothing.
-    """
+    per item and sender. Consecutive items of one status share a statement; runs keep
+    queue order, so a `delivered` queued after a `read` of the same message still
+    changes nothing. A reader whose receipts are off (3.8) reads privately: the
+    sender is told only that the message arrived, if that is news."""
     receipts: list[PendingReceipt] = []
     for status, run in groupby(marks, key=lambda indexed: indexed[1].status):
         items = list(run)
@@ -283,24 +375,79 @@ def _apply_marks(
         for index, mark in items:
             for message_id in mark.ids:
                 claims.setdefault((mark.user.id, message_id), index)
-        changed = mark_status(conn, list(claims), status, now)
-        by_item: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
-        for message_id, sender_id, recipient_id in changed:
-            by_item[claims[(recipient_id, message_id)]][sender_id].append(message_id)
-        for index, mark in items:
-            by_sender = by_item.get(index, {})
-            updated = sum(len(ids) for ids in by_sender.values())
-            outcome.answers.append((index, updated))
-            if status == STATUS_READ:
-                outcome.read += updated
-            else:
-                outcome.delivered += updated
-            for sender_id, ids in sorted(by_sender.items()):
-                payload = receipt_payload(ids, status, mark.user.username, now)
-                # The sender learns of delivery and reading; the reader's devices
-                # only of reading (PROTOCOL.md 3.3): that a device of theirs got a
-                # message tells the others nothing, and would cost every delivery
-                # an event more in the reader's stream.
-                audience = (sender_id, mark.user.id) if status == STATUS_READ else (sender_id,)
-                receipts.append((audience, payload))
+        private: set[int] = set()
+        if status == STATUS_READ:
+            private = private_readers(conn, {mark.user.id for _, mark in items})
+        public_claims = [claim for claim in claims if claim[0] not in private]
+        private_claims = [claim for claim in claims if claim[0] in private]
+        if private_claims:
+            arrived = _mark(conn, claims, private_claims, STATUS_DELIVERED, now)
+            outcome.delivered += _add_receipts(receipts, items, arrived, STATUS_DELIVERED, now)
+        changed = _mark(conn, claims, public_claims, status, now)
+        changed.update(_mark(conn, claims, private_claims, status, now, private=True))
+        counts = _add_receipts(receipts, items, changed, status, now, private)
+        for index, _ in items:
+            outcome.answers.append((index, _count(changed.get(index, {}))))
+        if status == STATUS_READ:
+            outcome.read += counts
+        else:
+            outcome.delivered += counts
     return receipts
+
+
+# What changed, per item (its index) and sender: the ids of the messages.
+_Changed = dict[int, dict[int, list[int]]]
+
+
+def _mark(
+    conn: Connection,
+    claims: dict[tuple[int, int], int],
+    wanted: list[tuple[int, int]],
+    status: int,
+    now: datetime,
+    *,
+    private: bool = False,
+) -> _Changed:
+    """Raise the `wanted` (recipient, message) pairs to `status`; what changed, by
+    the item that claimed it and sender."""
+    by_item: _Changed = defaultdict(lambda: defaultdict(list))
+    if wanted:
+        for message_id, sender_id, recipient_id in mark_status(
+            conn, wanted, status, now, private=private
+        ):
+            by_item[claims[(recipient_id, message_id)]][sender_id].append(message_id)
+    return by_item
+
+
+def _count(by_sender: dict[int, list[int]]) -> int:
+    return sum(len(ids) for ids in by_sender.values())
+
+
+def _add_receipts(
+    receipts: list[PendingReceipt],
+    items: list[IndexedMark],
+    changed: _Changed,
+    status: int,
+    now: datetime,
+    private: set[int] | None = None,
+) -> int:
+    """One receipt per item and sender whose messages changed; how many changed.
+
+    The sender learns of delivery and reading; the reader's devices only of reading
+    (3.3): that a device of theirs got a message tells the others nothing, and would
+    cost every delivery an event more in the reader's stream. A private reader's
+    reading is told to them alone."""
+    total = 0
+    for index, mark in items:
+        by_sender = changed.get(index, {})
+        total += _count(by_sender)
+        for sender_id, ids in sorted(by_sender.items()):
+            payload = receipt_payload(sorted(ids), status, mark.user.username, now)
+            if status != STATUS_READ:
+                audience: tuple[int, ...] = (sender_id,)
+            elif private and mark.user.id in private:
+                audience = (mark.user.id,)
+            else:
+                audience = (sender_id, mark.user.id)
+            receipts.append((audience, payload))
+    return total

@@ -146,6 +146,9 @@ class LiveHub:
     def count_of_user(self, user_id: int) -> int:
         return len(self._by_user.get(user_id, ()))
 
+    def connections_of_user(self, user_id: int) -> list[LiveConnection]:
+        return list(self._by_user.get(user_id, {}).values())
+
     def get(self, sid: str) -> LiveConnection | None:
         return self._by_sid.get(sid)
 
@@ -235,8 +238,12 @@ class LiveHub:
         return left
 
     async def _emit(self, conn: LiveConnection, item: StreamItem) -> None:
-        event, data = seed_form(item) if conn.seed else (item.event, item.data)
-        await self._pusher.emit(event, data, conn.sid)
+        if not conn.seed:
+            await self._pusher.emit(item.event, item.data, conn.sid)
+            return
+        seed = seed_form(item)
+        if seed is not None:  # else the seed protocol has no such event: skipped
+            await self._pusher.emit(seed[0], seed[1], conn.sid)
 
     # -- replay from SQL ----------------------------------------------------------
 

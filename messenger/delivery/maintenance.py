@@ -1,8 +1,9 @@
 """The periodic ticks of a node: repairs that SQL makes possible, never urgent.
 
 Every `interval` seconds: connections behind their stream head catch up from SQL (a
-lost live push or Redis wake-up is repaired within two ticks, G9), and sockets whose
-token expired or was revoked on another node are dropped. A tick that fails is
+lost live push or Redis wake-up is repaired within two ticks, G9), sockets whose
+token expired or was revoked on another node are dropped, and text that deletes and
+edits removed is erased from the database's files (G10). A tick that fails is
 logged with its traceback and the next one runs as usual.
 """
 
@@ -27,12 +28,26 @@ class Tokens(Protocol):
     async def live_tokens(self, token_ids: list[int]) -> set[int]: ...
 
 
+class FreedText(Protocol):
+    """Removed text to erase from the database's files (`writer.Writer`)."""
+
+    async def erase_freed_text(self) -> None: ...
+
+
 class Maintenance:
-    def __init__(self, hub: LiveHub, pusher: Pusher, tokens: Tokens, interval: float) -> None:
+    def __init__(
+        self,
+        hub: LiveHub,
+        pusher: Pusher,
+        tokens: Tokens,
+        interval: float,
+        freed_text: FreedText | None = None,
+    ) -> None:
         self._hub = hub
         self._pusher = pusher
         self._tokens = tokens
         self._interval = interval
+        self._freed_text = freed_text
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -56,6 +71,8 @@ class Maintenance:
     async def tick(self) -> None:
         await self._hub.resync()
         await self._drop_dead_tokens()
+        if self._freed_text is not None:
+            await self._freed_text.erase_freed_text()
 
     async def _drop_dead_tokens(self) -> None:
         conns = self._hub.connections()

@@ -19,21 +19,31 @@ from messenger.cluster.presence import Presence
 from messenger.delivery.batch import SendResult
 from messenger.delivery.live import LiveConnection, LiveHub
 from messenger.delivery.streams import StreamReader
+from messenger.delivery.typing import Typing
 from messenger.delivery.writer import Writer
 from messenger.directory import Directory
 from messenger.errors import ErrorCode, MessengerError, invalid, not_found
-from messenger.protocol import HistoryQuery, SendCommand, SyncQuery
+from messenger.protocol import (
+    ChangeCommand,
+    HistoryQuery,
+    SendCommand,
+    SettingsChange,
+    SyncQuery,
+    TypingCommand,
+)
 from messenger.store.blocks import add_block, blocking_pairs, remove_block
 from messenger.store.db import Database
 from messenger.store.message_reads import conversation_page, conversations
+from messenger.store.message_views import reactions_of, with_reactions
 from messenger.store.messages import messages_by_client_ids
-from messenger.store.users import users_by_names
+from messenger.store.users import read_settings, users_by_names, write_settings
 from messenger.wire import (
     Conversation,
     HistoryAnswer,
     Message,
     PresenceAnswer,
     Seen,
+    SettingsAnswer,
     SyncAnswer,
     SyncEntry,
     UserRef,
@@ -71,6 +81,7 @@ class Delivery:
         reader: StreamReader,
         hub: LiveHub,
         presence: Presence,
+        typing: Typing,
         max_answer_bytes: int,
         max_connections_per_user: int,
     ) -> None:
@@ -80,6 +91,7 @@ class Delivery:
         self._reader = reader
         self._hub = hub
         self._presence = presence
+        self._typing = typing
         self._answer_bytes = max_answer_bytes - ANSWER_ENVELOPE_BYTES
         self._max_connections = max_connections_per_user
 
@@ -130,6 +142,7 @@ class Delivery:
         conn = self._hub.detach(sid)
         if conn is not None:
             self._writer.touch(conn.user.id, utc_now())
+            self._typing.disconnected(sid)
         return conn
 
     async def submit_send(
@@ -148,15 +161,35 @@ class Delivery:
         except MessengerError as exc:
             if exc.code not in (ErrorCode.INVALID, ErrorCode.NOT_FOUND):
                 raise
-            stored = await self._db.read(messages_by_client_ids, [(sender.id, command.client_id)])
-            row = stored.get((sender.id, command.client_id))
-            if row is None:
+            message = await self._db.read(_stored_send, sender, command.client_id)
+            if message is None:
                 raise
             answered: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
-            message = message_dict(row, sender.username, row["recipient_name"])
             answered.set_result(SendResult(message, created=False))
             return answered
-        return self._writer.submit_send(sender, recipient, command.body, command.client_id)
+        stored = self._writer.submit_send(
+            sender, recipient, command.body, command.client_id, command.reply_to
+        )
+        stored.add_done_callback(lambda _: self._typing.sent(sender, recipient))
+        return stored
+
+    def submit_change(
+        self, user: UserRef, command: ChangeCommand
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Queue an edit, a delete or a reaction (docs/protocol.md 3.6); the future
+        resolves to the answer after the commit."""
+        return self._writer.submit_change(user, command)
+
+    async def typing(self, sid: str, user: UserRef, command: TypingCommand) -> None:
+        """Tell `to`'s devices that the user is (or stopped) typing (3.7)."""
+        to = await self._peer(user, command.to)
+        await self._typing.update(sid, user, to, command.state)
+
+    async def settings(self, user: UserRef) -> SettingsAnswer:
+        return await self._db.read(read_settings, user.id)
+
+    async def change_settings(self, user: UserRef, change: SettingsChange) -> SettingsAnswer:
+        return await self._db.write(write_settings, user.id, change.read_receipts)
 
     def submit_mark(self, user: UserRef, ids: list[int], status: int) -> asyncio.Future[int]:
         """Queue raising the status of the user's own incoming messages among `ids`;
@@ -165,8 +198,14 @@ class Delivery:
 
     async def history(self, user: UserRef, query: HistoryQuery) -> HistoryAnswer:
         peer = await self._peer(user, query.with_user)
-        rows = await self._db.read(
-            conversation_page, user.id, peer.id, query.before, query.after, query.limit + 1
+        rows, reactions = await self._db.read(
+            with_reactions,
+            conversation_page,
+            user.id,
+            peer.id,
+            query.before,
+            query.after,
+            query.limit + 1,
         )
         has_more = len(rows) > query.limit
         paging_back = query.after is None
@@ -176,7 +215,14 @@ class Delivery:
             rows = rows[1:] if paging_back else rows[: query.limit]
         names = {user.id: user.username, peer.id: peer.username}
         messages = [
-            message_dict(row, names[row["sender_id"]], names[row["recipient_id"]], formatted)
+            message_dict(
+                row,
+                names[row["sender_id"]],
+                names[row["recipient_id"]],
+                formatted,
+                viewer_id=user.id,
+                reactions=reactions.get(row["id"], {}),
+            )
             for row in rows
         ]
         # Past the byte bound, the page keeps the messages nearest its cursor.
@@ -243,13 +289,17 @@ class Delivery:
         return {"users": answer}
 
     async def conversations(self, user: UserRef, limit: int) -> list[Conversation]:
-        rows = await self._db.read(conversations, user.id, limit)
+        rows, reactions = await self._db.read(with_reactions, conversations, user.id, limit)
         names = await self._directory.names({row["peer"] for row in rows} | {user.id})
         return [
             {
                 "with": names[row["peer"]],
                 "last_message": message_dict(
-                    row, names[row["sender_id"]], names[row["recipient_id"]]
+                    row,
+                    names[row["sender_id"]],
+                    names[row["recipient_id"]],
+                    viewer_id=user.id,
+                    reactions=reactions.get(row["id"], {}),
                 ),
                 "unread": int(row["unread"]),
             }
@@ -271,6 +321,17 @@ def _optional_cursor(value: Any, head: int) -> int | None:
     except MessengerError:
         return None
     return cursor if cursor <= head else None
+
+
+def _stored_send(conn: Connection, sender: UserRef, client_id: str) -> Message | None:
+    """The message a (sender, client_id) stored, as it is now, if there is one."""
+    row = messages_by_client_ids(conn, [(sender.id, client_id)]).get((sender.id, client_id))
+    if row is None:
+        return None
+    reactions = reactions_of(conn, [row["id"]]).get(row["id"], {})
+    return message_dict(
+        row, sender.username, row["recipient_name"], viewer_id=sender.id, reactions=reactions
+    )
 
 
 def _presence_facts(

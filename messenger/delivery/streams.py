@@ -12,14 +12,17 @@ from collections.abc import Sequence
 from sqlalchemy import RowMapping
 
 from messenger.directory import Directory
-from messenger.protocol import STATUS_SENT
 from messenger.store.db import Database
 from messenger.store.message_reads import undelivered_page
-from messenger.store.models import EVENT_NEW_MESSAGE
+from messenger.store.message_views import with_reactions
+from messenger.store.models import EVENT_MESSAGE_UPDATED, EVENT_NEW_MESSAGE
 from messenger.store.streams import stream_head, stream_heads, stream_page
 from messenger.wire import (
+    Message,
+    Reactions,
     StreamItem,
     message_dict,
+    message_updated_item,
     new_message_item,
     receipt_item,
 )
@@ -38,35 +41,47 @@ class StreamReader:
         return await self._db.read(stream_heads, user_ids)
 
     async def page(self, user_id: int, after: int, limit: int) -> list[StreamItem]:
-        """Up to `limit` events after cursor `after`, in cursor order."""
-        rows = await self._db.read(stream_page, user_id, after, limit)
+        """Up to `limit` events after cursor `after`, in cursor order. Each message
+        shows as it is now (docs/protocol.md 3.3): a device that replays its stream
+        ends with the current state of every message in it."""
+        rows, reactions = await self._db.read(with_reactions, stream_page, user_id, after, limit)
         names = await self._directory.names(_people(rows))
         items = []
         for row in rows:
+            seq = row["seq"]
             if row["kind"] == EVENT_NEW_MESSAGE:
-                # The event as it was pushed: the message as sent. What happened to
-                # it since comes as the receipt events after it.
-                as_sent = {**row, "status": STATUS_SENT, "delivered_at": None, "read_at": None}
-                message = message_dict(as_sent, names[row["sender_id"]], names[row["recipient_id"]])
-                items.append(new_message_item(user_id, row["seq"], message))
+                items.append(new_message_item(user_id, seq, _shown(row, names, user_id, reactions)))
+            elif row["kind"] == EVENT_MESSAGE_UPDATED:
+                message = _shown(row, names, user_id, reactions)
+                items.append(message_updated_item(user_id, seq, message, row["payload"]))
             else:
-                items.append(receipt_item(user_id, row["seq"], json.loads(row["payload"])))
+                items.append(receipt_item(user_id, seq, json.loads(row["payload"])))
         return items
 
     async def undelivered(
         self, user_id: int, after: int, up_to: int, limit: int
     ) -> list[StreamItem]:
         """The user's messages still waiting for delivery, with cursors in (after, up_to]."""
-        rows = await self._db.read(undelivered_page, user_id, after, up_to, limit)
+        rows, reactions = await self._db.read(
+            with_reactions, undelivered_page, user_id, after, up_to, limit
+        )
         names = await self._directory.names(_people(rows))
         return [
-            new_message_item(
-                user_id,
-                row["recipient_seq"],
-                message_dict(row, names[row["sender_id"]], names[row["recipient_id"]]),
-            )
+            new_message_item(user_id, row["recipient_seq"], _shown(row, names, user_id, reactions))
             for row in rows
         ]
+
+
+def _shown(
+    row: RowMapping, names: dict[int, str], viewer_id: int, reactions: dict[int, Reactions]
+) -> Message:
+    return message_dict(
+        row,
+        names[row["sender_id"]],
+        names[row["recipient_id"]],
+        viewer_id=viewer_id,
+        reactions=reactions.get(row["id"], {}),
+    )
 
 
 def _people(rows: Sequence[RowMapping]) -> set[int]:

@@ -31,9 +31,11 @@ from messenger.delivery.batch import (
     TouchOrder,
     apply_batch,
 )
+from messenger.delivery.changes import NO_WINDOWS, ChangeOrder, Windows
 from messenger.delivery.notifier import AfterCommit
 from messenger.errors import ErrorCode, MessengerError
 from messenger.metrics import Metrics
+from messenger.protocol import ChangeCommand
 from messenger.store.db import Database, classify_failure
 from messenger.store.writer_statements import compile_writer_statements
 from messenger.wire import UserRef, utc_now
@@ -55,12 +57,21 @@ class _Queued:
 
 class Writer:
     def __init__(
-        self, db: Database, notifier: AfterCommit, metrics: Metrics, batch_max: int = 256
+        self,
+        db: Database,
+        notifier: AfterCommit,
+        metrics: Metrics,
+        batch_max: int = 256,
+        windows: Windows = NO_WINDOWS,
     ) -> None:
         self._db = db
         self._notifier = notifier
         self._metrics = metrics
         self._batch_max = batch_max
+        self._windows = windows
+        # Bodies were wiped or replaced since the database last dropped freed text
+        # from its files (`erase_freed_text`, G10).
+        self.text_freed = False
         self._queue: asyncio.Queue[_Queued | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -79,15 +90,43 @@ class Writer:
             await self._task
             self._task = None
 
+    async def erase_freed_text(self) -> None:
+        """If bodies were wiped or replaced since the last time, have the database
+        drop their text from its files (G10); run by the maintenance tick and at stop."""
+        if not self.text_freed:
+            return
+        self.text_freed = False
+        try:
+            done = await self._db.erase_freed_text()
+        except Exception:
+            self.text_freed = True
+            raise
+        if not done:
+            self.text_freed = True  # a reader held on: the next tick tries again
+
     def submit_send(
-        self, sender: UserRef, recipient: UserRef, body: str, client_id: str
+        self,
+        sender: UserRef,
+        recipient: UserRef,
+        body: str,
+        client_id: str,
+        reply_to: int | None = None,
     ) -> asyncio.Future[SendResult]:
         """Queue a send; the future resolves once its batch has committed.
 
         Queueing is synchronous, so callers that queue in order are stored in order.
         """
         future: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
-        self._enqueue(SendOrder(sender, recipient, body, client_id), future)
+        self._enqueue(SendOrder(sender, recipient, body, client_id, reply_to), future)
+        return future
+
+    def submit_change(
+        self, user: UserRef, command: ChangeCommand
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Queue an edit, a delete or a reaction; resolves after the commit to the
+        answer (`{"message": ...}`, or `{}` for a delete for me)."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._enqueue(ChangeOrder(user, command), future)
         return future
 
     def submit_mark(self, user: UserRef, ids: list[int], status: int) -> asyncio.Future[int]:
@@ -126,6 +165,10 @@ class Writer:
                 rest = [item for item in _drain(self._queue) if item is not None]
                 for start in range(0, len(rest), self._batch_max):
                     await self._commit(rest[start : start + self._batch_max])
+        try:
+            await self.erase_freed_text()  # a graceful stop leaves no removed text
+        except Exception:
+            log.exception("erasing removed text at stop failed")
 
     async def _commit(self, batch: list[_Queued]) -> None:
         started = time.perf_counter()
@@ -161,6 +204,8 @@ class Writer:
         self._metrics.duplicate_sends.inc(outcome.duplicates)
         self._metrics.messages_delivered.inc(outcome.delivered)
         self._metrics.messages_read.inc(outcome.read)
+        if outcome.wiped:
+            self.text_freed = True
         for first, repeat in outcome.repeats:
             _chain(_future_of(batch[first]), _future_of(batch[repeat]))
         for index, answer in outcome.answers:
@@ -187,7 +232,12 @@ class Writer:
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 return await self._db.write_batch(
-                    apply_batch, orders, utc_now(), self._db.is_postgresql, look_up=attempt > 0
+                    apply_batch,
+                    orders,
+                    utc_now(),
+                    self._db.is_postgresql,
+                    look_up=attempt > 0,
+                    windows=self._windows,
                 )
             except IntegrityError:
                 if attempt == WRITE_ATTEMPTS - 1:

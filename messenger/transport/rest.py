@@ -109,7 +109,7 @@ def cors_middleware(allowed: tuple[str, ...]) -> Any:
             raise forbidden(f"origin {origin!r} is not allowed")
         if request.method == "OPTIONS":
             response: web.StreamResponse = web.Response(status=204)
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE, OPTIONS"
             response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
             response.headers["Access-Control-Max-Age"] = "600"
         else:
@@ -165,6 +165,8 @@ class RestApi:
             web.delete("/api/v1/sessions/current", self.logout),
             web.get("/api/v1/conversations", self.conversations),
             web.get("/api/v1/conversations/{username}/messages", self.messages),
+            web.get("/api/v1/users/me/settings", self.settings),
+            web.put("/api/v1/users/me/settings", self.change_settings),
             web.get("/healthz", self.health),
             web.get("/metrics", self.metrics),
         ]
@@ -251,6 +253,15 @@ class RestApi:
             }
         )
         return web.json_response(await self._delivery.history(who.user, query))
+
+    async def settings(self, request: web.Request) -> web.Response:
+        who = await self._authenticated(request)
+        return web.json_response(await self._delivery.settings(who.user))
+
+    async def change_settings(self, request: web.Request) -> web.Response:
+        who = await self._authenticated(request)
+        change = protocol.parse_settings(await _json_object(request))
+        return web.json_response(await self._delivery.change_settings(who.user, change))
 
     async def health(self, _request: web.Request) -> web.Response:
         try:

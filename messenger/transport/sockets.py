@@ -25,7 +25,7 @@ from messenger.config import Settings
 from messenger.delivery.service import Delivery, LiveConnection, TooManyConnections
 from messenger.errors import ErrorCode, MessengerError, invalid
 from messenger.metrics import Metrics
-from messenger.protocol import STATUS_DELIVERED, STATUS_READ
+from messenger.protocol import STATUS_DELIVERED, STATUS_READ, ChangeCommand
 from messenger.ratelimit import RateLimiter
 from messenger.store.db import classify_failure
 from messenger.transport.client_address import UNKNOWN, ClientAddresses
@@ -74,6 +74,11 @@ class SocketHandlers:
             protocol.PRESENCE: self._presence,
             protocol.BLOCK: self._block,
             protocol.UNBLOCK: self._unblock,
+            protocol.EDIT: self._edit,
+            protocol.DELETE: self._delete,
+            protocol.REACT: self._react,
+            protocol.UNREACT: self._unreact,
+            protocol.TYPING: self._typing,
         }
         for name, handler in commands.items():
             sio.on(name, self._wrap(handler), namespace=NAMESPACE)
@@ -235,6 +240,28 @@ class SocketHandlers:
         async with conn.admission:
             stored = await self._delivery.submit_send(conn.user, command)
         return {"message": (await stored).message}
+
+    async def _edit(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
+        return await self._change(conn, protocol.parse_edit(payload, self._settings.max_body))
+
+    async def _delete(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
+        return await self._change(conn, protocol.parse_delete(payload))
+
+    async def _react(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
+        return await self._change(conn, protocol.parse_reaction(payload, add=True))
+
+    async def _unreact(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
+        return await self._change(conn, protocol.parse_reaction(payload, add=False))
+
+    async def _change(self, conn: LiveConnection, command: ChangeCommand) -> dict[str, Any]:
+        """Queue in arrival order, like a send, then wait for the commit."""
+        async with conn.admission:
+            changed = self._delivery.submit_change(conn.user, command)
+        return await changed
+
+    async def _typing(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
+        await self._delivery.typing(conn.sid, conn.user, protocol.parse_typing(payload))
+        return {}
 
     async def _delivered(self, conn: LiveConnection, payload: Any) -> dict[str, Any]:
         return await self._mark(conn, protocol.parse_ids(payload), STATUS_DELIVERED)
