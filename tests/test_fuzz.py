@@ -57,6 +57,11 @@ EVENTS = [
     "presence",
     "block",
     "unblock",
+    "edit",
+    "delete",
+    "react",
+    "unreact",
+    "typing",
 ]
 # Names Socket.IO reserves: a client emitting them gets no acknowledgement by design
 # (test_bad_input covers them).
@@ -73,6 +78,12 @@ ALLOWED_CODES: dict[str, set[str]] = {
     "presence": {"invalid", "not_found", "too_large"},
     "block": {"invalid", "not_found"},
     "unblock": {"invalid", "not_found"},
+    # The fuzzer's changes name only messages that are not its own (`foreign`).
+    "edit": {"invalid", "not_found", "too_large"},
+    "delete": {"invalid", "not_found"},
+    "react": {"invalid", "not_found"},
+    "unreact": {"invalid", "not_found"},
+    "typing": {"invalid", "not_found"},
 }
 OK_KEYS: dict[str, set[str]] = {
     "delivered": {"ok", "updated"},
@@ -82,6 +93,7 @@ OK_KEYS: dict[str, set[str]] = {
     "presence": {"ok", "users"},
     "block": {"ok"},
     "unblock": {"ok"},
+    "typing": {"ok"},
 }
 STATUS_CODES = {
     400: {"invalid"},
@@ -108,7 +120,12 @@ FUZZ_SETTINGS = hsettings(
 SNAPSHOT_QUERIES = {
     **STREAM_QUERIES,
     "messages": "SELECT id, sender_id, recipient_id, body, client_id, status,"
-    " delivered_at, read_at, recipient_seq FROM messages ORDER BY id",
+    " delivered_at, read_at, recipient_seq, reply_to_id, edited_at, deleted_at,"
+    " read_private FROM messages ORDER BY id",
+    "reactions": "SELECT message_id, user_id, emoji FROM reactions ORDER BY 1, 2, 3",
+    "hidden_messages": "SELECT user_id, message_id FROM hidden_messages ORDER BY 1, 2",
+    "edit_keys": "SELECT message_id, client_id FROM edit_keys ORDER BY 1, 2",
+    "settings": "SELECT id, read_receipts FROM users ORDER BY id",
     "tokens": "SELECT count(*), count(revoked_at) FROM tokens",
 }
 
@@ -240,8 +257,10 @@ async def scene(server: RunningServer, http: Http) -> AsyncIterator[Scene]:
     await scene.close()
 
 
-def event_payloads(scene: Scene) -> st.SearchStrategy[tuple[str, list[Any]]]:
-    """(event, args): shaped payloads with random fields, or anything at all."""
+def event_payloads(scene: Scene, foreign: int) -> st.SearchStrategy[tuple[str, list[Any]]]:
+    """(event, args): shaped payloads with random fields, or anything at all. Changes
+    name a message of someone else's conversation (`foreign`), or no message, so
+    none may succeed; typing names anyone but ann (who must hear nothing)."""
     me, ann = scene.bob.username, scene.ann.username
     users = field_value(names_of(me, ann, NOBODY), username_like)
     # A send's recipient is never ann, so no random send can be stored.
@@ -257,6 +276,9 @@ def event_payloads(scene: Scene) -> st.SearchStrategy[tuple[str, list[Any]]]:
         ),
         st.builds(lambda n: [scene.ids[0]] * n, st.sampled_from([499, 500, 501, 1000])),
     )
+    message_ids = field_value(st.sampled_from([foreign, 10**12]), huge_ints)
+    emojis = field_value(st.sampled_from(["👍", "👍🏽", "👨‍👩‍👧", "🇫🇷", "1️⃣", "👍👍", "a"]))
+    states = field_value(st.booleans())
     cursors = field_value(st.integers(-5, 50), huge_ints)
     limits = field_value(st.integers(-2, 600))
     extra = st.dictionaries(any_text, junk, max_size=2)
@@ -285,6 +307,13 @@ def event_payloads(scene: Scene) -> st.SearchStrategy[tuple[str, list[Any]]]:
         ),
         "block": shaped(user=users),
         "unblock": shaped(user=users),
+        "edit": shaped(id=message_ids, body=bodies, client_id=client_ids),
+        "delete": shaped(
+            id=message_ids, **{"for": field_value(st.sampled_from(["me", "everyone"]))}
+        ),
+        "react": shaped(id=message_ids, emoji=emojis),
+        "unreact": shaped(id=message_ids, emoji=emojis),
+        "typing": shaped(to=recipients, state=states),
     }
     unknown = (
         any_text | nasty_text | st.sampled_from(["Send", "SEND", "send ", "message"])
@@ -342,6 +371,16 @@ def blocks_ann(event: str, args: list[Any], ann: str) -> bool | None:
     return None
 
 
+async def foreign_message(scene: Scene) -> int:
+    """The id of a message between ann and a third user: not the fuzzer's (bob's)."""
+    carl = await Http(scene.server.url).account("carl")
+    sent = await scene.a.send(carl.username, "not for bob", "foreign-1")
+    assert sent["ok"], sent
+    foreign = int(sent["message"]["id"])
+    await scene.a.wait_for(lambda: any(m["id"] == foreign for m in scene.a.messages()))
+    return foreign
+
+
 async def test_fuzz_socket_events(
     scene: Scene, tables: AsyncEngine, backend: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -350,6 +389,7 @@ async def test_fuzz_socket_events(
     means; the connection stays up; ann hears nothing."""
     ann, bob = scene.ann.username, scene.bob.username
     limit = max_packet_bytes(scene.server.settings)
+    foreign = await foreign_message(scene)
     ids = await snapshot(tables)
     user_id = {name: uid for uid, name, _ in ids["users"]}
     start = await snapshot(tables)
@@ -358,7 +398,7 @@ async def test_fuzz_socket_events(
 
     def run(bridge: Bridge) -> None:
         @hsettings(FUZZ_SETTINGS, max_examples=150)
-        @given(st.lists(event_payloads(scene), min_size=1, max_size=6))
+        @given(st.lists(event_payloads(scene, foreign), min_size=1, max_size=6))
         def prop(batch: list[tuple[str, list[Any]]]) -> None:
             for event, args in batch:
                 if packet_size(event, args) > limit - 64:
