@@ -12,10 +12,11 @@ payloads from a running server validate against them too.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import hypothesis
 import jsonschema_rs
@@ -119,6 +120,21 @@ def assert_required_are_declared(document: dict[str, Any]) -> None:
             assert not missing, f"{where}: required {sorted(missing)} not in properties"
 
 
+def assert_lifecycle_limits(schemas: dict[str, Any]) -> None:
+    """The limits of a Message's lifecycle fields (docs/protocol.md 3.1, 3.6) are the
+    server's, in either document."""
+    assert schemas["Emoji"]["maxLength"] == protocol.EMOJI_MAX_CHARS
+    excerpt = schemas["ReplyTo"]["oneOf"][1]["properties"]["excerpt"]
+    assert excerpt["maxLength"] == protocol.REPLY_EXCERPT_CHARS
+    # Only the two parties of a conversation react, each with a bounded set of emojis.
+    reactions = schemas["Reactions"]
+    assert reactions["maxProperties"] == 2 * protocol.REACTIONS_PER_USER_MAX
+    assert reactions["additionalProperties"]["maxItems"] == 2
+    fields = set(schemas["Message"]["properties"])
+    assert {"reply_to", "edited_at", "deleted", "reactions"} <= fields
+    assert set(schemas["Message"]["required"]) == fields - {"hidden"}
+
+
 # -- OpenAPI: routes ------------------------------------------------------------------
 
 
@@ -181,6 +197,9 @@ def test_openapi_document_is_well_formed() -> None:
     assert schemas["UsernameInput"]["pattern"] == schemas["Username"]["pattern"].replace(
         "a-z", "A-Za-z"
     )
+    assert_lifecycle_limits(schemas)
+    # HTTP never shows a message the caller deleted for themselves (3.1 `hidden`).
+    assert "hidden" not in schemas["Message"]["properties"]
     assert_required_are_declared(document)
 
 
@@ -322,9 +341,12 @@ def provoke_every_status(api: Conformance, token: str, other_token: str) -> None
     for status in [401] * 10 + [429]:
         api.expect(status, "POST", sessions, body=limited)
 
-    # GET /api/v1/conversations
+    # GET /api/v1/conversations (bob's reply, which ann deleted for herself, is not
+    # her last message and not unread)
     listed = api.expect(200, "GET", conversations, token=token).json()
     assert [item["with"] for item in listed["conversations"]] == [BOB]
+    assert listed["conversations"][0]["unread"] == 0, listed
+    assert listed["conversations"][0]["last_message"]["deleted"] is True, listed
     api.expect(200, "GET", conversations, token=token, query={"limit": 1})
     api.expect(200, "GET", conversations, token=token, query={"limit": 500})
     for limit in ("0", "501", "-1", "x", "1.5"):
@@ -339,15 +361,20 @@ def provoke_every_status(api: Conformance, token: str, other_token: str) -> None
         200, "GET", history, token=token, path_parameters={"username": "Bob@Example.com"}
     )
     messages = page.json()["messages"]
-    assert [m["status"] for m in messages] == ["read", "sent"], messages
-    first, last = messages[0]["id"], messages[-1]["id"]
+    # Each as it is now: reacted to, edited, deleted for everyone; bob's reply, which
+    # ann deleted for herself, is not there.
+    assert [m["status"] for m in messages] == ["read", "sent", "sent"], messages
+    assert [m["deleted"] for m in messages] == [False, False, True], messages
+    assert messages[0]["reactions"] == {"👍": [BOB]}, messages
+    assert messages[1]["body"] == "again, edited" and messages[1]["edited_at"], messages
+    first, second, last = (m["id"] for m in messages)
     older = api.expect(
         200,
         "GET",
         history,
         token=token,
         path_parameters={"username": BOB},
-        query={"before": last, "limit": 1},
+        query={"before": second, "limit": 1},
     ).json()
     assert [m["id"] for m in older["messages"]] == [first] and older["has_more"] is False
     api.expect(
@@ -375,6 +402,8 @@ def provoke_every_status(api: Conformance, token: str, other_token: str) -> None
     api.expect(404, "GET", history, token=token, path_parameters={"username": "nobody@example.com"})
     api.expect(401, "GET", history, path_parameters={"username": BOB})
     api.expect(403, "GET", history, token=token, headers=origin, path_parameters={"username": BOB})
+
+    provoke_settings(api, token)
 
     # GET /healthz, /metrics, /, /static/{name}
     api.expect(200, "GET", "/healthz")
@@ -420,6 +449,36 @@ def provoke_every_status(api: Conformance, token: str, other_token: str) -> None
     if not (WEB_DIR / "index.html").is_file():
         documented = {entry for entry in documented if entry[1] != "/static/{name}"}
     assert documented - api.seen == set(), "documented but not provoked"
+
+
+def provoke_settings(api: Conformance, token: str) -> None:
+    """GET and PUT /api/v1/users/me/settings: every documented status, and a refused
+    change changes nothing."""
+    settings = "/api/v1/users/me/settings"
+    bearer = {"Authorization": f"Bearer {token}"}
+    origin = {"Origin": FOREIGN}
+    assert api.expect(200, "GET", settings, token=token).json() == {"read_receipts": True}
+    changed = api.expect(200, "PUT", settings, token=token, body={"read_receipts": False})
+    assert changed.json() == {"read_receipts": False}
+    for body in (
+        {},
+        {"read_receipts": "no"},
+        {"read_receipts": None},
+        {"read_receipts": 0},
+        {"receipts": True},
+        {"read_receipts": True, "theme": "dark"},
+    ):
+        api.expect(400, "PUT", settings, token=token, body=body)
+    api.raw(400, "PUT", settings, settings, headers=bearer, data=b"not json")
+    api.raw(400, "PUT", settings, settings, headers=bearer, json=[{"read_receipts": True}])
+    api.raw(413, "PUT", settings, settings, headers=bearer, data=b" " * (MAX_REQUEST_BYTES + 1))
+    api.expect(401, "GET", settings)
+    api.expect(401, "GET", settings, token="not-a-token")
+    api.expect(401, "PUT", settings, body={"read_receipts": True})
+    api.expect(403, "GET", settings, token=token, headers=origin)
+    api.expect(403, "PUT", settings, token=token, headers=origin, body={"read_receipts": True})
+    assert api.expect(200, "GET", settings, token=token).json() == {"read_receipts": False}
+    api.expect(200, "PUT", settings, token=token, body={"read_receipts": True})
 
 
 def probe_documented_limits(api: Conformance, token: str) -> None:
@@ -472,11 +531,12 @@ def fuzz_every_operation(api: Conformance, token: str) -> None:
         ("POST", "/api/v1/sessions"),
         ("GET", "/api/v1/conversations"),
         ("GET", "/api/v1/conversations/{username}/messages"),
+        ("PUT", "/api/v1/users/me/settings"),
     }
 
 
 async def conversation(server: RunningServer, http: Http) -> tuple[str, str]:
-    """ann and bob, two messages from ann (the first read by bob); ann's two tokens."""
+    """ann and bob, and their conversation (`live_conversation`); ann's two tokens."""
     for name in (ANN, BOB):
         assert (await http.register(name))[0] == 201
     tokens = []
@@ -488,13 +548,44 @@ async def conversation(server: RunningServer, http: Http) -> tuple[str, str]:
     await ann.connect(tokens[0])
     await bob.connect(tokens[2])
     try:
-        first = await ann.send(BOB, "hello", "c-1")
-        await ann.send(BOB, "again", "c-2")
-        assert (await bob.call("read", {"ids": [first["message"]["id"]]}))["ok"]
+        await live_conversation(ann, bob)
     finally:
         await ann.disconnect()
         await bob.disconnect()
     return tokens[0], tokens[1]
+
+
+Call = Callable[[Device, str, Any], Awaitable[Any]]
+
+
+async def plain_call(device: Device, event: str, payload: Any) -> Any:
+    return await device.call(event, payload)
+
+
+async def live_conversation(ann: Device, bob: Device, call: Call = plain_call) -> None:
+    """Three messages from ann: the first edited, read and reacted to by bob, the
+    second edited, the third deleted for everyone; then bob's reply to the first,
+    which ann deletes for herself. So answers show every lifecycle field."""
+    ids = []
+    for n, body in enumerate("abc"):
+        sent = await call(ann, protocol.SEND, {"to": BOB, "body": body, "client_id": f"c-{n}"})
+        ids.append(sent["message"]["id"])
+    reply = {"to": ANN, "body": "hi back", "client_id": "c-reply", "reply_to": ids[0]}
+    calls = [
+        (ann, protocol.EDIT, {"id": ids[0], "body": "hello", "client_id": "e-0"}),
+        (ann, protocol.EDIT, {"id": ids[1], "body": "again, edited", "client_id": "e-1"}),
+        (ann, protocol.DELETE, {"id": ids[2], "for": "everyone"}),
+        (bob, protocol.READ, {"ids": [ids[0]]}),
+        (bob, protocol.REACT, {"id": ids[0], "emoji": "👍"}),
+        (bob, protocol.SEND, reply),
+    ]
+    for device, event, payload in calls:
+        answer = await call(device, event, payload)
+        assert answer["ok"], (event, payload, answer)
+    reply_id = answer["message"]["id"]
+    assert answer["message"]["reply_to"] == {"id": ids[0], "from": ANN, "excerpt": "hello"}
+    hidden = await call(ann, protocol.DELETE, {"id": reply_id, "for": "me"})
+    assert hidden == {"ok": True}, hidden
 
 
 def provoke_registration_limit(api: Conformance, url: str) -> None:
@@ -537,14 +628,24 @@ CLIENT_EVENTS = [
     protocol.BLOCK,
     protocol.UNBLOCK,
     protocol.PRIVATE_MESSAGE,
+    protocol.EDIT,
+    protocol.DELETE,
+    protocol.REACT,
+    protocol.UNREACT,
+    protocol.TYPING,
 ]
+# `typing` goes both ways: a client's event and the server's, one name.
 SERVER_EVENTS = [
     protocol.NEW_MESSAGE,
     protocol.RECEIPT,
     protocol.SYNCED,
     protocol.RECEIVED_MESSAGE,
+    protocol.MESSAGE_UPDATED,
+    protocol.TYPING,
     protocol.ERROR,
 ]
+# What a `message_updated` says changed: values of the event, not event names.
+CHANGES = get_args(protocol.Change)
 
 
 def asyncapi_document() -> dict[str, Any]:
@@ -591,7 +692,10 @@ def protocol_event_names() -> set[str]:
     names = {
         value
         for name, value in vars(protocol).items()
-        if name.isupper() and isinstance(value, str) and name != "COMPAT_SEED"
+        if name.isupper()
+        and isinstance(value, str)
+        and name != "COMPAT_SEED"
+        and value not in CHANGES
     }
     assert names == {*CLIENT_EVENTS, *SERVER_EVENTS}, "update CLIENT_EVENTS / SERVER_EVENTS"
     return names
@@ -627,6 +731,11 @@ def test_asyncapi_limits_are_the_servers() -> None:
     assert sync_limit["default"] == protocol.SYNC_LIMIT_DEFAULT
     assert props["SendPayload"]["client_id"]["maxLength"] == protocol.CLIENT_ID_MAX
     assert props["SendPayload"]["body"]["maxLength"] == Settings().max_body
+    assert props["EditPayload"]["body"]["maxLength"] == Settings().max_body
+    assert props["EditPayload"]["client_id"]["maxLength"] == protocol.CLIENT_ID_MAX
+    assert props["MessageUpdatedEvent"]["change"]["enum"] == list(CHANGES)
+    assert props["DeletePayload"]["for"]["enum"] == ["me", "everyone"]
+    assert_lifecycle_limits(schemas)
     assert props["PrivateMessagePayload"]["message"]["maxLength"] == Settings().max_body
     assert schemas["Username"]["pattern"] == f"^{protocol.USERNAME_PATTERN.pattern}$"
     assert schemas["UsernameInput"]["pattern"] == schemas["Username"]["pattern"].replace(
@@ -665,34 +774,134 @@ def test_asyncapi_schemas_reject_what_the_server_refuses() -> None:
     """The payload schemas are not vacuous: what the server answers `invalid` or
     `too_large` fails them (checked against the server in the next test)."""
     document = asyncapi_document()
-    for event, payload in REFUSED.items():
+    for event, payload in REFUSED:
         assert not request_validator(document, event).is_valid(payload), (event, payload)
-    for event, payload in ACCEPTED.items():
+    for event, payload in ACCEPTED:
         assert_valid(request_validator(document, event), payload, event)
+    assert {event for event, _ in REFUSED} == {event for event, _ in ACCEPTED} == {*CLIENT_EVENTS}
 
 
-REFUSED: dict[str, Any] = {
-    protocol.SEND: {"to": "bob@example.com", "body": "", "client_id": "c"},
-    protocol.DELIVERED: {"ids": []},
-    protocol.READ: {"ids": [0]},
-    protocol.HISTORY: {"with": "bob@example.com", "before": 1, "after": 2},
-    protocol.SYNC: {"after": -1},
-    protocol.PRESENCE: {"users": ["b" * 65]},
-    protocol.BLOCK: {},
-    protocol.UNBLOCK: {"user": 5},
-    protocol.PRIVATE_MESSAGE: {"to": "bob@example.com", "from": "ann@example.com"},
+LIVE_MESSAGE: dict[str, Any] = {
+    "id": 812,
+    "from": ANN,
+    "to": BOB,
+    "body": "hi",
+    "client_id": "c-5f1e",
+    "sent_at": "2026-11-26T10:15:03.120Z",
+    "status": "sent",
+    "delivered_at": None,
+    "read_at": None,
+    "reply_to": {"id": 807, "from": BOB, "excerpt": "lunch at one?"},
+    "edited_at": None,
+    "deleted": False,
+    "reactions": {"\N{THUMBS UP SIGN}": [BOB]},
 }
-ACCEPTED: dict[str, Any] = {
-    protocol.SEND: {"to": "Bob@Example.com", "body": "hi", "client_id": "c-9", "extra": 1},
-    protocol.DELIVERED: {"ids": [1, 1]},
-    protocol.READ: {"ids": [2]},
-    protocol.HISTORY: {"with": "bob@example.com", "before": None, "after": 1, "limit": 100},
-    protocol.SYNC: {"after": 0, "limit": None},
-    protocol.PRESENCE: {"users": ["BOB@example.com"]},
-    protocol.BLOCK: {"user": "bob@example.com"},
-    protocol.UNBLOCK: {"user": "bob@example.com"},
-    protocol.PRIVATE_MESSAGE: {"to": "bob@example.com", "from": "ann@example.com", "message": "x"},
-}
+TOMBSTONE = {**LIVE_MESSAGE, "body": None, "deleted": True, "reply_to": None, "reactions": {}}
+HIDDEN = {**LIVE_MESSAGE, "body": None, "deleted": True, "reactions": {}, "hidden": True}
+
+
+def test_message_schemas_tell_the_states_apart() -> None:
+    """A Message is live, a tombstone or (in the Socket.IO stream only) hidden, and the
+    schemas refuse a mix (3.1): they would not catch a leaked body otherwise."""
+    asyncapi, openapi = asyncapi_document(), openapi_document()
+    stream = component_validator(asyncapi, "#/components/schemas/Message")
+    http = component_validator(openapi, "#/components/schemas/Message")
+    for message in (
+        LIVE_MESSAGE,
+        TOMBSTONE,
+        {**LIVE_MESSAGE, "reply_to": {"id": 1, "deleted": True}},
+    ):
+        assert_valid(stream, message, "stream")
+        assert_valid(http, message, "http")
+    assert_valid(stream, HIDDEN, "hidden")
+    assert not http.is_valid(HIDDEN)
+    for mixed in (
+        {**TOMBSTONE, "body": "hi"},
+        {**TOMBSTONE, "reactions": {"\N{THUMBS UP SIGN}": [BOB]}},
+        {**TOMBSTONE, "reply_to": {"id": 807, "from": BOB, "excerpt": "x"}},
+        {**LIVE_MESSAGE, "body": None},
+        {**HIDDEN, "deleted": False},
+        {**HIDDEN, "hidden": False},
+        {**LIVE_MESSAGE, "reply_to": {"id": 807, "from": BOB, "excerpt": "x" * 101}},
+        {**LIVE_MESSAGE, "reactions": {"\N{THUMBS UP SIGN}": [BOB, BOB]}},
+        {**LIVE_MESSAGE, "reactions": {"ok": [BOB]}},
+        {key: value for key, value in LIVE_MESSAGE.items() if key != "reactions"},
+    ):
+        assert not stream.is_valid(mixed), mixed
+        assert not http.is_valid(mixed), mixed
+    updated = component_validator(asyncapi, "#/components/schemas/MessageUpdatedEvent")
+    assert_valid(updated, {"cursor": 3, "message": HIDDEN, "change": "hidden"}, "hidden")
+    assert_valid(updated, {"cursor": 3, "message": TOMBSTONE, "change": "edited"}, "replayed")
+    assert not updated.is_valid({"cursor": 3, "message": LIVE_MESSAGE, "change": "deleted"})
+    assert not updated.is_valid({"cursor": 3, "message": TOMBSTONE, "change": "hidden"})
+
+
+# The codes of a payload refused for its shape (a body over its limit is `too_large`).
+SHAPE_ERRORS = {ErrorCode.INVALID.value, ErrorCode.TOO_LARGE.value}
+# An id no test makes: events naming it are well formed, and answered `not_found`.
+NO_SUCH_ID = 2**62
+REFUSED: list[tuple[str, Any]] = [
+    (protocol.SEND, {"to": "bob@example.com", "body": "", "client_id": "c"}),
+    (protocol.SEND, {"to": "bob@example.com", "body": "x", "client_id": "c", "reply_to": 0}),
+    (protocol.DELIVERED, {"ids": []}),
+    (protocol.READ, {"ids": [0]}),
+    (protocol.HISTORY, {"with": "bob@example.com", "before": 1, "after": 2}),
+    (protocol.SYNC, {"after": -1}),
+    (protocol.PRESENCE, {"users": ["b" * 65]}),
+    (protocol.BLOCK, {}),
+    (protocol.UNBLOCK, {"user": 5}),
+    (protocol.PRIVATE_MESSAGE, {"to": "bob@example.com", "from": "ann@example.com"}),
+    (protocol.EDIT, {"id": 0, "body": "x", "client_id": "e"}),
+    (protocol.EDIT, {"id": NO_SUCH_ID, "body": "x"}),
+    (protocol.DELETE, {"id": NO_SUCH_ID, "for": "them"}),
+    (protocol.DELETE, {"id": NO_SUCH_ID}),
+    (protocol.REACT, {"id": NO_SUCH_ID, "emoji": "ok"}),
+    (protocol.REACT, {"id": NO_SUCH_ID, "emoji": ""}),
+    (protocol.REACT, {"id": NO_SUCH_ID, "emoji": "\N{THUMBS UP SIGN}" * 33}),
+    (protocol.UNREACT, {"id": str(NO_SUCH_ID), "emoji": "\N{THUMBS UP SIGN}"}),
+    (protocol.TYPING, {"to": "bob@example.com", "state": "yes"}),
+    (protocol.TYPING, {"state": True}),
+]
+ACCEPTED: list[tuple[str, Any]] = [
+    (protocol.SEND, {"to": "Bob@Example.com", "body": "hi", "client_id": "c-9", "extra": 1}),
+    (protocol.SEND, {"to": "bob@example.com", "body": "hi", "client_id": "c-8", "reply_to": None}),
+    (protocol.DELIVERED, {"ids": [1, 1]}),
+    (protocol.READ, {"ids": [2]}),
+    (protocol.HISTORY, {"with": "bob@example.com", "before": None, "after": 1, "limit": 100}),
+    (protocol.SYNC, {"after": 0, "limit": None}),
+    (protocol.PRESENCE, {"users": ["BOB@example.com"]}),
+    (protocol.BLOCK, {"user": "bob@example.com"}),
+    (protocol.UNBLOCK, {"user": "bob@example.com"}),
+    (
+        protocol.PRIVATE_MESSAGE,
+        {"to": "bob@example.com", "from": "ann@example.com", "message": "x"},
+    ),
+    (protocol.EDIT, {"id": NO_SUCH_ID, "body": "x", "client_id": "e-1"}),
+    (protocol.DELETE, {"id": NO_SUCH_ID, "for": "me"}),
+    (protocol.DELETE, {"id": NO_SUCH_ID, "for": "everyone"}),
+    # A skin tone, a ZWJ family, a flag, a keycap, a tag sequence: one emoji each.
+    (
+        protocol.REACT,
+        {"id": NO_SUCH_ID, "emoji": "\N{THUMBS UP SIGN}\N{EMOJI MODIFIER FITZPATRICK TYPE-4}"},
+    ),
+    (protocol.REACT, {"id": NO_SUCH_ID, "emoji": "\N{WOMAN}\u200d\N{WOMAN}\u200d\N{GIRL}"}),
+    (
+        protocol.REACT,
+        {
+            "id": NO_SUCH_ID,
+            "emoji": "\N{REGIONAL INDICATOR SYMBOL LETTER F}\N{REGIONAL INDICATOR SYMBOL LETTER R}",
+        },
+    ),
+    (protocol.UNREACT, {"id": NO_SUCH_ID, "emoji": "1\ufe0f\u20e3"}),
+    (
+        protocol.UNREACT,
+        {
+            "id": NO_SUCH_ID,
+            "emoji": "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",
+        },
+    ),
+    (protocol.TYPING, {"to": "BOB@example.com", "state": False}),
+]
 
 
 async def test_real_socket_payloads_match_asyncapi(server: RunningServer, http: Http) -> None:
@@ -728,14 +937,18 @@ async def test_real_socket_payloads_match_asyncapi(server: RunningServer, http: 
         assert (await answered(ann, protocol.UNBLOCK, {"user": BOB}))["ok"]
         assert (await answered(bob, protocol.DELIVERED, {"ids": [message_id]}))["ok"]
         assert (await answered(bob, protocol.READ, {"ids": [message_id]}))["ok"]
-        # Everything the schemas refuse, the server refuses (and says so validly).
-        for event, payload in REFUSED.items():
+        # Everything the schemas refuse, the server refuses for its shape (and says so
+        # validly); what they accept, it does not (it may refuse it for other reasons:
+        # the ids named need not exist).
+        for event, payload in REFUSED:
             answer = await answered(ann, event, payload)
             assert answer["ok"] is False, (event, payload, answer)
-        for event, payload in ACCEPTED.items():
+            assert answer["error"]["code"] in SHAPE_ERRORS, (event, payload, answer)
+        for event, payload in ACCEPTED:
             answer = await answered(ann, event, payload)
+            assert answer["ok"] or answer["error"]["code"] not in SHAPE_ERRORS, (event, answer)
             if event == protocol.SEND:
-                assert answer["ok"], answer  # the rest name ids or users that may differ
+                assert answer["ok"], answer
         failed = await answered(seed, protocol.SEND, {"to": 1})
         assert failed["ok"] is False
 
@@ -763,6 +976,91 @@ async def test_real_socket_payloads_match_asyncapi(server: RunningServer, http: 
         assert_valid(connect_error, refused.connect_error, "connect_error")
         auth = component_validator(document, "#/components/schemas/HandshakeAuth")
         assert_valid(auth, {"token": ann_token, "cursor": 0, "compat": "seed"}, "auth")
+    finally:
+        for device in devices:
+            await device.disconnect()
+
+
+async def validated_call(document: dict[str, Any], device: Device, event: str, payload: Any) -> Any:
+    """The server's answer to an event, valid against the event's acknowledgement."""
+    answer = await device.call(event, payload)
+    assert_valid(ack_validator(document, event), answer, f"{event} ack")
+    return answer
+
+
+def updates(device: Device) -> list[str]:
+    return [event["change"] for event in device.of(protocol.MESSAGE_UPDATED)]
+
+
+def typed(device: Device, by: str) -> bool:
+    """`by` was seen typing and then stopping."""
+    notices = device.of(protocol.TYPING)
+    return bool(notices) and notices[-1] == {"from": by, "state": False} and len(notices) >= 2
+
+
+async def assert_replays_current_state(call: Call, device: Device) -> None:
+    """`sync` from the start shows the stream's messages as they are now: one the
+    device saw deleted (for everyone, or hidden) never shows a body (3.3)."""
+    synced = await call(device, protocol.SYNC, {"after": 0})
+    assert protocol.MESSAGE_UPDATED in {entry["event"] for entry in synced["events"]}
+    gone = {
+        e["message"]["id"] for e in device.of(protocol.MESSAGE_UPDATED) if e["message"]["deleted"]
+    }
+    assert gone, device.events
+    for entry in synced["events"]:
+        message = entry["data"].get("message")
+        if message is not None and message["id"] in gone:
+            assert message["deleted"] and message["body"] is None, entry
+
+
+async def test_lifecycle_payloads_match_asyncapi(server: RunningServer, http: Http) -> None:
+    """Edits, deletes, reactions, replies and typing, as a running server answers them
+    and pushes them, live and replayed (the backlog, `sync`), validate against
+    asyncapi.yaml; a `compat: "seed"` connection gets none of the new events."""
+    document = asyncapi_document()
+    call = functools.partial(validated_call, document)
+    tokens = {}
+    for name in (ANN, BOB):
+        assert (await http.register(name))[0] == 201
+        tokens[name] = (await http.login(name))[1]["token"]
+    ann = await Device(server.url).connect(tokens[ANN])
+    bob = await Device(server.url).connect(tokens[BOB])
+    seed = await Device(server.url).connect(tokens[BOB], compat="seed")
+    replay = Device(server.url)
+    devices = [ann, bob, seed, replay]
+    try:
+        for device in (ann, bob, seed):
+            await device.wait_synced()
+        await live_conversation(ann, bob, call)
+        first = ann.messages()[0]["id"]
+        for event in (protocol.REACT, protocol.UNREACT):
+            assert (await call(bob, event, {"id": first, "emoji": "\N{PARTY POPPER}"}))["ok"]
+        for typist, to in ((bob, ANN), (ann, BOB)):
+            for state in (True, False):
+                answer = await call(typist, protocol.TYPING, {"to": to, "state": state})
+                assert answer == {"ok": True}, answer
+        # ann: edited x2, deleted, reacted x3, and hidden in her stream only.
+        await ann.wait_for(lambda: len(updates(ann)) >= 7 and typed(ann, BOB))
+        await bob.wait_for(lambda: len(updates(bob)) >= 6 and typed(bob, ANN))
+        assert sorted(updates(ann)) == sorted(
+            ["edited"] * 2 + ["deleted", "hidden"] + ["reacted"] * 3
+        )
+        assert "hidden" not in updates(bob)
+
+        for device, other in ((ann, BOB), (bob, ANN)):
+            await assert_replays_current_state(call, device)
+            page = await call(device, protocol.HISTORY, {"with": other})
+            assert page["ok"] and all("hidden" not in m for m in page["messages"]), page
+        await replay.connect(tokens[ANN], cursor=0)
+        await replay.wait_synced()
+        cursors = [e["cursor"] for e in ann.of(protocol.MESSAGE_UPDATED)]
+        assert [e["cursor"] for e in replay.of(protocol.MESSAGE_UPDATED)] == cursors
+
+        for device in devices:
+            for name, payload in device.events:
+                assert_valid(event_validator(document, name), payload, name)
+        seen_by_seed = {name for name, _ in seed.events}
+        assert seen_by_seed <= {protocol.RECEIVED_MESSAGE, protocol.RECEIPT, protocol.SYNCED}
     finally:
         for device in devices:
             await device.disconnect()
