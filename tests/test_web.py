@@ -74,10 +74,11 @@ def chromium_binary(built_client: None) -> None:
         service_missing("Chromium", f"{CHROMIUM} is missing (apt-get install chromium)")
 
 
-@pytest.fixture
-async def browser(chromium_binary: None) -> AsyncIterator[Browser]:
+@pytest.fixture(name="browser")
+async def browser_fixture(chromium_binary: None) -> AsyncIterator[Browser]:
     """Request it after `server`: it closes first, so the server's shutdown does not
-    wait for the pages' websockets (aiohttp waits 10 s for a close frame)."""
+    wait for the pages' websockets (aiohttp waits 10 s for a close frame). (Named so
+    that other modules can import it without shadowing their `browser` arguments.)"""
     if PLAYWRIGHT_MISSING is not None:
         service_missing("Playwright", PLAYWRIGHT_MISSING)
     expect.set_options(timeout=WAIT_MS)

@@ -128,9 +128,46 @@ async def scenes(url: str, out: Path) -> None:
         await expect(ann.locator("#messages .message[data-status=pending]")).to_have_count(0)
         await ann.set_viewport_size({"width": 390, "height": 700})
         await ann.screenshot(path=out / "mobile.png")
+        await ann.set_viewport_size(VIEWPORT)
+        await lifecycle(ann, carol, names, out)
         await browser.close()
     await carol.disconnect()
     await dave.disconnect()
+
+
+async def lifecycle(ann: Page, carol: Device, names: dict[str, str], out: Path) -> None:
+    """A reply with its quote, an edited message, a tombstone, reactions, carol typing,
+    and the menu of a message open."""
+    await carol.send(names["ann"], "Lunch tomorrow? The new noodle bar is open.", "c10")
+    await ann.locator(f'[data-peer="{names["carol"]}"]').click()
+    await expect(ann.locator("#messages .message")).to_have_count(1)
+    lunch = ann.locator("#messages .message").first
+    await lunch.hover()
+    await lunch.locator(".menu-button").click()
+    await ann.locator('.message-menu [data-action="reply"]').click()
+    await send(ann, "Sure, 12:30 at the noodle bar?")
+    await expect(ann.locator("#messages .message.mine[data-status=sent]")).to_have_count(1)
+    reply_id = int(await ann.locator("#messages .message.mine").first.get_attribute("data-id") or 0)
+    answer = await carol.send(names["ann"], "Perfect, see you at 12:30", "c11")
+    edited = await carol.send(names["ann"], "I will bring the umbrella", "c12")
+    oops = await carol.send(names["ann"], "(wrong chat, sorry)", "c13")
+    await carol.call("react", {"id": reply_id, "emoji": "👍"})
+    await carol.call("react", {"id": answer["message"]["id"], "emoji": "🙏"})
+    await carol.call(
+        "edit", {"id": edited["message"]["id"], "body": "I will bring umbrellas", "client_id": "e1"}
+    )
+    await carol.call("delete", {"id": oops["message"]["id"], "for": "everyone"})
+    await expect(ann.locator("#messages .message.deleted")).to_have_count(1)
+    await expect(ann.locator("#messages .edited:visible")).to_have_count(1)
+    theirs = ann.locator("#messages .message.theirs").nth(1)
+    await theirs.hover()
+    await theirs.locator(".menu-button").click()
+    await ann.locator('.message-menu [data-emoji="❤️"]').click()
+    await carol.call("typing", {"to": names["ann"], "state": True})
+    await expect(ann.locator("#typing")).to_be_visible()
+    await theirs.locator(".menu-button").click()
+    await expect(ann.locator(".message-menu")).to_be_visible()
+    await ann.screenshot(path=out / "lifecycle.png")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-// The HTTP API, same origin: accounts, sessions, and the conversation list.
+// The HTTP API, same origin: accounts, sessions, the conversation list, settings.
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -49,4 +49,6 @@ export const api = {
     request("POST", "/api/v1/sessions", { body: { username, password } }),
   logout: (token) => request("DELETE", "/api/v1/sessions/current", { token }),
   conversations: (token) => request("GET", "/api/v1/conversations", { token }),
+  settings: (token) => request("GET", "/api/v1/users/me/settings", { token }),
+  saveSettings: (token, body) => request("PUT", "/api/v1/users/me/settings", { token, body }),
 };

@@ -6,9 +6,15 @@
 // duplicates are dropped by message id. Messages typed while offline wait in an outbox
 // in localStorage with their client_id, and are sent again after reconnecting: the
 // server stores a client_id once, so a resend never makes a second message.
+//
+// After send a message can change (edit, delete, reactions): each change is a
+// `message_updated` event in the same stream, showing the message as it is now, so
+// the same cursor and the same merge by id bring every device to the current state.
 import { io } from "socket.io-client";
 import { ApiError, api } from "./api.js";
+import { isMessage, mergeContent, quoteOf, withDefaults } from "./lifecycle.js";
 import { storage } from "./storage.js";
+import { TypingSender, TypingWatcher } from "./typing.js";
 
 export const RANK = { sent: 1, delivered: 2, read: 3 };
 const ACK_TIMEOUT_MS = 10000;
@@ -29,16 +35,14 @@ export function newClientId() {
   return "web-" + time + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-function isMessage(m) {
-  return (
-    m &&
-    Number.isSafeInteger(m.id) &&
-    typeof m.from === "string" &&
-    typeof m.to === "string" &&
-    typeof m.body === "string" &&
-    m.status in RANK
-  );
-}
+const NOTICE_MS = 6000;
+// What a refused change says to the user, by error code (the server's text otherwise).
+const ACTION_ERRORS = {
+  offline: "You are offline: try again when you are connected.",
+  timeout: "The server did not answer: try again.",
+  not_found: "That message is no longer there.",
+  too_large: "You can add at most 5 different reactions to a message.",
+};
 
 export class Messenger {
   /**
@@ -69,6 +73,11 @@ export class Messenger {
     this.timers = new Set();
     this.refreshing = false;
     this.refreshAgain = false;
+    this.notice = null; // a refused edit/delete/reaction, shown for a few seconds
+    this.settings = null; // {read_receipts} once loaded
+    this.settingsError = null;
+    this.typingOut = new TypingSender((to, state) => this.emitTyping(to, state));
+    this.typingIn = new TypingWatcher(() => this.changed());
 
     this.socket = io({
       path: "/socket.io",
@@ -98,6 +107,8 @@ export class Messenger {
       this.synced = false;
       this.asked.delivered.clear();
       this.asked.read.clear();
+      this.typingOut.reset();
+      this.typingIn.clear();
       this.changed();
       // The server closed us (token revoked, node stopping): the client library does
       // not retry that by itself. A dead token is then refused at connect.
@@ -115,6 +126,8 @@ export class Messenger {
     });
     s.on("new_message", (data) => this.enqueue(() => this.onStream("new_message", data)));
     s.on("receipt", (data) => this.enqueue(() => this.onStream("receipt", data)));
+    s.on("message_updated", (data) => this.enqueue(() => this.onStream("message_updated", data)));
+    s.on("typing", (data) => this.onTyping(data));
     s.on("synced", (data) => this.enqueue(() => this.onSynced(data)));
 
     this.onOffline = () => {
@@ -140,6 +153,7 @@ export class Messenger {
     this.changed();
     this.connect();
     this.refreshConversations();
+    this.loadSettings();
   }
 
   connect() {
@@ -150,6 +164,8 @@ export class Messenger {
   stop() {
     this.stopped = true;
     for (const timer of this.timers) clearTimeout(timer);
+    this.typingOut.reset();
+    this.typingIn.clear();
     window.removeEventListener("offline", this.onOffline);
     window.removeEventListener("online", this.onOnline);
     document.removeEventListener("visibilitychange", this.onVisibility);
@@ -238,6 +254,7 @@ export class Messenger {
     this.setCursor(data.cursor);
     this.synced = true;
     this.refreshConversations();
+    if (this.settings === null) this.loadSettings();
     if (this.openPeer) this.loadNewest(this.openPeer);
     this.afterApply();
     this.flushOutbox();
@@ -251,6 +268,7 @@ export class Messenger {
   apply(name, data) {
     if (name === "new_message") this.addMessage(data.message, this.synced);
     else if (name === "receipt") this.applyReceipt(data);
+    else if (name === "message_updated") this.applyUpdate(data);
   }
 
   afterApply() {
@@ -285,15 +303,16 @@ export class Messenger {
 
   /** Adds or merges one message; `live` counts it as unread if it is new to us. */
   addMessage(m, live) {
-    if (!isMessage(m)) return;
+    if (!isMessage(m, RANK)) return;
     if (m.from === this.me) this.dropFromOutbox(m.client_id);
     const known = this.messages.get(m.id);
     if (known) {
-      mergeStatus(known, m);
+      this.merge(known, m);
       return;
     }
-    const message = { ...m };
+    const message = withDefaults(m);
     this.messages.set(message.id, message);
+    if (message.hidden) return; // deleted for us: kept only so later events know it
     const peer = this.peerOf(message);
     const ids = this.thread(peer).ids;
     let at = ids.length;
@@ -303,8 +322,58 @@ export class Messenger {
     if (!conv.last_message || message.id >= conv.last_message.id) conv.last_message = message;
     if (message.to === this.me && message.status !== "read") {
       if (message.status === "sent") this.toDeliver.add(message.id);
-      if (live && !this.isReading(peer)) conv.unread += 1;
+      if (live && !message.deleted && !this.isReading(peer)) conv.unread += 1;
     }
+    if (message.from === peer) this.typingIn.set(peer, false); // it was sent: no longer typing
+  }
+
+  /** A newer view of a message we hold: status forward, content as 3.6 says. */
+  merge(known, m) {
+    mergeStatus(known, m);
+    const wasHidden = known.hidden;
+    if (mergeContent(known, m)) this.followQuotes(known);
+    if (known.hidden && !wasHidden) this.hide(known);
+  }
+
+  /** Replies we hold show the replied-to message as it is now (3.1 `reply_to`). */
+  followQuotes(original) {
+    if (original.hidden) return;
+    for (const m of this.messages.values()) {
+      if (m.reply_to && m.reply_to.id === original.id && !m.deleted) m.reply_to = quoteOf(original);
+    }
+  }
+
+  /** Deleted for us: out of the thread and the list; the server's counts are the truth. */
+  hide(message) {
+    const peer = this.peerOf(message);
+    const thread = this.thread(peer);
+    thread.ids = thread.ids.filter((id) => id !== message.id);
+    const conv = this.conversations.get(peer);
+    if (conv && conv.last_message && conv.last_message.id === message.id) {
+      const newest = thread.ids[thread.ids.length - 1];
+      conv.last_message = newest === undefined ? null : this.messages.get(newest);
+    }
+    this.refreshConversations();
+  }
+
+  /** `message_updated` (3.3): an edit, a delete, a reaction, or a delete for us. */
+  applyUpdate(data) {
+    const m = data && data.message;
+    if (!isMessage(m, RANK)) return;
+    const known = this.messages.get(m.id);
+    if (known) this.merge(known, m);
+    else {
+      // Not loaded (history brings it as it is now), but it may be in the list's preview.
+      const conv = this.conversations.get(m.from === this.me ? m.to : m.from);
+      const last = conv && conv.last_message;
+      if (last && last.id === m.id) {
+        mergeStatus(last, m);
+        mergeContent(last, m);
+        if (last.hidden) this.refreshConversations();
+      }
+    }
+    // A deleted message no longer counts as unread: take the server's count again.
+    if ((data.change === "deleted" || m.deleted) && m.to === this.me) this.refreshConversations();
   }
 
   applyReceipt(data) {
@@ -342,7 +411,7 @@ export class Messenger {
     if (!peer || !this.isReading(peer)) return;
     const ids = this.thread(peer).ids.filter((id) => {
       const m = this.messages.get(id);
-      return m.to === this.me && m.status !== "read" && !this.asked.read.has(id);
+      return m && m.to === this.me && m.status !== "read" && !this.asked.read.has(id);
     });
     const conv = this.conversations.get(peer);
     await this.mark("read", ids, (updated) => {
@@ -385,8 +454,8 @@ export class Messenger {
         for (const item of data.conversations) {
           const conv = this.conversation(item.with);
           const known = this.messages.get(item.last_message.id);
-          if (known) mergeStatus(known, item.last_message);
-          const last = known || item.last_message;
+          if (known) this.merge(known, item.last_message);
+          const last = known || withDefaults(item.last_message);
           if (!conv.last_message || last.id >= conv.last_message.id) conv.last_message = last;
           conv.unread = this.isReading(item.with) ? 0 : item.unread;
         }
@@ -459,11 +528,15 @@ export class Messenger {
 
   // ---- sending ----------------------------------------------------------------------
 
-  send(to, body) {
+  /** Queues a message; `replyTo`, a message we hold, makes it a reply (3.2 `send`). */
+  send(to, body, replyTo = null) {
+    this.typingOut.stop();
     this.outbox.push({
       client_id: newClientId(),
       to,
       body,
+      // The quote as it was when written, shown until the server's answer replaces it.
+      reply_to: replyTo ? quoteOf(replyTo) : null,
       queued_at: new Date().toISOString(),
       state: "pending",
       error: null,
@@ -506,11 +579,9 @@ export class Messenger {
       for (;;) {
         const item = this.outbox.find((i) => i.state === "pending");
         if (!item || !this.synced) return;
-        const answer = await this.call("send", {
-          to: item.to,
-          body: item.body,
-          client_id: item.client_id,
-        });
+        const payload = { to: item.to, body: item.body, client_id: item.client_id };
+        if (item.reply_to && Number.isSafeInteger(item.reply_to.id)) payload.reply_to = item.reply_to.id;
+        const answer = await this.call("send", payload);
         if (answer.ok) {
           this.addMessage(answer.message, false);
           this.afterApply();
@@ -530,6 +601,113 @@ export class Messenger {
     } finally {
       this.flushing = false;
     }
+  }
+
+  // ---- after send: edit, delete, react (3.6) -----------------------------------------
+
+  /** Each change is answered after its commit; the same change also comes in the
+   * stream (`message_updated`), which is what other devices go by. Changes need the
+   * connection: unlike a new message they are not kept for later. */
+  async change(event, payload) {
+    const answer = await this.call(event, payload);
+    if (answer.ok) {
+      if (answer.message) this.addMessage(answer.message, false);
+      this.afterApply();
+      return true;
+    }
+    const error = answer.error || {};
+    this.say(ACTION_ERRORS[error.code] || error.message || "That did not work.");
+    return false;
+  }
+
+  edit(id, body) {
+    const m = this.messages.get(id);
+    if (m && m.body === body) return Promise.resolve(true);
+    this.typingOut.stop();
+    return this.change("edit", { id, body, client_id: newClientId() });
+  }
+
+  /** `scope`: "me" (only our view) or "everyone" (a tombstone for both). */
+  async remove(id, scope) {
+    const done = await this.change("delete", { id, for: scope });
+    const m = this.messages.get(id);
+    if (done && scope === "me" && m && !m.hidden) this.merge(m, { ...m, hidden: true });
+    if (done) this.changed();
+    return done;
+  }
+
+  react(id, emoji) {
+    return this.change("react", { id, emoji });
+  }
+
+  unreact(id, emoji) {
+    return this.change("unreact", { id, emoji });
+  }
+
+  say(text) {
+    const notice = { text };
+    this.notice = notice;
+    this.changed();
+    this.later(() => {
+      if (this.notice === notice) this.notice = null;
+      this.changed();
+    }, NOTICE_MS);
+  }
+
+  // ---- typing (3.7) -------------------------------------------------------------------
+
+  /** The composer's text for `peer` changed. */
+  typed(peer, text) {
+    this.typingOut.input(peer, !text.trim());
+  }
+
+  stoppedTyping() {
+    this.typingOut.stop();
+  }
+
+  emitTyping(to, state) {
+    // No acknowledgement: it is worth nothing once late (3.7).
+    if (this.socket.connected) this.socket.emit("typing", { to, state });
+  }
+
+  onTyping(data) {
+    if (!data || typeof data.from !== "string" || typeof data.state !== "boolean") return;
+    this.typingIn.set(data.from, data.state);
+  }
+
+  isTyping(peer) {
+    return this.typingIn.isTyping(peer);
+  }
+
+  // ---- settings (3.8) -----------------------------------------------------------------
+
+  async loadSettings() {
+    try {
+      this.settings = await api.settings(this.token);
+      this.settingsError = null;
+    } catch (err) {
+      if (err instanceof ApiError && err.code === "unauthorized") {
+        this.onSessionEnded("Your session has ended. Please log in again.");
+        return;
+      }
+      this.settingsError = "Settings cannot be loaded now.";
+    }
+    this.changed();
+  }
+
+  /** Private reading: with `false` senders learn at most `delivered` of our reads. */
+  async setReadReceipts(on) {
+    const before = this.settings;
+    this.settings = { ...(before || {}), read_receipts: on, saving: true };
+    this.settingsError = null;
+    this.changed();
+    try {
+      this.settings = await api.saveSettings(this.token, { read_receipts: on });
+    } catch (err) {
+      this.settings = before;
+      this.settingsError = err instanceof ApiError ? err.message : "Not saved.";
+    }
+    this.changed();
   }
 
   // ---- for the UI -------------------------------------------------------------------

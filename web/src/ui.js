@@ -1,30 +1,13 @@
 // The views: login, the conversation list, one conversation. Rendering is plain DOM
 // through `h` (text only, never HTML); the message list reuses one element per message
-// so ticks change in place and the scroll position holds.
+// (bubble.js) so ticks, edits and reactions change in place and the scroll position holds.
 import { ApiError, api } from "./api.js";
+import { TOMBSTONE, createBubble, nameFor, setTick, tick, time, updateBubble } from "./bubble.js";
 import { Messenger } from "./client.js";
 import { h, replaceChildren } from "./dom.js";
+import { REACTIONS, excerpt } from "./lifecycle.js";
+import { MessageMenu } from "./menu.js";
 import { storage } from "./storage.js";
-
-const TICKS = {
-  pending: ["◷", "Waiting to be sent"],
-  failed: ["!", "Not sent"],
-  sent: ["✓", "Stored on the server"],
-  delivered: ["✓✓", "Delivered"],
-  read: ["✓✓", "Read"],
-};
-
-function time(iso) {
-  const date = new Date(iso);
-  return Number.isNaN(date.getTime())
-    ? ""
-    : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-}
-
-function tick(status, detail) {
-  const [mark, title] = TICKS[status];
-  return h("span", { class: `tick tick-${status}`, title: detail || title, "aria-label": title }, mark);
-}
 
 // ---- login ------------------------------------------------------------------------
 
@@ -105,8 +88,10 @@ export function showApp(root, session) {
 class AppView {
   constructor(root, session) {
     this.root = root;
-    this.items = new Map(); // message key -> {el, status}
+    this.items = new Map(); // message key -> a bubble (bubble.js)
     this.renderQueued = false;
+    this.menu = new MessageMenu();
+    this.mode = null; // the composer's: null, {kind: "reply", id} or {kind: "edit", id}
     this.messenger = new Messenger(
       session,
       () => this.scheduleRender(),
@@ -177,11 +162,14 @@ class AppView {
       ),
       newChat,
       this.list,
+      this.buildSettings(),
     );
 
     this.title = h("h2", { class: "thread-title", id: "thread-title" });
     const back = h("button", { class: "back", type: "button", "aria-label": "Back to conversations" }, "‹");
     back.addEventListener("click", () => {
+      this.setMode(null);
+      this.messenger.stoppedTyping();
       this.messenger.close();
       history.replaceState(null, "", location.pathname);
     });
@@ -191,6 +179,7 @@ class AppView {
         this.messenger.loadOlder(this.messenger.openPeer);
       }
     });
+    this.messages.addEventListener("click", (event) => this.onMessageClick(event));
     this.older = h("button", { type: "button", class: "older", id: "older" }, "Load older messages");
     this.older.addEventListener("click", () => this.messenger.loadOlder(this.messenger.openPeer));
     this.threadError = h("p", { class: "thread-error", role: "alert" });
@@ -201,32 +190,45 @@ class AppView {
       "aria-label": "Message",
       required: true,
     });
-    this.composer = h(
-      "form",
-      { class: "composer", id: "composer" },
-      this.body,
-      h("button", { type: "submit", class: "primary" }, "Send"),
-    );
+    this.sendButton = h("button", { type: "submit", class: "primary" }, "Send");
+    this.composer = h("form", { class: "composer", id: "composer" }, this.body, this.sendButton);
     this.body.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
         this.composer.requestSubmit();
+      } else if (event.key === "Escape" && this.mode) {
+        event.preventDefault();
+        this.setMode(null);
       }
     });
+    this.body.addEventListener("input", () => {
+      const peer = this.messenger.openPeer;
+      if (peer && !this.isEditing()) this.messenger.typed(peer, this.body.value);
+    });
+    this.body.addEventListener("blur", () => this.messenger.stoppedTyping());
     this.composer.addEventListener("submit", (event) => {
       event.preventDefault();
-      const text = this.body.value;
-      if (!text.trim() || !this.messenger.openPeer) return;
-      this.body.value = "";
-      this.stickToBottom = true;
-      this.messenger.send(this.messenger.openPeer, text);
+      this.submit();
     });
+    this.modeText = h("span", { class: "composer-mode-text" });
+    const cancelMode = h(
+      "button",
+      { type: "button", class: "link", "aria-label": "Cancel", title: "Cancel (Escape)" },
+      "✕",
+    );
+    cancelMode.addEventListener("click", () => this.setMode(null));
+    this.modeBar = h("div", { class: "composer-mode", id: "composer-mode", hidden: true }, this.modeText, cancelMode);
+    this.typingLine = h("p", { class: "typing", id: "typing", "aria-live": "polite", hidden: true });
+    this.notice = h("p", { class: "notice", id: "notice", role: "alert", hidden: true });
     this.thread = h(
       "section",
       { class: "thread", "aria-labelledby": "thread-title" },
       h("header", { class: "thread-head" }, back, this.title),
       this.threadError,
       this.messages,
+      this.typingLine,
+      this.notice,
+      this.modeBar,
       this.composer,
     );
     this.empty = h(
@@ -256,6 +258,8 @@ class AppView {
   }
 
   open(peer) {
+    if (peer !== this.messenger.openPeer) this.setMode(null);
+    this.messenger.stoppedTyping();
     this.stickToBottom = true;
     location.hash = `#${encodeURIComponent(peer)}`;
     this.messenger.open(peer);
@@ -277,6 +281,7 @@ class AppView {
     document.title = unread ? `(${unread}) Messenger` : "Messenger";
     document.body.classList.toggle("thread-open", Boolean(m.openPeer));
     this.renderBanner();
+    this.renderSettings();
     this.renderConversations();
     this.thread.hidden = !m.openPeer;
     this.empty.hidden = Boolean(m.openPeer);
@@ -319,12 +324,7 @@ class AppView {
         },
         h("span", { class: "peer" }, conv.with),
         last ? h("span", { class: "when" }, time(last.sent_at)) : null,
-        h(
-          "span",
-          { class: "preview" },
-          mine ? tick(last.status) : null,
-          last ? (mine ? "You: " : "") + last.body : "No messages yet",
-        ),
+        preview(conv, last, mine, m.isTyping(conv.with)),
         conv.unread > 0
           ? h("span", { class: "unread", "aria-label": `${conv.unread} unread` }, String(conv.unread))
           : null,
@@ -343,6 +343,11 @@ class AppView {
     this.title.textContent = peer;
     this.threadError.textContent = thread.error || "";
     this.threadError.hidden = !thread.error;
+    this.typingLine.hidden = !m.isTyping(peer);
+    this.typingLine.textContent = m.isTyping(peer) ? `${peer} is typing…` : "";
+    this.notice.hidden = !m.notice;
+    this.notice.textContent = m.notice ? m.notice.text : "";
+    this.renderMode();
 
     const list = this.messages;
     const scroller = list; // the list is its own scroll container
@@ -384,11 +389,11 @@ class AppView {
     }
   }
 
-  /** One element per message, kept across renders; its tick is updated in place. */
-  element(key, build) {
+  /** One element per message, kept across renders; its parts are updated in place. */
+  element(key, mine) {
     let item = this.items.get(key);
     if (!item) {
-      item = { el: build(), status: null };
+      item = createBubble(mine);
       this.items.set(key, item);
     }
     return item;
@@ -398,18 +403,20 @@ class AppView {
     const mine = msg.from === this.messenger.me;
     // Our own messages are keyed by client_id, so the pending bubble becomes the stored one.
     const key = mine ? `c:${msg.client_id}` : `m:${msg.id}`;
-    const item = this.element(key, () => this.bubble(mine, msg.body, msg.sent_at));
+    const item = this.element(key, mine);
     item.el.dataset.id = String(msg.id);
     item.el.dataset.clientId = msg.client_id;
-    this.setStatus(item, msg.status, mine, statusDetail(msg));
+    updateBubble(item, msg, this.messenger.me);
+    setTick(item, msg.status, mine, statusDetail(msg));
     return { key, el: item.el };
   }
 
   outboxItem(entry) {
     const key = `c:${entry.client_id}`;
-    const item = this.element(key, () => this.bubble(true, entry.body, entry.queued_at));
+    const item = this.element(key, true);
     item.el.dataset.clientId = entry.client_id;
-    this.setStatus(item, entry.state, true, entry.error ? `Not sent: ${entry.error}` : null);
+    updateBubble(item, entry, this.messenger.me);
+    setTick(item, entry.state, true, entry.error ? `Not sent: ${entry.error}` : null);
     if (entry.state === "failed" && !item.actions) {
       const retry = h("button", { type: "button", class: "link" }, "Retry");
       const discard = h("button", { type: "button", class: "link" }, "Discard");
@@ -424,28 +431,160 @@ class AppView {
     return { key, el: item.el };
   }
 
-  bubble(mine, body, at) {
-    const meta = h("div", { class: "meta" }, h("time", { datetime: at }, time(at)));
+  // ---- the message menu and what it starts --------------------------------------------
+
+  /** Clicks inside the list: a ⋯ button, a reaction, a quote. */
+  onMessageClick(event) {
+    const button = event.target instanceof Element ? event.target.closest("button") : null;
+    if (!button) return;
+    // A quote works on a reply still in the outbox too (no id yet).
+    if (button.classList.contains("quote")) return this.showOriginal(Number(button.dataset.replyTo));
+    const bubble = button.closest(".message");
+    const msg = bubble && this.messenger.messages.get(Number(bubble.dataset.id));
+    if (!msg) return;
+    if (button.classList.contains("menu-button")) this.toggleMenu(button, msg);
+    else if (button.classList.contains("reaction")) this.toggleReaction(msg, button.dataset.emoji);
+  }
+
+  toggleMenu(button, msg) {
+    if (this.menu.isOpenFor(button)) this.menu.close(true);
+    else this.menu.open(button, this.menuEntries(msg), this.menuEmojis(msg));
+  }
+
+  /** What can be done to a message: its content only while it is not deleted. */
+  menuEntries(msg) {
+    const m = this.messenger;
+    const own = msg.from === m.me && !msg.deleted;
+    const mode = (kind) => () => this.setMode({ kind, id: msg.id });
+    const entries = [];
+    if (!msg.deleted) entries.push({ label: "Reply", action: "reply", run: mode("reply") });
+    if (own) entries.push({ label: "Edit", action: "edit", run: mode("edit") });
+    entries.push({ label: "Delete for me", action: "delete-me", danger: true, run: () => m.remove(msg.id, "me") });
+    if (own) {
+      const run = () => m.remove(msg.id, "everyone");
+      entries.push({ label: "Delete for everyone", action: "delete-everyone", danger: true, run });
+    }
+    return entries;
+  }
+
+  menuEmojis(msg) {
+    if (msg.deleted) return [];
+    const m = this.messenger;
+    return REACTIONS.map((emoji) => {
+      const ours = (msg.reactions[emoji] || []).includes(m.me);
+      return { emoji, mine: ours, run: () => (ours ? m.unreact(msg.id, emoji) : m.react(msg.id, emoji)) };
+    });
+  }
+
+  /** A reaction under a message: ours is taken back, another one is joined. */
+  toggleReaction(msg, emoji) {
+    const users = msg.reactions[emoji] || [];
+    if (users.includes(this.messenger.me)) this.messenger.unreact(msg.id, emoji);
+    else this.messenger.react(msg.id, emoji);
+  }
+
+  showOriginal(id) {
+    const el = this.messages.querySelector(`.message[data-id="${id}"]`);
+    if (!el) return;
+    el.scrollIntoView({ block: "center", behavior: "smooth" });
+    el.classList.add("flash");
+    setTimeout(() => el.classList.remove("flash"), 1200);
+  }
+
+  /** The composer writes a new message, a reply, or an edit of one of ours. */
+  setMode(mode) {
+    const wasEditing = this.isEditing();
+    this.mode = mode;
+    const msg = mode && this.messenger.messages.get(mode.id);
+    if (mode && mode.kind === "edit" && msg) {
+      this.body.value = msg.body;
+      this.messenger.stoppedTyping();
+    } else if (wasEditing) this.body.value = "";
+    this.renderMode();
+    if (mode) {
+      this.body.focus();
+      this.body.setSelectionRange(this.body.value.length, this.body.value.length);
+    }
+  }
+
+  isEditing() {
+    return Boolean(this.mode && this.mode.kind === "edit");
+  }
+
+  /** The bar above the composer; a mode whose message went away ends. */
+  renderMode() {
+    const msg = this.mode && this.messenger.messages.get(this.mode.id);
+    if (this.mode && (!msg || msg.deleted || msg.hidden)) {
+      if (this.isEditing()) this.body.value = "";
+      this.mode = null;
+    }
+    this.modeBar.hidden = !this.mode;
+    this.sendButton.textContent = this.isEditing() ? "Save" : "Send";
+    if (!this.mode) return;
+    this.modeBar.dataset.kind = this.mode.kind;
+    if (this.isEditing()) replaceChildren(this.modeText, h("strong", {}, "Editing message"));
+    else {
+      replaceChildren(
+        this.modeText,
+        h("strong", {}, `Replying to ${nameFor(msg.from, this.messenger.me)}`),
+        " ",
+        h("span", { class: "quote-text" }, excerpt(msg.body)),
+      );
+    }
+  }
+
+  async submit() {
+    const m = this.messenger;
+    const text = this.body.value;
+    if (!text.trim() || !m.openPeer) return;
+    if (this.isEditing()) {
+      // Edit mode stays until the server took it: a refused or offline edit keeps the text.
+      const mode = this.mode;
+      if ((await m.edit(mode.id, text)) && this.mode === mode) this.setMode(null);
+      return;
+    }
+    const original = this.mode ? m.messages.get(this.mode.id) : null;
+    this.mode = null;
+    this.body.value = "";
+    this.stickToBottom = true;
+    m.send(m.openPeer, text, original);
+    this.renderMode();
+  }
+
+  // ---- settings ------------------------------------------------------------------------
+
+  buildSettings() {
+    this.receipts = h("input", { type: "checkbox", id: "read-receipts", name: "read_receipts", disabled: true });
+    this.receipts.addEventListener("change", () => this.messenger.setReadReceipts(this.receipts.checked));
+    this.settingsError = h("p", { class: "form-error", role: "alert" });
     return h(
-      "li",
-      { class: `message ${mine ? "mine" : "theirs"}` },
-      h("div", { class: "body" }, body),
-      meta,
+      "details",
+      { class: "settings", id: "settings" },
+      h("summary", {}, "Settings"),
+      h("label", { class: "setting" }, this.receipts, " Send read receipts"),
+      h(
+        "p",
+        { class: "setting-hint" },
+        "When off, people who write to you see ✓✓ delivered, never read. You still see their reads.",
+      ),
+      this.settingsError,
     );
   }
 
-  setStatus(item, status, mine, detail) {
-    if (item.status === status && item.detail === detail) return;
-    item.status = status;
-    item.detail = detail;
-    item.el.dataset.status = status;
-    if (!mine) return;
-    const meta = item.el.querySelector(".meta");
-    const old = meta.querySelector(".tick");
-    const fresh = tick(status, detail);
-    if (old) old.replaceWith(fresh);
-    else meta.append(fresh);
+  renderSettings() {
+    const { settings, settingsError } = this.messenger;
+    this.receipts.disabled = !settings || Boolean(settings.saving);
+    if (settings) this.receipts.checked = settings.read_receipts !== false;
+    this.settingsError.textContent = settingsError || "";
   }
+}
+
+/** The second line of a conversation in the list. */
+function preview(conv, last, mine, typing) {
+  if (typing) return h("span", { class: "preview typing-preview" }, "typing…");
+  if (!last) return h("span", { class: "preview" }, "No messages yet");
+  const text = last.deleted ? h("em", {}, TOMBSTONE) : last.body;
+  return h("span", { class: "preview" }, mine ? tick(last.status) : null, mine ? "You: " : "", text);
 }
 
 function statusDetail(msg) {
