@@ -25,6 +25,12 @@ class Metrics:
         self.messages_read = Counter(
             "messenger_messages_read_total", "Messages marked read", registry=r
         )
+        self.message_changes = Counter(
+            "messenger_message_changes_total",
+            "Changes to messages committed (edited, deleted, reacted, hidden), by change",
+            ["change"],
+            registry=r,
+        )
         self.duplicate_sends = Counter(
             "messenger_duplicate_sends_total",
             "Sends answered with an already stored message (same client_id)",

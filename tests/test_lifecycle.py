@@ -462,3 +462,18 @@ async def test_malformed_changes_are_invalid(
 ) -> None:
     answer = await scene.a.call(command, payload)
     assert answer["ok"] is False and answer["error"]["code"] == "invalid", answer
+
+
+async def test_changes_are_counted_in_metrics(scene: Scene, http: Http) -> None:
+    """`messenger_message_changes_total` counts each committed change once, by kind;
+    repeats that change nothing are not counted."""
+    assert (await edit(scene.a, scene.to_bob, "v2", "e-1"))["ok"]
+    assert (await edit(scene.a, scene.to_bob, "v2", "e-1"))["ok"]  # a repeat
+    assert (await scene.b.call("react", {"id": scene.to_bob, "emoji": "👍"}))["ok"]
+    assert (await scene.b.call("delete", {"id": scene.to_ann, "for": "me"}))["ok"]
+    status, text = await http.request("GET", "/metrics")
+    assert status == 200
+    for change, count in (("edited", 1), ("reacted", 1), ("hidden", 1)):
+        line = f'messenger_message_changes_total{{change="{change}"}} {count}.0'
+        assert line in text, (line, [x for x in text.splitlines() if "changes" in x])
+    assert 'messenger_message_changes_total{change="deleted"}' not in text

@@ -100,6 +100,7 @@ class Outcome:
     read: int = 0
     # Bodies wiped by deletes or replaced by edits (their text must leave the files).
     wiped: int = 0
+    changes: list[str] = field(default_factory=list)
 
 
 # A send or a mark with the index of its order in the batch (answers name it).
@@ -130,6 +131,7 @@ def apply_batch(
     receipts = _apply_marks(conn, marks, now, outcome)
     changed = apply_changes(conn, changes, now, windows, outcome.answers)
     outcome.wiped = changed.wiped
+    outcome.changes = list(changed.changes())
     positions = _raise_stream_heads(conn, new_sends, receipts, changed, lock_rows)
     message_events = _insert_messages(conn, new_sends, positions, now, outcome)
     receipt_events = _receipt_events(receipts, positions, outcome)

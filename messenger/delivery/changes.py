@@ -108,6 +108,10 @@ class ChangeEvents:
     # Bodies wiped or replaced: the text must leave the files (G10).
     wiped: int = 0
 
+    def changes(self) -> list[Change]:
+        """The change of each event told (once per change, whatever its audience)."""
+        return [change for _, _, change in self.updates]
+
     def counts(self) -> list[int]:
         """The users of every event, once per event (for the stream positions)."""
         return [user for _, audience, _ in self.updates for user in audience]

@@ -204,6 +204,8 @@ class Writer:
         self._metrics.duplicate_sends.inc(outcome.duplicates)
         self._metrics.messages_delivered.inc(outcome.delivered)
         self._metrics.messages_read.inc(outcome.read)
+        for change in outcome.changes:
+            self._metrics.message_changes.labels(change).inc()
         if outcome.wiped:
             self.text_freed = True
         for first, repeat in outcome.repeats:
