@@ -110,6 +110,14 @@ IndexedMark = tuple[int, MarkOrder]
 PendingReceipt = tuple[tuple[int, ...], ReceiptPayload]
 
 
+# What a new message's row holds besides what is inserted, and its reply columns
+# when it answers nothing (see `store.message_views`); by the id answered, those of
+# the messages that the batch's sends answer.
+_Replied = dict[int | None, dict[str, Any]]
+_FRESH = {"edited_at": None, "deleted_at": None, "read_private": False}
+_NO_REPLY = {"reply_sender_id": None, "reply_excerpt": None, "reply_deleted_at": None}
+
+
 def apply_batch(
     conn: Connection,
     batch: Sequence[Order],
@@ -128,12 +136,13 @@ def apply_batch(
         # Marks and changes lock message rows: all of them first, in id order.
         lock_messages(conn, [*_ids_of(marks), *(o.command.message_id for _, o in changes)])
     new_sends = _settle_known_sends(conn, sends, outcome, look_up)
+    new_sends, replied = _check_replies(conn, new_sends, outcome)
     receipts = _apply_marks(conn, marks, now, outcome)
     changed = apply_changes(conn, changes, now, windows, outcome.answers)
     outcome.wiped = changed.wiped
     outcome.changes = list(changed.changes())
     positions = _raise_stream_heads(conn, new_sends, receipts, changed, lock_rows)
-    message_events = _insert_messages(conn, new_sends, positions, now, outcome)
+    message_events = _insert_messages(conn, new_sends, replied, positions, now, outcome)
     receipt_events = _receipt_events(receipts, positions, outcome)
     change_items, change_events = render(conn, changed, positions, outcome.answers)
     outcome.events += change_items
@@ -198,6 +207,7 @@ def _raise_stream_heads(
 def _insert_messages(
     conn: Connection,
     new_sends: list[IndexedSend],
+    replied: _Replied,
     positions: _Positions,
     now: datetime,
     outcome: Outcome,
@@ -206,7 +216,6 @@ def _insert_messages(
     rows (the sender's, then the recipient's, per message), which need their ids."""
     if not new_sends:
         return []
-    replied = _replied_to(conn, new_sends)
     seqs = [(positions.take(s.sender.id), positions.take(s.recipient.id)) for _, s in new_sends]
     rows = [
         {
@@ -244,25 +253,6 @@ def _insert_messages(
             outcome.events.append(new_message_item(user_id, seq, message))
     outcome.stored = len(new_sends)
     return event_rows
-
-
-# What a new message's row holds besides what is inserted, and its reply columns
-# when it answers nothing (see `store.message_views`).
-_FRESH = {"edited_at": None, "deleted_at": None, "read_private": False}
-_NO_REPLY = {"reply_sender_id": None, "reply_excerpt": None, "reply_deleted_at": None}
-
-
-def _replied_to(conn: Connection, sends: list[IndexedSend]) -> dict[int | None, dict[str, Any]]:
-    """The reply columns of the messages that new sends answer (checked before)."""
-    wanted = sorted({send.reply_to for _, send in sends if send.reply_to is not None})
-    return {
-        mid: {
-            "reply_sender_id": row["sender_id"],
-            "reply_excerpt": row["excerpt"],
-            "reply_deleted_at": row["deleted_at"],
-        }
-        for mid, row in (reply_targets(conn, wanted) if wanted else {}).items()
-    }
 
 
 def _receipt_events(
@@ -332,17 +322,18 @@ def _settle_known_sends(
         else:
             first_in_batch[key] = index
             new_sends.append((index, send))
-    return _refuse_bad_replies(conn, new_sends, outcome)
+    return new_sends
 
 
-def _refuse_bad_replies(
+def _check_replies(
     conn: Connection, sends: list[IndexedSend], outcome: Outcome
-) -> list[IndexedSend]:
+) -> tuple[list[IndexedSend], _Replied]:
     """Answer `invalid` the sends whose `reply_to` is not a message of their own
-    conversation that still has its body; return the others."""
+    conversation that still has its body; return the others, and the reply columns
+    of the messages they answer."""
     wanted = sorted({send.reply_to for _, send in sends if send.reply_to is not None})
     if not wanted:
-        return sends
+        return sends, {}
     targets = reply_targets(conn, wanted)
     kept: list[IndexedSend] = []
     for index, send in sends:
@@ -358,7 +349,15 @@ def _refuse_bad_replies(
             )
         else:
             kept.append((index, send))
-    return kept
+    replied: _Replied = {
+        mid: {
+            "reply_sender_id": row["sender_id"],
+            "reply_excerpt": row["excerpt"],
+            "reply_deleted_at": row["deleted_at"],
+        }
+        for mid, row in targets.items()
+    }
+    return kept, replied
 
 
 def _apply_marks(
