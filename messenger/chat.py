@@ -1,12 +1,17 @@
 """`messenger chat`: a line-based terminal chat over the Python SDK.
 
-Type `/open NAME` to pick a conversation, then lines to send. Each sent line gets a
-number and its state is shown as it changes: `…` queued, `✓` stored, `✓✓` delivered,
-`✓✓ read`. Lines typed while the server is unreachable wait in the SDK's outbox and go
-out when it is back. Messages from the open conversation are marked read when shown.
+Type `/open NAME` to pick a conversation, then lines to send. Every message shown gets
+a short number (`#3`), the one the commands take: `/reply 3 text`, `/edit 3 text`,
+`/delete 3` (for everyone; `/delete 3 me` only for you), `/react 3 👍`. A sent line's
+state is shown as it changes: `…` queued, `✓` stored, `✓✓` delivered, `✓✓ read`.
+Edits, deletes and reactions show the message again as it is now. Lines typed while
+the server is unreachable wait in the SDK's outbox and go out when it is back.
+Messages from the open conversation are marked read when shown.
 
 Deliberately plain (no curses, no extra dependencies): output lines are appended, so
-the chat also works through pipes, which is how the tests drive it.
+the chat also works through pipes, which is how the tests drive it. For the same
+reason input comes a whole line at a time: the chat cannot see someone typing, so it
+only shows the other side's typing, never sends its own.
 """
 
 from __future__ import annotations
@@ -15,14 +20,29 @@ import argparse
 import asyncio
 import getpass
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from messenger.client import Client, MessengerClientError, NewMessage, Receipt, login
+from messenger.client import (
+    TYPING_SHOWN_FOR,
+    Client,
+    Message,
+    MessageUpdated,
+    MessengerClientError,
+    NewMessage,
+    Receipt,
+    ReplyRef,
+    Typing,
+    login,
+)
 
-HELP = "commands: /open NAME  /who  /help  /quit; any other line is sent to the open conversation"
+HELP = (
+    "commands: /open NAME  /reply N text  /edit N text  /delete N [me]  /react N emoji"
+    "  /unreact N emoji  /receipts [on|off]  /who  /help  /quit;"
+    " any other line is sent to the open conversation"
+)
 MARKS = {"sent": "✓ stored", "delivered": "✓✓ delivered", "read": "✓✓ read"}
 ORDER = ("sent", "delivered", "read")
 
@@ -52,6 +72,44 @@ class Sent:
     status: str = "queued"
 
 
+class TypingShown:
+    """Who is shown as typing: from their `true` until their `false`, their next
+    message, or `ttl` seconds after their last `true` (a `false` can be lost, 3.7).
+
+    Output is append-only, so a start and a stop are each one line; a stop made by
+    their message (shown instead) is not written.
+    """
+
+    def __init__(
+        self, ttl: float = TYPING_SHOWN_FOR, out: Callable[[str], None] | None = None
+    ) -> None:
+        self._ttl = ttl
+        self._out = out or say
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def update(self, event: Typing) -> None:
+        if event.state:
+            self._start(event.sender)
+        else:
+            self.stop(event.sender)
+
+    def _start(self, who: str) -> None:
+        timer = self._timers.pop(who, None)
+        if timer is None:
+            self._out(f"* {who} is typing...")
+        else:
+            timer.cancel()
+        self._timers[who] = asyncio.get_running_loop().call_later(self._ttl, self.stop, who)
+
+    def stop(self, who: str, announce: bool = True) -> None:
+        timer = self._timers.pop(who, None)
+        if timer is None:
+            return
+        timer.cancel()
+        if announce:
+            self._out(f"* {who} stopped typing")
+
+
 @dataclass
 class Chat:
     url: str
@@ -61,6 +119,10 @@ class Chat:
     sent: dict[int, Sent] = field(default_factory=dict)  # by message id
     early: dict[int, str] = field(default_factory=dict)  # receipts before the send's answer
     numbers: int = 0
+    ids: dict[int, int] = field(default_factory=dict)  # number -> message id
+    numbered: dict[int, int] = field(default_factory=dict)  # message id -> number
+    messages: dict[int, Message] = field(default_factory=dict)  # the last shown, by id
+    typing: TypingShown = field(default_factory=TypingShown)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def run(self, password: str | None) -> int:
@@ -75,6 +137,8 @@ class Chat:
         client = Client(self.url, token, self.state)
         client.on_message(lambda event: self._on_message(client, event))
         client.on_receipt(self._on_receipt)
+        client.on_message_updated(self._on_update)
+        client.on_typing(self.typing.update)
         try:
             async with client:
                 say(f"* logged in as {self.me}. {HELP}")
@@ -100,51 +164,174 @@ class Chat:
             if self.peer is None:
                 say("! open a conversation first: /open NAME")
                 continue
-            self.numbers += 1
-            self._background(self._send(client, self.peer, text, self.numbers))
+            self._background(self._send(client, self.peer, text, self._new_number()))
         pending = await client.pending()
         if pending:
-            say(f"* {len(pending)} message(s) still queued; they go out next time")
+            say(f"* {len(pending)} message(s) or edit(s) still queued; they go out next time")
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self.tasks.add(task)  # keep a reference until it is done
         task.add_done_callback(self.tasks.discard)
 
+    # -- commands -------------------------------------------------------------------
+
     async def _command(self, client: Client, text: str) -> bool:
         """Run a /command; False means quit."""
         name, _, arg = text.partition(" ")
         if name == "/quit":
             return False
-        if name == "/open" and arg.strip():
-            self.peer = arg.strip().lower()
-            say(f"* talking with {self.peer}")
-            # In the background: while offline it waits, and typing must not.
-            self._background(self._show_recent(client, self.peer))
-        elif name == "/who":
-            say(f"* you are {self.me}, talking with {self.peer or 'nobody'}")
-        else:
+        handlers: dict[str, Callable[[Client, str], None]] = {
+            "/open": self._open,
+            "/who": lambda _client, _arg: self._who(),
+            "/reply": self._reply,
+            "/edit": self._edit,
+            "/delete": self._delete,
+            "/react": self._react,
+            "/unreact": self._unreact,
+            "/receipts": self._receipts,
+        }
+        handler = handlers.get(name)
+        if handler is None:
             say(f"* {HELP}")
+        else:
+            handler(client, arg)
         return True
+
+    def _open(self, client: Client, arg: str) -> None:
+        if not arg.strip():
+            say("! usage: /open NAME")
+            return
+        self.peer = arg.strip().lower()
+        say(f"* talking with {self.peer}")
+        # In the background: while offline it waits, and typing must not.
+        self._background(self._show_recent(client, self.peer))
+
+    def _who(self) -> None:
+        say(f"* you are {self.me}, talking with {self.peer or 'nobody'}")
+
+    def _reply(self, client: Client, arg: str) -> None:
+        target = self._target(arg, "/reply N text")
+        if target is None:
+            return
+        message, text = target
+        to = message.recipient if message.sender == self.me else message.sender
+        number = self._new_number()
+        self._background(self._send(client, to, text, number, reply_to=message.id))
+
+    def _edit(self, client: Client, arg: str) -> None:
+        target = self._target(arg, "/edit N text")
+        if target is not None:
+            message, text = target
+            self._background(self._change(message.id, client.edit(message.id, text)))
+
+    def _delete(self, client: Client, arg: str) -> None:
+        target = self._target(arg, "/delete N [me]", rest_required=False)
+        if target is None:
+            return
+        message, scope = target
+        if scope not in ("", "me", "everyone"):
+            say("! usage: /delete N [me]")
+            return
+        deleting = client.delete(message.id, for_everyone=scope != "me")
+        self._background(self._change(message.id, deleting))
+
+    def _react(self, client: Client, arg: str) -> None:
+        target = self._target(arg, "/react N emoji")
+        if target is not None:
+            message, emoji = target
+            self._background(self._change(message.id, client.react(message.id, emoji)))
+
+    def _unreact(self, client: Client, arg: str) -> None:
+        target = self._target(arg, "/unreact N emoji")
+        if target is not None:
+            message, emoji = target
+            self._background(self._change(message.id, client.unreact(message.id, emoji)))
+
+    def _receipts(self, client: Client, arg: str) -> None:
+        choice = arg.strip().lower()
+        if choice not in ("", "on", "off"):
+            say("! usage: /receipts [on|off]")
+            return
+        self._background(self._set_receipts(client, None if not choice else choice == "on"))
+
+    def _target(
+        self, arg: str, usage: str, rest_required: bool = True
+    ) -> tuple[Message, str] | None:
+        """The message numbered by the first word of `arg`, and the rest of `arg`."""
+        word, _, rest = arg.strip().partition(" ")
+        rest = rest.strip()
+        number = word.removeprefix("#")
+        if not number.isdigit() or (rest_required and not rest):
+            say(f"! usage: {usage}")
+            return None
+        message_id = self.ids.get(int(number))
+        message = self.messages.get(message_id) if message_id is not None else None
+        if message is None:
+            known = int(number) <= self.numbers
+            say(f"! #{number} is not stored yet" if known else f"! no message #{number}")
+            return None
+        return message, rest
+
+    async def _change(self, message_id: int, call: Awaitable[object]) -> None:
+        """Await an edit, delete or reaction; the stream shows its outcome."""
+        try:
+            await call
+        except MessengerClientError as exc:
+            say(f"! #{self.numbered[message_id]} not changed: {exc.message} ({exc.code})")
+
+    async def _set_receipts(self, client: Client, on: bool | None) -> None:
+        try:
+            now = await (client.read_receipts() if on is None else client.set_read_receipts(on))
+        except MessengerClientError as exc:
+            say(f"! receipts: {exc.message} ({exc.code})")
+            return
+        say(f"* read receipts {'on' if now else 'off: others learn at most delivered'}")
+
+    # -- showing messages -----------------------------------------------------------
+
+    def _new_number(self) -> int:
+        self.numbers += 1
+        return self.numbers
+
+    def _remember(self, message: Message, number: int | None = None) -> int:
+        """The message's number (a new one if it has none); keeps its latest state."""
+        self.messages[message.id] = message
+        if number is not None:  # a sent line's own number (an update may have given one)
+            self.ids[number] = message.id
+        if message.id not in self.numbered:
+            number = number or self._new_number()
+            self.numbered[message.id] = number
+            self.ids[number] = message.id
+        return self.numbered[message.id]
+
+    def _show(self, message: Message, suffix: str = "") -> None:
+        number = self._remember(message)
+        lines = render(message, number, self.me, self.numbered)
+        for line in lines[:-1]:
+            say(line)
+        say(lines[-1] + suffix)
 
     async def _show_recent(self, client: Client, peer: str) -> None:
         """The last few messages of the conversation, best effort."""
         try:
             async for page in client.history(peer, limit=10):
                 for message in page:
-                    who = "you" if message.sender == self.me else message.sender
-                    say(f"  {who}: {message.body} [{message.status}]")
+                    self._show(message, f" · {message.status}")
                 break
         except MessengerClientError as exc:
             say(f"! no history: {exc.message} ({exc.code})")
 
-    async def _send(self, client: Client, to: str, body: str, number: int) -> None:
+    async def _send(
+        self, client: Client, to: str, body: str, number: int, reply_to: int | None = None
+    ) -> None:
         say(f"#{number} … queued")
         try:
-            message = await client.send(to, body)
+            message = await client.send(to, body, reply_to=reply_to)
         except MessengerClientError as exc:
             say(f"#{number} ✗ failed: {exc.message} ({exc.code})")
             return
+        self._remember(message, number)
         entry = Sent(number)
         self.sent[message.id] = entry
         self._advance(entry, "sent")
@@ -153,14 +340,19 @@ class Chat:
 
     async def _on_message(self, client: Client, event: NewMessage) -> None:
         message = event.message
-        if message.sender == self.me:
-            return  # our own line, echoed back; its state is shown by number
-        say(f"{message.sender}: {message.body}")
+        if message.sender == self.me or message.hidden:
+            return  # our own line, echoed back (its state is shown by number), or hidden
+        self.typing.stop(message.sender, announce=False)
+        self._show(message)
         if message.sender == self.peer and message.status != "read":
             try:
                 await client.mark_read([message.id])
             except MessengerClientError:
                 pass  # shown as unread next time; nothing lost
+
+    def _on_update(self, event: MessageUpdated) -> None:
+        """An edit, delete or reaction: the message again, as it is now."""
+        self._show(event.message)
 
     def _on_receipt(self, event: Receipt) -> None:
         if event.by == self.me:
@@ -191,6 +383,41 @@ class Chat:
                 say(
                     "* online" if online else "* offline: lines are queued until the server is back"
                 )
+
+
+def render(message: Message, number: int, me: str, numbers: dict[int, int]) -> list[str]:
+    """A message as lines: the quoted excerpt it replies to, then `#N who: body`, with
+    `(edited)`, `[deleted]` and its reactions."""
+    if message.hidden:
+        return [f"#{number} [deleted for you]"]
+    who = _name(message.sender, me)
+    if message.deleted or message.body is None:
+        return [f"#{number} {who}: [deleted]"]
+    lines = [] if message.reply_to is None else [_quote(message.reply_to, me, numbers)]
+    text = message.body + (" (edited)" if message.edited_at is not None else "")
+    lines.append(f"#{number} {who}: {text}{_reactions(message, me)}")
+    return lines
+
+
+def _quote(ref: ReplyRef, me: str, numbers: dict[int, int]) -> str:
+    if ref.deleted:
+        return "  > [deleted]"
+    where = f"#{numbers[ref.id]} " if ref.id in numbers else ""
+    return f"  > {where}{_name(ref.sender or '?', me)}: {ref.excerpt or ''}"
+
+
+def _reactions(message: Message, me: str) -> str:
+    if not message.reactions:
+        return ""
+    shown = (
+        f"{emoji} {', '.join(_name(user, me) for user in users)}"
+        for emoji, users in message.reactions.items()
+    )
+    return f" [{'; '.join(shown)}]"
+
+
+def _name(user: str, me: str) -> str:
+    return "you" if user == me else user
 
 
 def say(text: str) -> None:

@@ -1,5 +1,6 @@
 """The terminal chat driven as a user would: a `messenger chat` process with its
-standard input and output on pipes, against a real server, chatting with a raw device."""
+standard input and output on pipes, against a real server, chatting with a raw device.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import PASSWORD, Device, Http, RunningServer, Servers, port_of
-from tests.test_client import history_rows
+from messenger.chat import TypingShown
+from messenger.client import Typing
+from tests.support import PASSWORD, Device, Http, RunningServer, Servers, accounts, port_of
+from tests.test_client import eventually, history_rows
 
 
 class Terminal:
@@ -174,3 +177,85 @@ async def test_a_line_typed_while_the_server_is_down_goes_out_when_it_is_back(
     rows = await history_rows(server.url, bob, ann.username)
     assert [r["body"] for r in rows] == ["typed while down"]
     assert await term.quit() == 0
+
+
+async def test_chat_replies_edits_reacts_deletes_and_shows_typing(
+    server: RunningServer, http: Http, tmp_path: Path, terminals: list[Terminal]
+) -> None:
+    ann, bob = await accounts(http, "ann", "bob")
+    bob_device = await Device(server.url).connect(bob.token)
+    await bob_device.wait_synced()
+    term = await Terminal.start(server.url, ann.username, tmp_path / "ann.state")
+    terminals.append(term)
+    await term.expect(r"logged in as ")
+    await term.type(f"/open {bob.username}")
+    await term.expect(r"talking with ")
+    b = re.escape(bob.username)
+
+    question = (await bob_device.send(ann.username, "lunch at one?", "q1"))["message"]["id"]
+    await term.expect(rf"^#1 {b}: lunch at one\?$")
+    await term.type("/reply 1 sure")
+    await term.expect(r"^#2 ✓ stored$")
+    await bob_device.wait_for(lambda: len(bob_device.messages()) == 2)
+    reply = bob_device.messages()[-1]
+    assert (reply["body"], reply["reply_to"]["id"]) == ("sure", question)
+
+    await term.type("/edit 2 sure, at one")
+    await term.expect(rf"^  > #1 {b}: lunch at one\?$")
+    await term.expect(r"^#2 you: sure, at one \(edited\)$")
+    assert (await bob_device.call("react", {"id": reply["id"], "emoji": "👍"}))["ok"]
+    await term.expect(rf"^#2 you: sure, at one \(edited\) \[👍 {b}\]$")
+    await term.type("/react 1 ❤️")
+    await term.expect(r"^#1 .*: lunch at one\? \[❤️ you\]$")
+    edit = {"id": question, "body": "lunch at two?", "client_id": "e1"}
+    assert (await bob_device.call("edit", edit))["ok"]
+    await term.expect(rf"^#1 {b}: lunch at two\? \(edited\) \[❤️ you\]$")
+    await term.type("/unreact 1 ❤️")
+    await term.expect(rf"^#1 {b}: lunch at two\? \(edited\)$")
+
+    await bob_device.sio.emit("typing", {"to": ann.username, "state": True})
+    await term.expect(rf"^\* {b} is typing\.\.\.$")
+    await bob_device.sio.emit("typing", {"to": ann.username, "state": False})
+    await term.expect(rf"^\* {b} stopped typing$")
+
+    await term.type("/delete 2")
+    await term.expect(r"^#2 you: \[deleted\]$")
+    await bob_device.wait_for(
+        lambda: any(u["change"] == "deleted" for u in bob_device.of("message_updated"))
+    )
+    await term.type("/delete 1 me")
+    await term.expect(r"^#1 \[deleted for you\]$")
+    await term.type("/edit 9 nope")
+    await term.expect(r"^! no message #9$")
+    await term.type("/edit 1 mine now")  # bob's message, and hidden from ann
+    await term.expect(r"^! #1 not changed: .*\(not_found\)$")
+    await term.type("/react 1")
+    await term.expect(r"^! usage: /react N emoji$")
+
+    # The history shows the tombstone with its number; the hidden message is gone.
+    await term.type(f"/open {bob.username}")
+    await term.expect(r"^#2 you: \[deleted\] · sent$")
+    assert await term.quit() == 0
+    [shown] = [m for m in await history_rows(server.url, bob, ann.username) if m["deleted"]]
+    assert (shown["id"], shown["body"]) == (reply["id"], None)
+    await bob_device.disconnect()
+
+
+async def test_typing_indicator_lasts_until_false_message_or_expiry() -> None:
+    out: list[str] = []
+    shown = TypingShown(ttl=1.0, out=out.append)
+    shown.update(Typing("bob", True))
+    shown.update(Typing("bob", True))  # a repeat while shown: no new line
+    assert out == ["* bob is typing..."]
+    await asyncio.sleep(0.5)
+    shown.update(Typing("bob", True))  # ...but it lasts from the last one
+    await asyncio.sleep(0.6)
+    assert out == ["* bob is typing..."]
+    await eventually(lambda: len(out) == 2, timeout=2)
+    assert out[1] == "* bob stopped typing"
+    shown.update(Typing("bob", False))  # the server's late false: already stopped
+    shown.update(Typing("bob", True))
+    shown.stop("bob", announce=False)  # their message arrived: it says enough
+    shown.update(Typing("bob", False))
+    await asyncio.sleep(1.2)
+    assert out == ["* bob is typing...", "* bob stopped typing", "* bob is typing..."]

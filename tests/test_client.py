@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 import socketio
 
-from messenger.client import Client, MessengerClientError, NewMessage, Receipt, login, register
+from messenger.client import (
+    Client,
+    MessageUpdated,
+    MessengerClientError,
+    NewMessage,
+    Receipt,
+    login,
+    register,
+)
 from messenger.client.stream import Stream
 from messenger.config import Settings
 from tests.support import (
@@ -41,11 +49,25 @@ class Recorder:
     def __init__(self, client: Client) -> None:
         self.messages: list[NewMessage] = []
         self.receipts: list[Receipt] = []
+        self.updates: list[MessageUpdated] = []
         client.on_message(self.messages.append)
         client.on_receipt(self.receipts.append)
+        client.on_message_updated(self.updates.append)
 
-    def bodies(self) -> list[str]:
+    def bodies(self) -> list[str | None]:
         return [event.message.body for event in self.messages]
+
+    def changes(self) -> list[tuple[int, str]]:
+        return [(event.message.id, event.change) for event in self.updates]
+
+    def cursors(self) -> list[int]:
+        """Every stream event's cursor, in stream order."""
+        events: list[NewMessage | Receipt | MessageUpdated] = [
+            *self.messages,
+            *self.receipts,
+            *self.updates,
+        ]
+        return sorted(event.cursor for event in events)
 
     def statuses(self, message_id: int) -> list[str]:
         return [r.status for r in self.receipts if message_id in r.ids]

@@ -5,22 +5,46 @@ It imports only the standard library, aiohttp, python-socketio and
 See docs/client.md.
 """
 
-from messenger.client.api import conversations, login, logout, messages_page, register
+from messenger.client.api import (
+    conversations,
+    login,
+    logout,
+    messages_page,
+    read_receipts,
+    register,
+    set_read_receipts,
+)
 from messenger.client.core import Client
 from messenger.client.state import Outgoing
-from messenger.client.types import Event, Message, MessengerClientError, NewMessage, Receipt
+from messenger.client.types import (
+    TYPING_SHOWN_FOR,
+    Event,
+    Message,
+    MessageUpdated,
+    MessengerClientError,
+    NewMessage,
+    Receipt,
+    ReplyRef,
+    Typing,
+)
 
 __all__ = [
+    "TYPING_SHOWN_FOR",
     "Client",
     "Event",
     "Message",
+    "MessageUpdated",
     "MessengerClientError",
     "NewMessage",
     "Outgoing",
     "Receipt",
+    "ReplyRef",
+    "Typing",
     "conversations",
     "login",
     "logout",
     "messages_page",
+    "read_receipts",
     "register",
+    "set_read_receipts",
 ]

@@ -1,4 +1,4 @@
-"""The HTTP side of the protocol: accounts and sessions (PROTOCOL.md section 2).
+"""The HTTP side of the protocol: accounts, sessions and settings (PROTOCOL.md section 2).
 
 Plain functions over aiohttp, because logging in happens once, before any socket.
 """
@@ -13,6 +13,7 @@ import aiohttp
 from messenger.client.types import Message, MessengerClientError
 
 API = "/api/v1"
+SETTINGS = f"{API}/users/me/settings"
 
 
 async def _request(
@@ -69,3 +70,19 @@ async def messages_page(
     path = f"{API}/conversations/{quote(with_, safe='')}/messages{query}"
     body = await _request("GET", url, path, token=token)
     return [Message.from_dict(m) for m in body["messages"]], bool(body["has_more"])
+
+
+async def read_receipts(url: str, token: str) -> bool:
+    """Whether the user's reads are told to senders (PROTOCOL.md 3.8)."""
+    body = await _request("GET", url, SETTINGS, token=token)
+    return bool(body["read_receipts"])
+
+
+async def set_read_receipts(url: str, token: str, on: bool) -> bool:
+    """Make the user's reading public or private; returns the setting as stored.
+
+    Applies to reads made from now on: reads already told stay told, and reads made
+    while private stay private (3.8).
+    """
+    body = await _request("PUT", url, SETTINGS, {"read_receipts": on}, token=token)
+    return bool(body["read_receipts"])

@@ -7,8 +7,10 @@ Background tasks do the work, so that the application only awaits results:
 - the *reader* takes what the server pushes, in order, through `Stream` (dedupe, gap
   filling); the *dispatcher* hands each event to the application and only then moves
   the saved cursor and acknowledges messages as `delivered`;
-- the *flusher* sends the outbox, oldest first, one at a time, until each message has
-  its answer; the outbox is durable when a state file is given.
+- the *flusher* sends the outbox (sends and edits), oldest first, one at a time, until
+  each has its answer; the outbox is durable when a state file is given;
+- the *typing teller* hands `typing` events to their callbacks: they are ephemeral,
+  outside the stream, so they skip the reader and the dispatcher.
 
 python-socketio's own reconnection is off: it does not reconnect after the server
 closes the socket (which is what a server does when it stops gracefully), and it would
@@ -30,14 +32,25 @@ from typing import Any, TypeVar
 import socketio
 
 from messenger import protocol
+from messenger.client.api import read_receipts as get_read_receipts
+from messenger.client.api import set_read_receipts as put_read_receipts
 from messenger.client.ids import new_client_id
 from messenger.client.state import Outgoing, StateStore
 from messenger.client.stream import Stream
-from messenger.client.types import Event, Message, MessengerClientError, NewMessage, Receipt
+from messenger.client.types import (
+    Event,
+    Message,
+    MessageUpdated,
+    MessengerClientError,
+    NewMessage,
+    Receipt,
+    Typing,
+    parse_typing,
+)
 
 log = logging.getLogger("messenger.client")
 
-E = TypeVar("E", NewMessage, Receipt)
+E = TypeVar("E", NewMessage, Receipt, MessageUpdated, Typing)
 Callback = Callable[[E], Awaitable[None] | None]
 _CONNECTED = "__connected__"  # marks a new connection in the reader's queue
 MARK_BATCH = protocol.MARK_IDS_MAX
@@ -85,6 +98,9 @@ class Client:
         self._waiters: dict[str, asyncio.Future[Message]] = {}
         self._message_callbacks: list[Callback[NewMessage]] = []
         self._receipt_callbacks: list[Callback[Receipt]] = []
+        self._update_callbacks: list[Callback[MessageUpdated]] = []
+        self._typing_callbacks: list[Callback[Typing]] = []
+        self._typing_inbox: asyncio.Queue[Typing] = asyncio.Queue()
         self._subscriber: asyncio.Queue[tuple[Event, asyncio.Future[bool]]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._first_attempt: asyncio.Future[MessengerClientError | None] | None = None
@@ -116,7 +132,14 @@ class Client:
         self._committed = await self._state.get_cursor()
         self._stream = Stream(self._committed)
         self._first_attempt = asyncio.get_running_loop().create_future()
-        for work in (self._supervise, self._read, self._deliver, self._flush, self._acknowledge):
+        for work in (
+            self._supervise,
+            self._read,
+            self._deliver,
+            self._flush,
+            self._acknowledge,
+            self._tell_typing,
+        ):
             self._tasks.append(asyncio.create_task(work(), name=f"messenger-{work.__name__}"))
         self._outbox_wakeup.set()
         refused = await self._first_attempt
@@ -159,8 +182,8 @@ class Client:
 
     # -- sending ------------------------------------------------------------------
 
-    async def send(self, to: str, body: str) -> Message:
-        """Send a message and return it as stored.
+    async def send(self, to: str, body: str, reply_to: int | None = None) -> Message:
+        """Send a message (a reply to message `reply_to`, if given); return it as stored.
 
         The message is queued in the outbox first and sent with a fresh client_id; it
         is resent with that same id after reconnects and restarts until the server
@@ -170,9 +193,23 @@ class Client:
         `forbidden`, `not_found`, `too_large`), or `unauthorized` when the token is
         refused.
         """
+        return await self._queue(Outgoing(new_client_id(), to, body, reply_to=reply_to))
+
+    async def edit(self, message_id: int, body: str) -> Message:
+        """Replace the body of one of our messages; return the message as it is now.
+
+        Goes through the outbox like `send`, with a client_id of its own, so an edit
+        retried after a reconnect or a restart is applied once: the server answers a
+        repeat with the message as it is now, without undoing a later edit (3.6).
+        Raises like `send`: `forbidden` (not ours, or past the edit window),
+        `not_found` (no such message, or deleted).
+        """
+        return await self._queue(Outgoing(new_client_id(), "", body, edit_of=message_id))
+
+    async def _queue(self, item: Outgoing) -> Message:
+        """Put `item` in the outbox and wait for the server's answer to it."""
         if self._failure is not None:
             raise self._failure
-        item = Outgoing(new_client_id(), to, body)
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiters[item.client_id] = future
         try:
@@ -183,7 +220,7 @@ class Client:
             self._waiters.pop(item.client_id, None)
 
     async def pending(self) -> list[Outgoing]:
-        """The messages still waiting for the server's answer, oldest first."""
+        """The sends and edits still waiting for the server's answer, oldest first."""
         return await self._state.pending()
 
     async def _flush(self) -> None:
@@ -202,12 +239,12 @@ class Client:
         """Send the outbox in order; False when a transient failure stopped it."""
         for item in await self._state.pending():
             await self._connected.wait()
-            payload = {"to": item.to, "body": item.body, "client_id": item.client_id}
+            event, payload = _wire(item)
             try:
-                answer = await self._call(protocol.SEND, payload, self._call_timeout)
+                answer = await self._call(event, payload, self._call_timeout)
             except MessengerClientError as exc:
                 if not exc.permanent:
-                    log.info("send %s will be retried: %s", item.client_id, exc)
+                    log.info("%s %s will be retried: %s", event, item.client_id, exc)
                     return False
                 await self._state.remove(item.client_id)
                 self._settle(item.client_id, exc)
@@ -226,6 +263,54 @@ class Client:
             future.set_result(outcome)
         else:
             future.set_exception(outcome)
+
+    # -- changing sent messages (3.6) and typing (3.7) ---------------------------
+
+    async def delete(self, message_id: int, for_everyone: bool) -> Message | None:
+        """Delete a message for everyone (ours, within the window: returns the
+        tombstone) or only for us (either party, any time: returns None).
+
+        Not queued: a delete is only worth making while the user watches, and a
+        repeat is harmless (the server answers it the same), so call it again after
+        a failure.
+        """
+        scope = "everyone" if for_everyone else "me"
+        answer = await self.request(protocol.DELETE, {"id": message_id, "for": scope})
+        message = answer.get("message")
+        return Message.from_dict(message) if isinstance(message, dict) else None
+
+    async def react(self, message_id: int, emoji: str) -> Message:
+        """Add our reaction `emoji` (one emoji) to a message; returns it as it is now."""
+        answer = await self.request(protocol.REACT, {"id": message_id, "emoji": emoji})
+        return Message.from_dict(answer["message"])
+
+    async def unreact(self, message_id: int, emoji: str) -> Message:
+        """Remove our reaction `emoji` from a message; returns it as it is now."""
+        answer = await self.request(protocol.UNREACT, {"id": message_id, "emoji": emoji})
+        return Message.from_dict(answer["message"])
+
+    async def typing(self, to: str, state: bool) -> None:
+        """Tell `to` that the user is typing (True; repeat at least every 3 s while
+        they type) or stopped (False).
+
+        Fire and forget: no outbox and no answer asked for, since a stale typing
+        state is worth nothing. Dropped when not connected.
+        """
+        sio = self._sio
+        if sio is None:
+            return
+        with contextlib.suppress(socketio.exceptions.SocketIOError):
+            await sio.emit(protocol.TYPING, {"to": to, "state": state})
+
+    # -- settings (HTTP, 3.8) ------------------------------------------------------
+
+    async def read_receipts(self) -> bool:
+        """Whether senders learn when this user reads their messages."""
+        return await get_read_receipts(self.url, self._token)
+
+    async def set_read_receipts(self, on: bool) -> bool:
+        """Make reading public (True) or private (False); returns the setting now."""
+        return await put_read_receipts(self.url, self._token, on)
 
     # -- requests -----------------------------------------------------------------
 
@@ -311,6 +396,20 @@ class Client:
         self._receipt_callbacks.append(callback)
         self._consumers_changed.set()
 
+    def on_message_updated(self, callback: Callback[MessageUpdated]) -> None:
+        """Call `callback(event)` for every edit, delete or reaction, in stream order."""
+        self._update_callbacks.append(callback)
+        self._consumers_changed.set()
+
+    def on_typing(self, callback: Callback[Typing]) -> None:
+        """Call `callback(event)` when someone starts or stops typing to us.
+
+        Not a stream event: it comes as soon as it arrives, outside the order of the
+        others, and is not replayed. Show it for at most `TYPING_SHOWN_FOR` seconds
+        after the last `True`, since a `False` can be lost.
+        """
+        self._typing_callbacks.append(callback)
+
     async def events(self) -> AsyncIterator[Event]:
         """Every event, in stream order. One iterator at a time.
 
@@ -374,16 +473,8 @@ class Client:
 
     async def _dispatch(self, event: Event) -> None:
         """Hand one event to the application; returns once it has been taken."""
-        callbacks: list[Any] = (
-            self._message_callbacks if isinstance(event, NewMessage) else self._receipt_callbacks
-        )
-        for callback in callbacks:
-            try:
-                result = callback(event)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("an event callback failed")
+        callbacks = self._callbacks_for(event)
+        await _call_each(callbacks, event)
         while True:
             queue = self._subscriber
             if queue is not None:
@@ -392,10 +483,26 @@ class Client:
                 if await taken:
                     return
                 continue
-            if callbacks or self._message_callbacks or self._receipt_callbacks:
+            if callbacks or self._has_stream_callbacks():
                 return  # callbacks exist; none for this kind means nobody wants it
             self._consumers_changed.clear()
             await self._consumers_changed.wait()
+
+    def _callbacks_for(self, event: Event) -> list[Any]:
+        if isinstance(event, NewMessage):
+            return self._message_callbacks
+        if isinstance(event, Receipt):
+            return self._receipt_callbacks
+        return self._update_callbacks
+
+    def _has_stream_callbacks(self) -> bool:
+        return bool(self._message_callbacks or self._receipt_callbacks or self._update_callbacks)
+
+    async def _tell_typing(self) -> None:
+        """Hand `typing` events to their callbacks in arrival order, off the socket."""
+        while True:
+            event = await self._typing_inbox.get()
+            await _call_each(self._typing_callbacks, event)
 
     def _taken(self, event: Event) -> None:
         if isinstance(event, NewMessage) and event.message.sender != self._me:
@@ -499,11 +606,22 @@ class Client:
 
             return handler
 
+        async def on_typing(data: Any = None) -> None:
+            event = parse_typing(data)
+            if event is not None and self._sio is sio:
+                self._typing_inbox.put_nowait(event)
+
         sio.on("connect", on_connect)
         sio.on("disconnect", on_disconnect)
         sio.on("connect_error", on_connect_error)
-        for name in (protocol.NEW_MESSAGE, protocol.RECEIPT, protocol.SYNCED):
+        for name in (
+            protocol.NEW_MESSAGE,
+            protocol.RECEIPT,
+            protocol.MESSAGE_UPDATED,
+            protocol.SYNCED,
+        ):
             sio.on(name, forward(name))
+        sio.on(protocol.TYPING, on_typing)
         return sio
 
     async def _drop_connection(self) -> None:
@@ -523,6 +641,28 @@ class Client:
         for future in self._waiters.values():
             if not future.done():
                 future.set_exception(refusal)
+
+
+def _wire(item: Outgoing) -> tuple[str, dict[str, Any]]:
+    """The event and payload that carry an outbox item: an `edit` or a `send`."""
+    if item.edit_of is not None:
+        return protocol.EDIT, {"id": item.edit_of, "body": item.body, "client_id": item.client_id}
+    payload: dict[str, Any] = {"to": item.to, "body": item.body, "client_id": item.client_id}
+    if item.reply_to is not None:
+        payload["reply_to"] = item.reply_to
+    return protocol.SEND, payload
+
+
+async def _call_each(callbacks: list[Any], event: object) -> None:
+    """Run the application's callbacks (plain or async) for one event; a failing
+    one is logged, so it cannot stop the client's tasks."""
+    for callback in callbacks:
+        try:
+            result = callback(event)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("an event callback failed")
 
 
 def _raise_if_cancelled() -> None:

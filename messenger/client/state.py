@@ -3,7 +3,9 @@
 The outbox is what makes a send survive a crash or a restart of the client: a message
 is written here (with its client_id) before it goes on the wire and leaves only when
 the server has answered, so resending after a restart is safe (G2 dedupes by
-(sender, client_id)). Without a path the same tables live in memory.
+(sender, client_id)). Edits wait in the same queue with their own client_id, which the
+server dedupes by (message, client_id) (3.6). Without a path the same tables live in
+memory.
 
 sqlite3 blocks, so every call runs on one dedicated thread: the connection is used
 by that thread only, and the calls run in the order they were made.
@@ -28,19 +30,30 @@ CREATE TABLE IF NOT EXISTS outbox (
     client_id TEXT NOT NULL UNIQUE,
     recipient TEXT NOT NULL,
     body TEXT NOT NULL,
-    queued_at REAL NOT NULL
+    queued_at REAL NOT NULL,
+    reply_to INTEGER,
+    edit_of INTEGER
 );
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Columns added after the first release: a state file made before them gets them at
+# open, so what it queued still goes out.
+_ADDED_COLUMNS = {"reply_to": "INTEGER", "edit_of": "INTEGER"}
 
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A message waiting for the server's answer."""
+    """A send, or an edit of message `edit_of`, waiting for the server's answer."""
 
     client_id: str
-    to: str
+    to: str  # the recipient of a send; "" for an edit (the server knows it)
     body: str
+    reply_to: int | None = None
+    edit_of: int | None = None
+
+    @property
+    def is_edit(self) -> bool:
+        return self.edit_of is not None
 
 
 class StateStore:
@@ -65,6 +78,7 @@ class StateStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")  # a queued message survives power loss
             db.executescript(_SCHEMA)
+            _add_missing_columns(db)
             self._db = db
 
         await asyncio.get_running_loop().run_in_executor(self._pool, connect)
@@ -81,9 +95,10 @@ class StateStore:
     async def enqueue(self, item: Outgoing) -> None:
         await self._run(
             lambda db: db.execute(
-                "INSERT OR IGNORE INTO outbox (client_id, recipient, body, queued_at)"
-                " VALUES (?, ?, ?, ?)",
-                (item.client_id, item.to, item.body, time.time()),
+                "INSERT OR IGNORE INTO outbox"
+                " (client_id, recipient, body, queued_at, reply_to, edit_of)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (item.client_id, item.to, item.body, time.time(), item.reply_to, item.edit_of),
             )
         )
 
@@ -91,7 +106,7 @@ class StateStore:
         """The outbox in the order the messages were queued (the order they go out)."""
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT client_id, recipient, body FROM outbox ORDER BY seq"
+                "SELECT client_id, recipient, body, reply_to, edit_of FROM outbox ORDER BY seq"
             ).fetchall()
         )
         return [Outgoing(*row) for row in rows]
@@ -115,3 +130,10 @@ class StateStore:
                 (str(cursor),),
             )
         )
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    present = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in present:
+            db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {kind}")

@@ -4,7 +4,8 @@ Kept apart from the socket so that the rules of PROTOCOL.md 3.4 live in one smal
 piece of code: feed it what the server pushed, in order, and it returns the events
 the application should see, each once.
 
-- A `new_message` is shown once per id (G6: the server may send a message twice).
+- A `new_message` is shown once per id (G6: the server may send a message twice);
+  a `receipt` or `message_updated` once per cursor (a message has many updates).
 - After a connection's `synced`, cursors grow by exactly one; an event further on means
   something was missed, and the events in between are fetched with `sync`.
 - A connection without a cursor gets a backlog whose cursors skip; `synced` then gives

@@ -1,12 +1,12 @@
 """What the SDK hands to applications: typed messages and events, and its one error.
 
-The wire shapes are PROTOCOL.md 3.1 and 3.3; these dataclasses give them names and
+The wire shapes are PROTOCOL.md 3.1, 3.3 and 3.7; these dataclasses give them names and
 types so that applications (and mypy) do not dig through dicts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from messenger import protocol
@@ -40,18 +40,54 @@ class MessengerClientError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyRef:
+    """The message a reply answers, as it is now (PROTOCOL.md 3.1 `reply_to`).
+
+    `sender` and `excerpt` are None once that message is deleted for everyone; the
+    excerpt is recomputed by the server each time, so an edit shows through.
+    """
+
+    id: int
+    sender: str | None
+    excerpt: str | None
+    deleted: bool
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ReplyRef | None:
+        if not isinstance(data, dict) or not isinstance(data.get("id"), int):
+            return None
+        deleted = data.get("deleted") is True
+        return cls(
+            id=data["id"],
+            sender=None if deleted else _optional_str(data.get("from")),
+            excerpt=None if deleted else _optional_str(data.get("excerpt")),
+            deleted=deleted,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
-    """A stored message (PROTOCOL.md 3.1); `status` is as of when it was sent to us."""
+    """A stored message (PROTOCOL.md 3.1), as it was when the server last showed it.
+
+    `body` is None once the message is deleted (for everyone, or `hidden` for us).
+    `reactions` maps each emoji to the users who reacted with it, in their order.
+    Fields a server without issue 23 does not send take their empty defaults.
+    """
 
     id: int
     sender: str
     recipient: str
-    body: str
+    body: str | None
     client_id: str
     sent_at: str
     status: str
     delivered_at: str | None
     read_at: str | None
+    reply_to: ReplyRef | None = None
+    edited_at: str | None = None
+    deleted: bool = False
+    reactions: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    hidden: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Message:
@@ -59,13 +95,29 @@ class Message:
             id=int(data["id"]),
             sender=str(data["from"]),
             recipient=str(data["to"]),
-            body=str(data["body"]),
+            body=_optional_str(data.get("body")),
             client_id=str(data["client_id"]),
             sent_at=str(data["sent_at"]),
             status=str(data["status"]),
             delivered_at=data.get("delivered_at"),
             read_at=data.get("read_at"),
+            reply_to=ReplyRef.from_dict(data.get("reply_to")),
+            edited_at=_optional_str(data.get("edited_at")),
+            deleted=data.get("deleted") is True,
+            reactions=_reactions(data.get("reactions")),
+            hidden=data.get("hidden") is True,
         )
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _reactions(value: Any) -> dict[str, tuple[str, ...]]:
+    """The wire's emoji -> [users] object; dicts keep the server's order of emojis."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(emoji): tuple(str(u) for u in users) for emoji, users in value.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +139,30 @@ class Receipt:
     at: str
 
 
-Event = NewMessage | Receipt
+@dataclass(frozen=True, slots=True)
+class MessageUpdated:
+    """`message_updated`: `message` as it is after `change` ("edited", "deleted",
+    "reacted", or "hidden" when we deleted it for ourselves). A stream event, so it
+    comes in cursor order with messages and receipts."""
+
+    cursor: int
+    message: Message
+    change: str
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """`typing`: `sender` started (True) or stopped typing to us. Ephemeral: no
+    cursor, never replayed; show it for at most `TYPING_SHOWN_FOR` seconds."""
+
+    sender: str
+    state: bool
+
+
+# A client shows a typing indicator at most this long after the last `true` (3.7).
+TYPING_SHOWN_FOR = 6.0
+
+Event = NewMessage | Receipt | MessageUpdated
 
 
 def parse_event(name: str, data: Any) -> Event | None:
@@ -96,6 +171,9 @@ def parse_event(name: str, data: Any) -> Event | None:
         return None
     if name == protocol.NEW_MESSAGE and isinstance(data.get("message"), dict):
         return NewMessage(data["cursor"], Message.from_dict(data["message"]))
+    if name == protocol.MESSAGE_UPDATED and isinstance(data.get("message"), dict):
+        message = Message.from_dict(data["message"])
+        return MessageUpdated(data["cursor"], message, str(data.get("change")))
     if name == protocol.RECEIPT:
         return Receipt(
             cursor=data["cursor"],
@@ -105,3 +183,12 @@ def parse_event(name: str, data: Any) -> Event | None:
             at=str(data.get("at")),
         )
     return None
+
+
+def parse_typing(data: Any) -> Typing | None:
+    """The ephemeral `typing` event, or None if it is not the documented shape."""
+    if not isinstance(data, dict) or not isinstance(data.get("from"), str):
+        return None
+    if not isinstance(data.get("state"), bool):
+        return None
+    return Typing(data["from"], data["state"])
