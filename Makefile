@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 # Lint, types and tests with the tools of the venv whose bin/ is $(1).
 define checks
-	$(1)/ruff check messenger tests bench
-	$(1)/ruff format --check messenger tests bench
+	$(1)/ruff check messenger tests bench examples
+	$(1)/ruff format --check messenger tests bench examples
 	$(1)/mypy
 	$(1)/python -m pytest $(PYTEST_ARGS)
 endef

@@ -95,6 +95,14 @@ class Settings:
     # for everyone; 0 means no limit.
     edit_window: float = 48 * 3600.0
     delete_window: float = 48 * 3600.0
+    # Seconds a user must have been away, and a message undelivered, before a push.
+    push_delay: float = 10.0
+    # Hosts a push may reach over plain http://, and at a non-public address (a
+    # gateway on the local network, tests); every other push URL is https:// to a
+    # public address.
+    push_allow_http: tuple[str, ...] = ()
+    # The contact a push service may reach the operator at (VAPID `sub`).
+    push_contact: str = "mailto:postmaster@localhost"
     # The performance overrides of python-engineio's websocket loops (LeanSocket, the
     # gathered writes); off, sessions run the library's own loops, with the protocol
     # corrections and the security bounds kept.
@@ -167,6 +175,10 @@ def _boolean(raw: str) -> bool:
 
 def _split(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _split_hosts(raw: str) -> tuple[str, ...]:
+    return tuple(part.lower().strip("[]") for part in _split(raw))
 
 
 def _split_origins(raw: str) -> tuple[str, ...]:
@@ -307,6 +319,26 @@ RULES: dict[str, Rule] = {
         _finite,
         _number_in(0, 10 * 365 * 86400),
         "seconds from 0 (no limit) to ten years",
+    ),
+    "push_delay": Rule(
+        "MESSENGER_PUSH_DELAY", _finite, _number_in(0, 3600), "seconds from 0 to 3600"
+    ),
+    "push_allow_http": Rule(
+        "MESSENGER_PUSH_ALLOW_HTTP",
+        _split_hosts,
+        lambda v: isinstance(v, tuple) and all(isinstance(h, str) and h for h in v),
+        "a comma-separated list of host names or addresses",
+        empty_is_value=True,
+    ),
+    "push_contact": Rule(
+        "MESSENGER_PUSH_CONTACT",
+        str,
+        lambda v: (
+            isinstance(v, str)
+            and (v.startswith("mailto:") or v.startswith("https://"))
+            and len(v) > 8
+        ),
+        "a mailto: or https:// URI",
     ),
     "resync_interval": Rule(
         "MESSENGER_RESYNC_INTERVAL", _finite, _number_in(0.05, 3600), "seconds from 0.05 to 3600"

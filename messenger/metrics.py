@@ -31,6 +31,29 @@ class Metrics:
             ["change"],
             registry=r,
         )
+        self.pushes_sent = Counter(
+            "messenger_pushes_sent_total",
+            "Pushes accepted by their receiver, by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.pushes_failed = Counter(
+            "messenger_pushes_failed_total",
+            "Pushes that failed, by kind and reason (gone, rate_limited, server_error,"
+            " refused_by_receiver, timeout, connection, refused)",
+            ["kind", "reason"],
+            registry=r,
+        )
+        self.pushes_pending = Gauge(
+            "messenger_pushes_pending",
+            "Subscriptions with a push due or being sent",
+            registry=r,
+        )
+        self.push_oldest_pending_seconds = Gauge(
+            "messenger_push_oldest_pending_seconds",
+            "How long the longest-waiting push has been due",
+            registry=r,
+        )
         self.duplicate_sends = Counter(
             "messenger_duplicate_sends_total",
             "Sends answered with an already stored message (same client_id)",

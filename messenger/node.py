@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -25,6 +26,8 @@ from messenger.delivery.writer import Writer
 from messenger.directory import Directory
 from messenger.hashing import HashPool
 from messenger.metrics import Metrics
+from messenger.push.subscriptions import PushSubscriptions
+from messenger.push.worker import PushSettings, PushWorker
 from messenger.store.db import open_database
 from messenger.transport.client_address import ClientAddresses
 from messenger.transport.origins import engineio_origin_check
@@ -133,10 +136,13 @@ class Node:
             middlewares=[error_middleware, cors_middleware(settings.cors_origins)],
             client_max_size=MAX_REQUEST_BYTES,
         )
+        self.push = PushSubscriptions(self.db, settings.push_allow_http)
+        self.push_worker: PushWorker | None = None
         rest = RestApi(
             self.db,
             self.accounts,
             self.delivery,
+            self.push,
             self.metrics,
             disconnect_token=self.notifier.revoke,
             login_burst=settings.login_burst,
@@ -153,6 +159,19 @@ class Node:
     async def start(self) -> None:
         await self.writer.start()
         await self.accounts.prepare()
+        keys = await self.push.prepare()
+        self.push_worker = PushWorker(
+            self.db,
+            self.presence,
+            keys,
+            PushSettings(
+                delay=timedelta(seconds=self.settings.push_delay),
+                allowed_hosts=self.settings.push_allow_http,
+                contact=self.settings.push_contact,
+            ),
+            self.metrics,
+        )
+        self.push_worker.start()
         if self.cluster is not None:
             self.cluster.start()
         self.presence.start()
@@ -162,6 +181,8 @@ class Node:
         """Answer every send already taken, then close sockets and engines."""
         await self.writer.stop()
         await self.maintenance.stop()
+        if self.push_worker is not None:
+            await self.push_worker.stop()
         await self.hub.close()
         self.typing.close()
         await self._close_sockets()

@@ -211,6 +211,46 @@ class EditKey(Base):
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
+class PushKey(Base):
+    """The server's VAPID key pair: one row, made at the first start (docs/protocol.md
+    3.9), so that every node signs with the same key."""
+
+    __tablename__ = "push_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    private_pem: Mapped[str] = mapped_column(Text)
+    public_key: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class PushSubscription(Base):
+    """A way to reach a user's device (Web Push) or gateway (webhook), bound to the
+    session that made it, and what it last told (see `store.push`)."""
+
+    __tablename__ = "push_subscriptions"
+    __table_args__ = (UniqueConstraint("user_id", "endpoint"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), index=True)
+    # "webpush" or "webhook".
+    kind: Mapped[str] = mapped_column(String(16))
+    endpoint: Mapped[str] = mapped_column(String(2048))
+    p256dh: Mapped[str | None] = mapped_column(String(128))
+    auth: Mapped[str | None] = mapped_column(String(64))
+    # A webhook's HMAC key: kept as it is, since every request is signed with it.
+    secret: Mapped[str | None] = mapped_column(String(128))
+    label: Mapped[str | None] = mapped_column(String(64))
+    preview: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    seen_seq: Mapped[int] = mapped_column(BigInteger)
+    pushed_seq: Mapped[int] = mapped_column(BigInteger)
+    last_unread: Mapped[int] = mapped_column(Integer, server_default="0")
+    failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    due_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
 # The tables, for Core statements (the ORM classes type them as FromClause).
 users = cast(Table, User.__table__)
 tokens = cast(Table, Token.__table__)
@@ -220,5 +260,7 @@ blocks = cast(Table, Block.__table__)
 reactions = cast(Table, Reaction.__table__)
 hidden_messages = cast(Table, HiddenMessage.__table__)
 edit_keys = cast(Table, EditKey.__table__)
+push_keys = cast(Table, PushKey.__table__)
+push_subscriptions = cast(Table, PushSubscription.__table__)
 
 EVENT_NEW_MESSAGE, EVENT_RECEIPT, EVENT_MESSAGE_UPDATED = 1, 2, 3

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, RowMapping, bindparam, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, delete, insert, select, update
 
-from messenger.store.models import tokens, users
+from messenger.store.models import push_subscriptions, tokens, users
 
 
 def insert_token(
@@ -39,11 +39,13 @@ def live_token(conn: Connection, token_hash: str, now: datetime) -> RowMapping |
 
 
 def revoke_token(conn: Connection, token_id: int, now: datetime) -> None:
+    """The token stops working, and the push subscriptions of its session go with it."""
     conn.execute(
         update(tokens)
         .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
         .values(revoked_at=now)
     )
+    conn.execute(delete(push_subscriptions).where(push_subscriptions.c.token_id == token_id))
 
 
 def live_token_ids(conn: Connection, token_ids: Sequence[int], now: datetime) -> set[int]:

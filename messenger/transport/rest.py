@@ -20,8 +20,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from messenger import protocol
 from messenger.auth import Accounts, Authenticated
 from messenger.delivery.service import Delivery
-from messenger.errors import ErrorCode, MessengerError, forbidden, invalid
+from messenger.errors import ErrorCode, MessengerError, forbidden, invalid, not_found
 from messenger.metrics import Metrics
+from messenger.push.subscriptions import PushSubscriptions
 from messenger.ratelimit import RateLimiter, Throttled
 from messenger.store.db import Database, classify_failure
 from messenger.store.message_reads import undelivered_summary
@@ -135,6 +136,7 @@ class RestApi:
         db: Database,
         accounts: Accounts,
         delivery: Delivery,
+        push: PushSubscriptions,
         metrics: Metrics,
         disconnect_token: Callable[[int], Awaitable[None]],
         login_burst: int = 10,
@@ -144,6 +146,7 @@ class RestApi:
         self._db = db
         self._accounts = accounts
         self._delivery = delivery
+        self._push = push
         self._metrics = metrics
         # Drops the sockets opened with a token, on every node.
         self._disconnect_token = disconnect_token
@@ -165,6 +168,10 @@ class RestApi:
             web.delete("/api/v1/sessions/current", self.logout),
             web.get("/api/v1/conversations", self.conversations),
             web.get("/api/v1/conversations/{username}/messages", self.messages),
+            web.get("/api/v1/push/vapid", self.vapid),
+            web.post("/api/v1/push/subscriptions", self.subscribe),
+            web.get("/api/v1/push/subscriptions", self.subscriptions),
+            web.delete("/api/v1/push/subscriptions/{id}", self.unsubscribe),
             web.get("/api/v1/users/me/settings", self.settings),
             web.put("/api/v1/users/me/settings", self.change_settings),
             web.get("/healthz", self.health),
@@ -253,6 +260,29 @@ class RestApi:
             }
         )
         return web.json_response(await self._delivery.history(who.user, query))
+
+    async def vapid(self, _request: web.Request) -> web.Response:
+        return web.json_response({"public_key": self._push.public_key})
+
+    async def subscribe(self, request: web.Request) -> web.Response:
+        who = await self._authenticated(request)
+        body = await _json_object(request)
+        made, created = await self._push.subscribe(who.user, who.token_id, body)
+        return web.json_response(made, status=201 if created else 200)
+
+    async def subscriptions(self, request: web.Request) -> web.Response:
+        who = await self._authenticated(request)
+        found = await self._push.list(who.user, who.token_id)
+        return web.json_response({"subscriptions": found})
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        who = await self._authenticated(request)
+        try:
+            sub_id = int(request.match_info["id"])
+        except ValueError:
+            raise not_found("no such subscription") from None
+        await self._push.remove(who.user, sub_id)
+        return web.Response(status=204)
 
     async def settings(self, request: web.Request) -> web.Response:
         who = await self._authenticated(request)
