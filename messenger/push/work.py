@@ -58,18 +58,26 @@ class Job:
     clearing: bool = False
 
 
-def claim(conn: Connection, now: datetime, delay: timedelta, skip_locked: bool) -> list[Job]:
+@dataclass(frozen=True)
+class Claimed:
+    jobs: list[Job]
+    # The claim looked at CLAIM_LIMIT subscriptions: more may be waiting.
+    more: bool
+
+
+def claim(conn: Connection, now: datetime, delay: timedelta, skip_locked: bool) -> Claimed:
     """Look at the subscriptions that need it; lease and return the pushes due."""
     jobs: list[Job] = []
     changes: list[tuple[int, dict[str, Any]]] = []
-    for row in candidates(conn, now, CLAIM_LIMIT, skip_locked):
+    rows = candidates(conn, now, CLAIM_LIMIT, skip_locked)
+    for row in rows:
         job, values = _decide(conn, row, now, delay)
         if job is not None:
             jobs.append(job)
             values = {"lease_until": now + LEASE}
         changes.append((row["id"], values))
     update_subscriptions(conn, changes)
-    return jobs
+    return Claimed(jobs, more=len(rows) == CLAIM_LIMIT)
 
 
 def _decide(

@@ -115,18 +115,20 @@ class PushWorker:
             except Exception:
                 log.exception("push tick failed")
                 busy = False
-            if not busy:
-                await asyncio.sleep(TICK)
+            # More work waiting: go on soon, but leave the writer (SQLite's one
+            # connection) to the sends in between.
+            await asyncio.sleep(TICK / 10 if busy else TICK)
 
     async def tick(self) -> bool:
-        """Claim, send and record one round; whether there was anything to send."""
+        """Claim, send and record one round; whether more work may be waiting."""
         now = utc_now()
         await self._housekeeping()
-        jobs = await self._db.write(
+        claimed = await self._db.write(
             claim, now, self._settings.delay, skip_locked=self._db.is_postgresql
         )
+        jobs = claimed.jobs
         if not jobs:
-            return False
+            return claimed.more
         online = await self._online([job.user_id for job in jobs if not job.clearing])
         changes: list[tuple[int, dict[str, Any]]] = []
         due: list[Job] = []
