@@ -194,7 +194,7 @@ class PushWorker:
             request.url, data=request.body, headers=request.headers, allow_redirects=False
         ) as response:
             status = response.status
-            retry_after = _retry_after(response.headers.get("Retry-After"))
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         if 200 <= status < 300:
             return Result("sent", "ok")
         if status in (404, 410):
@@ -238,7 +238,7 @@ def _is_address(host: str) -> bool:
     return True
 
 
-def _retry_after(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
     """`Retry-After` in seconds, given as seconds or as an HTTP date."""
     if value is None:
         return None
