@@ -10,9 +10,12 @@ from messenger.client.api import (
     login,
     logout,
     messages_page,
+    push_subscriptions,
     read_receipts,
     register,
     set_read_receipts,
+    subscribe_webhook,
+    unsubscribe,
 )
 from messenger.client.core import Client
 from messenger.client.state import Outgoing
@@ -23,6 +26,7 @@ from messenger.client.types import (
     MessageUpdated,
     MessengerClientError,
     NewMessage,
+    PushSubscription,
     Receipt,
     ReplyRef,
     Typing,
@@ -37,6 +41,7 @@ __all__ = [
     "MessengerClientError",
     "NewMessage",
     "Outgoing",
+    "PushSubscription",
     "Receipt",
     "ReplyRef",
     "Typing",
@@ -44,7 +49,10 @@ __all__ = [
     "login",
     "logout",
     "messages_page",
+    "push_subscriptions",
     "read_receipts",
     "register",
     "set_read_receipts",
+    "subscribe_webhook",
+    "unsubscribe",
 ]

@@ -1,4 +1,5 @@
-"""The HTTP side of the protocol: accounts, sessions and settings (PROTOCOL.md section 2).
+"""The HTTP side of the protocol: accounts, sessions, settings and push subscriptions
+(PROTOCOL.md section 2, 3.8 and 3.9).
 
 Plain functions over aiohttp, because logging in happens once, before any socket.
 """
@@ -10,10 +11,16 @@ from urllib.parse import quote
 
 import aiohttp
 
-from messenger.client.types import Message, MessengerClientError
+from messenger.client.types import (
+    Message,
+    MessengerClientError,
+    PushSubscription,
+    parse_subscription,
+)
 
 API = "/api/v1"
 SETTINGS = f"{API}/users/me/settings"
+SUBSCRIPTIONS = f"{API}/push/subscriptions"
 
 
 async def _request(
@@ -86,3 +93,39 @@ async def set_read_receipts(url: str, token: str, on: bool) -> bool:
     """
     body = await _request("PUT", url, SETTINGS, {"read_receipts": on}, token=token)
     return bool(body["read_receipts"])
+
+
+async def subscribe_webhook(
+    url: str, token: str, webhook_url: str, label: str | None = None, preview: bool = False
+) -> PushSubscription:
+    """Have the server POST a signed push to `webhook_url` while the user is offline
+    (PROTOCOL.md 3.9); returns the subscription with its `secret`.
+
+    Keep the secret now: it is shown this once, and the receiver needs it to check
+    each request's `Messenger-Signature`. Subscribing a URL the user already has moves
+    it to this session and gives it a new secret (the old one stops signing).
+    `preview` adds the sender and the first 100 characters of the newest message to
+    each push; off, a push carries no content. Raises `invalid` for a URL the server
+    refuses (not https://, or a host that is not public unless the operator allows it
+    in MESSENGER_PUSH_ALLOW_HTTP) and `too_large` past 20 subscriptions.
+    """
+    request: dict[str, Any] = {"kind": "webhook", "url": webhook_url, "preview": preview}
+    if label is not None:
+        request["label"] = label
+    body = await _request("POST", url, SUBSCRIPTIONS, request, token=token)
+    return parse_subscription(body)
+
+
+async def push_subscriptions(url: str, token: str) -> list[PushSubscription]:
+    """The user's push subscriptions, from every session (without secrets)."""
+    body = await _request("GET", url, SUBSCRIPTIONS, token=token)
+    found = body.get("subscriptions") if isinstance(body, dict) else None
+    if not isinstance(found, list):
+        raise MessengerClientError("internal", f"unexpected answer {body!r:.200}")
+    return [parse_subscription(item) for item in found]
+
+
+async def unsubscribe(url: str, token: str, subscription_id: int) -> None:
+    """Stop pushes to one of the user's subscriptions (made by any of their sessions);
+    raises `not_found` if it is not theirs or already gone."""
+    await _request("DELETE", url, f"{SUBSCRIPTIONS}/{int(subscription_id)}", token=token)

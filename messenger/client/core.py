@@ -32,8 +32,11 @@ from typing import Any, TypeVar
 import socketio
 
 from messenger import protocol
+from messenger.client.api import push_subscriptions as list_subscriptions
 from messenger.client.api import read_receipts as get_read_receipts
 from messenger.client.api import set_read_receipts as put_read_receipts
+from messenger.client.api import subscribe_webhook as add_webhook
+from messenger.client.api import unsubscribe as remove_subscription
 from messenger.client.ids import new_client_id
 from messenger.client.state import Outgoing, StateStore
 from messenger.client.stream import Stream
@@ -43,6 +46,7 @@ from messenger.client.types import (
     MessageUpdated,
     MessengerClientError,
     NewMessage,
+    PushSubscription,
     Receipt,
     Typing,
     parse_typing,
@@ -311,6 +315,29 @@ class Client:
     async def set_read_receipts(self, on: bool) -> bool:
         """Make reading public (True) or private (False); returns the setting now."""
         return await put_read_receipts(self.url, self._token, on)
+
+    # -- push to offline devices (HTTP, 3.9) ---------------------------------------
+
+    async def subscribe_webhook(
+        self, url: str, label: str | None = None, preview: bool = False
+    ) -> PushSubscription:
+        """Have pushes for this user POSTed, signed, to `url` while no device of theirs
+        is connected; returns the subscription with its one-time `secret`.
+
+        The subscription belongs to this client's session (logging out ends it). Keep
+        the secret: the receiver checks signatures with it and the server never shows
+        it again. Raises `invalid` for a URL the server will not call. Works without
+        `open()`: it is plain HTTP.
+        """
+        return await add_webhook(self.url, self._token, url, label, preview)
+
+    async def subscriptions(self) -> list[PushSubscription]:
+        """The user's push subscriptions, from all sessions; `current` marks ours."""
+        return await list_subscriptions(self.url, self._token)
+
+    async def unsubscribe(self, subscription_id: int) -> None:
+        """Remove one of the user's subscriptions; raises `not_found` if there is none."""
+        await remove_subscription(self.url, self._token, subscription_id)
 
     # -- requests -----------------------------------------------------------------
 

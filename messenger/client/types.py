@@ -1,13 +1,14 @@
 """What the SDK hands to applications: typed messages and events, and its one error.
 
-The wire shapes are PROTOCOL.md 3.1, 3.3 and 3.7; these dataclasses give them names and
-types so that applications (and mypy) do not dig through dicts.
+The wire shapes are PROTOCOL.md 3.1, 3.3, 3.7 and 3.9; these dataclasses (and one
+TypedDict) give them names and types so that applications (and mypy) do not dig
+through untyped dicts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from messenger import protocol
 from messenger.errors import ErrorCode
@@ -192,3 +193,46 @@ def parse_typing(data: Any) -> Typing | None:
     if not isinstance(data.get("state"), bool):
         return None
     return Typing(data["from"], data["state"])
+
+
+class PushSubscription(TypedDict):
+    """A push subscription as the server shows it (PROTOCOL.md 3.9).
+
+    A dict rather than a dataclass because it is what applications store and pass on
+    (to a gateway's configuration, say) as JSON. `session` is the id of the login that
+    made it and `current` whether that is this client's token: a subscription lives as
+    long as its session, and a logout ends it. `secret` (a webhook's HMAC key) is
+    present only in the answer to the subscribe that made it: the server never shows
+    it again.
+    """
+
+    id: int
+    kind: str
+    label: str | None
+    preview: bool
+    created_at: str
+    session: int
+    current: bool
+    secret: NotRequired[str]
+
+
+def parse_subscription(data: Any) -> PushSubscription:
+    """The documented fields of a Subscription, typed; MessengerClientError if the
+    answer is not one (so a wrong server fails here, not later in the application)."""
+    try:
+        made: PushSubscription = {
+            "id": int(data["id"]),
+            "kind": str(data["kind"]),
+            "label": _optional_str(data.get("label")),
+            "preview": data.get("preview") is True,
+            "created_at": str(data["created_at"]),
+            "session": int(data["session"]),
+            "current": data.get("current") is True,
+        }
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise MessengerClientError(
+            ErrorCode.INTERNAL.value, f"not a push subscription: {data!r:.200}"
+        ) from None
+    if isinstance(data.get("secret"), str):
+        made["secret"] = data["secret"]
+    return made
