@@ -19,6 +19,8 @@ from aiohttp import web
 
 from messenger.config import Settings
 from messenger.push.keys import b64url_decode
+from messenger.push.subscriptions import load_vapid_keys
+from messenger.store.db import open_database
 from tests.cluster_support import RedisServer
 from tests.processes import ServeGroup, free_port
 from tests.push_support import FakePushService, SubscriberKeys, WebhookReceiver
@@ -364,3 +366,15 @@ async def test_kill_9_between_commit_and_push(
     await service.wait_for(lambda: service.received("bob"), timeout=20)
     await asyncio.sleep(4)
     assert [p.json for p in service.received("bob")] == [{"cursor": 1, "unread": 1}]
+
+
+async def test_nodes_starting_together_agree_on_one_key(database_url: str) -> None:
+    """The first start makes the VAPID key pair; nodes starting at the same moment
+    all end up with that one (none fails on the race)."""
+    databases = [open_database(database_url) for _ in range(4)]
+    try:
+        keys = await asyncio.gather(*(load_vapid_keys(db) for db in databases))
+    finally:
+        for db in databases:
+            await db.dispose()
+    assert len({k.public_key for k in keys}) == 1

@@ -26,6 +26,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from messenger.protocol import STATUS_READ
 from messenger.store.message_reads import UNDELIVERED
@@ -43,13 +45,10 @@ def vapid_keys(conn: Connection) -> RowMapping | None:
 
 def keep_vapid_keys(conn: Connection, private_pem: str, public_key: str, now: datetime) -> None:
     """Store the pair unless one is stored: of nodes starting together, the first
-    wins, and the others read its pair afterwards."""
-    if vapid_keys(conn) is None:
-        conn.execute(
-            insert(push_keys).values(
-                id=1, private_pem=private_pem, public_key=public_key, created_at=now
-            )
-        )
+    wins (the others' inserts do nothing), and all read its pair afterwards."""
+    values = {"id": 1, "private_pem": private_pem, "public_key": public_key, "created_at": now}
+    dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(dialect_insert(push_keys).values(**values).on_conflict_do_nothing())
 
 
 # -- subscriptions ---------------------------------------------------------------------
