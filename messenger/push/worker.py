@@ -90,6 +90,12 @@ class PushWorker:
         self._gauged_at = 0.0
 
     def start(self) -> None:
+        if self._settings.contact.endswith("@localhost"):
+            log.warning(
+                "MESSENGER_PUSH_CONTACT is %s: some push services (Apple's) refuse a"
+                " contact they cannot reach; set it to a real mailto: or https:// URI",
+                self._settings.contact,
+            )
         connector = aiohttp.TCPConnector(
             resolver=PublicResolver(self._settings.allowed_hosts), limit=CONCURRENCY
         )
