@@ -264,6 +264,15 @@ def parse_sync(payload: Any) -> SyncQuery:
     )
 
 
+def parse_path_id(raw: str) -> int | None:
+    """An id written in a URL path: ASCII digits naming 1 to ID_MAX; None otherwise
+    (the route answers as for an id that does not exist)."""
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        return None
+    value = int(raw)
+    return value if 1 <= value <= ID_MAX else None
+
+
 def parse_cursor(value: Any) -> int:
     """A stream cursor: 0 (before the first event) or a later position."""
     if not _is_int(value) or not 0 <= value <= ID_MAX:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
@@ -38,8 +39,11 @@ from schemathesis.checks import (
 from messenger import protocol
 from messenger.config import Settings
 from messenger.errors import ErrorCode
+from messenger.push.addresses import URL_MAX
+from messenger.push.subscriptions import KINDS, LABEL_MAX, SUBSCRIPTIONS_MAX
 from messenger.transport.rest import MAX_REQUEST_BYTES
 from messenger.transport.web import WEB_DIR
+from tests.push_support import FakePushService, WebhookReceiver
 from tests.support import PASSWORD, Device, Http, RunningServer, start_server
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -61,6 +65,29 @@ CHECKS = [
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 ANN, BOB = "ann@example.com", "bob@example.com"
+# Push subscriptions may name the tests' fakes, on loopback over plain http.
+LOOPBACK = ("127.0.0.1",)
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.replace(push_allow_http=LOOPBACK)
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[FakePushService]:
+    fake = FakePushService()
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    fake = WebhookReceiver()
+    await fake.start()
+    yield fake
+    await fake.close()
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -166,9 +193,21 @@ async def test_every_route_is_documented_and_every_documented_route_exists(
     assert heads == {("HEAD", path) for method, path in served if method == "GET"}
     served -= heads
     # The web client's files are served only when there is a build.
-    optional = set() if (WEB_DIR / "index.html").is_file() else {("GET", "/static/{name}")}
+    optional = {("GET", path) for path in web_build_routes() - built_web_routes()}
     assert served - documented == set(), "served but not in docs/openapi.yaml"
     assert documented - served - optional == set(), "in docs/openapi.yaml but not served"
+
+
+def web_build_routes() -> set[str]:
+    """The routes that serve files of the web client's build."""
+    return {"/static/{name}", "/sw.js"}
+
+
+def built_web_routes() -> set[str]:
+    """Those of them the server serves: there is a build, with a service worker."""
+    if not (WEB_DIR / "index.html").is_file():
+        return set()
+    return {"/static/{name}"} | ({"/sw.js"} if (WEB_DIR / "sw.js").is_file() else set())
 
 
 def test_openapi_document_is_well_formed() -> None:
@@ -200,7 +239,30 @@ def test_openapi_document_is_well_formed() -> None:
     assert_lifecycle_limits(schemas)
     # HTTP never shows a message the caller deleted for themselves (3.1 `hidden`).
     assert "hidden" not in schemas["Message"]["properties"]
+    assert_push_limits(document)
     assert_required_are_declared(document)
+
+
+def assert_push_limits(document: dict[str, Any]) -> None:
+    """Push subscriptions (docs/protocol.md 3.9): the limits are the server's, and a
+    webhook's secret shows only in the answer that makes it."""
+    schemas = document["components"]["schemas"]
+    assert schemas["PushUrl"]["maxLength"] == URL_MAX
+    assert schemas["SubscriptionLabel"]["oneOf"][0]["maxLength"] == LABEL_MAX
+    assert schemas["SubscriptionKind"]["enum"] == list(KINDS)
+    kinds = [
+        dereference(document, branch)["properties"]["kind"]["const"]
+        for branch in schemas["SubscriptionRequest"]["oneOf"]
+    ]
+    assert kinds == list(KINDS)
+    listed = document["paths"]["/api/v1/push/subscriptions"]["get"]["responses"]["200"]
+    items = listed["content"]["application/json"]["schema"]["properties"]["subscriptions"]
+    assert items["maxItems"] == SUBSCRIPTIONS_MAX
+    assert "secret" not in schemas["Subscription"]["properties"]
+    assert set(schemas["NewSubscription"]["properties"]) == {
+        *schemas["Subscription"]["properties"],
+        "secret",
+    }
 
 
 # -- OpenAPI: the running server --------------------------------------------------------
@@ -292,8 +354,9 @@ class Conformance:
         run()
 
 
-def provoke_every_status(api: Conformance, token: str, other_token: str) -> None:
+def provoke_every_status(api: Conformance, tokens: Tokens, push: PushTargets) -> None:
     """Each documented status we can cause without breaking the database."""
+    token, other_token = tokens.ann, tokens.ann_other
     users, sessions = "/api/v1/users", "/api/v1/sessions"
     conversations = "/api/v1/conversations"
     history = "/api/v1/conversations/{username}/messages"
@@ -404,8 +467,9 @@ def provoke_every_status(api: Conformance, token: str, other_token: str) -> None
     api.expect(403, "GET", history, token=token, headers=origin, path_parameters={"username": BOB})
 
     provoke_settings(api, token)
+    other_session_subscription = provoke_push(api, tokens, push)
 
-    # GET /healthz, /metrics, /, /static/{name}
+    # GET /healthz, /metrics, /, /static/{name}, /sw.js
     api.expect(200, "GET", "/healthz")
     api.expect(403, "GET", "/healthz", headers=origin)
     metrics = api.expect(200, "GET", "/metrics")
@@ -418,6 +482,10 @@ def provoke_every_status(api: Conformance, token: str, other_token: str) -> None
         api.expect(200, "GET", "/static/{name}", path_parameters={"name": built[0]})
         api.expect(404, "GET", "/static/{name}", path_parameters={"name": "no-such-file.js"})
         api.expect(403, "GET", "/static/{name}", headers=origin, path_parameters={"name": built[0]})
+    if "/sw.js" in built_web_routes():
+        worker = api.expect(200, "GET", "/sw.js")
+        assert worker.content == (WEB_DIR / "sw.js").read_bytes()
+        api.expect(403, "GET", "/sw.js", headers=origin)
 
     # DELETE /api/v1/sessions/current (the other token: `token` is used afterwards)
     api.expect(403, "DELETE", logout, token=other_token, headers=origin)
@@ -425,6 +493,10 @@ def provoke_every_status(api: Conformance, token: str, other_token: str) -> None
     api.expect(401, "DELETE", logout, token=other_token)
     api.expect(401, "DELETE", logout)
     api.expect(401, "GET", conversations, token=other_token)
+    # The logout took the session's push subscription with it.
+    listed = api.expect(200, "GET", "/api/v1/push/subscriptions", token=token).json()
+    remaining = {s["id"] for s in listed["subscriptions"]}
+    assert remaining and other_session_subscription not in remaining, listed
 
     # Not operations, but the document promises their bodies: unknown routes and methods.
     error = component_validator(api.document, "#/components/schemas/Error")
@@ -446,8 +518,8 @@ def provoke_every_status(api: Conformance, token: str, other_token: str) -> None
         for status in operation["responses"]
         if int(status) not in (500, 503)
     }
-    if not (WEB_DIR / "index.html").is_file():
-        documented = {entry for entry in documented if entry[1] != "/static/{name}"}
+    absent = web_build_routes() - built_web_routes()
+    documented = {entry for entry in documented if entry[1] not in absent}
     assert documented - api.seen == set(), "documented but not provoked"
 
 
@@ -479,6 +551,158 @@ def provoke_settings(api: Conformance, token: str) -> None:
     api.expect(403, "PUT", settings, token=token, headers=origin, body={"read_receipts": True})
     assert api.expect(200, "GET", settings, token=token).json() == {"read_receipts": False}
     api.expect(200, "PUT", settings, token=token, body={"read_receipts": True})
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """ann's two sessions and bob's one."""
+
+    ann: str
+    ann_other: str
+    bob: str
+
+
+@dataclass(frozen=True)
+class PushTargets:
+    """Where the scene's push subscriptions point: the tests' fakes on loopback."""
+
+    service: FakePushService
+    receiver: WebhookReceiver
+
+
+SUBSCRIPTIONS = "/api/v1/push/subscriptions"
+SUBSCRIPTION = "/api/v1/push/subscriptions/{id}"
+
+
+def push_bodies_refused(webpush: dict[str, Any]) -> list[dict[str, Any]]:
+    """Subscription requests both the document and the server refuse (400)."""
+    keys = webpush["keys"]
+    return [
+        {**webpush, "kind": "email"},
+        {key: value for key, value in webpush.items() if key != "kind"},
+        {"kind": "webhook", "endpoint": webpush["endpoint"]},
+        {**webpush, "keys": {"p256dh": keys["p256dh"]}},
+        {**webpush, "keys": {**keys, "auth": "short"}},
+        {**webpush, "keys": {**keys, "p256dh": "B" * 86}},
+        {**webpush, "keys": [keys["p256dh"], keys["auth"]]},
+        {**webpush, "endpoint": "https://example.com/" + "a" * URL_MAX},
+        {**webpush, "endpoint": ""},
+        {**webpush, "label": "x" * (LABEL_MAX + 1)},
+        {**webpush, "label": ""},
+        {**webpush, "label": "two\nlines"},
+        {**webpush, "preview": "yes"},
+        {**webpush, "preview": None},
+    ]
+
+
+def off_the_curve(p256dh: str) -> str:
+    """The key with one character of its x coordinate changed: not a P-256 point."""
+    changed = "A" if p256dh[10] != "A" else "B"
+    return p256dh[:10] + changed + p256dh[11:]
+
+
+def provoke_push(api: Conformance, tokens: Tokens, push: PushTargets) -> int:
+    """The push routes (docs/protocol.md 3.9): every documented status, with real
+    subscriptions (one at the fake Web Push service, webhooks at the receiver) so the
+    answers listing them are checked too. Returns the id of the one made by ann's other
+    session, which her logout must take with it."""
+    token = tokens.ann
+    origin = {"Origin": FOREIGN}
+    bearer = {"Authorization": f"Bearer {token}"}
+
+    # GET /api/v1/push/vapid: no token needed; the same key each time.
+    key = api.expect(200, "GET", "/api/v1/push/vapid").json()["public_key"]
+    assert api.expect(200, "GET", "/api/v1/push/vapid", token=token).json()["public_key"] == key
+    api.expect(403, "GET", "/api/v1/push/vapid", headers=origin)
+
+    # POST: a browser's PushSubscription.toJSON() (its extra `expirationTime` ignored),
+    # then the same endpoint again, which moves it and takes the new values.
+    assert api.expect(200, "GET", SUBSCRIPTIONS, token=token).json() == {"subscriptions": []}
+    endpoint, keys = push.service.subscribe("ann", application_server_key=key)
+    webpush = {"kind": "webpush", **keys.subscription(endpoint)}
+    made = api.expect(201, "POST", SUBSCRIPTIONS, token=token, body=webpush).json()
+    assert (made["kind"], made["label"], made["preview"], made["current"]) == (
+        "webpush",
+        None,
+        False,
+        True,
+    ), made
+    again = {**webpush, "label": "laptop", "preview": True}
+    moved = api.expect(200, "POST", SUBSCRIPTIONS, token=token, body=again).json()
+    assert (moved["id"], moved["label"], moved["preview"]) == (made["id"], "laptop", True), moved
+
+    def webhook(status: int, path: str, session: str) -> dict[str, Any]:
+        body = {"kind": "webhook", "url": push.receiver.url_for(path), "label": path}
+        answer = api.expect(status, "POST", SUBSCRIPTIONS, token=session, body=body).json()
+        push.receiver.expect(path, answer["secret"])  # its pushes would verify
+        return dict(answer)
+
+    # A webhook of ann's other session; made again, it gets a new secret.
+    first = webhook(201, "/ann/other", tokens.ann_other)
+    renewed = webhook(200, "/ann/other", tokens.ann_other)
+    assert renewed["id"] == first["id"] and renewed["secret"] != first["secret"]
+    for n in range(SUBSCRIPTIONS_MAX - 2):
+        webhook(201, f"/ann/{n}", token)
+    over = {"kind": "webhook", "url": push.receiver.url_for("/ann/over")}
+    api.expect(413, "POST", SUBSCRIPTIONS, token=token, body=over)
+
+    # Refused bodies: what the document refuses, and what only the server can tell.
+    document_refuses = component_validator(api.document, "#/components/schemas/SubscriptionRequest")
+    assert_valid(document_refuses, webpush, "a browser's subscription")
+    for body in push_bodies_refused(webpush):
+        assert not document_refuses.is_valid(body), body
+        api.expect(400, "POST", SUBSCRIPTIONS, token=token, body=body)
+    for body in (
+        {"kind": "webhook", "url": "https://10.0.0.1/hook"},
+        {"kind": "webhook", "url": "https://[::1]/hook"},
+        {"kind": "webhook", "url": "http://example.com/hook"},
+        {"kind": "webhook", "url": "https://user:pw@127.0.0.1/hook"},
+        {**webpush, "endpoint": "ftp://127.0.0.1/x"},
+        {**webpush, "keys": {**webpush["keys"], "p256dh": off_the_curve(keys.p256dh)}},
+    ):
+        assert_valid(document_refuses, body, "refused by the server only")
+        api.expect(400, "POST", SUBSCRIPTIONS, token=token, body=body)
+    api.raw(400, "POST", SUBSCRIPTIONS, SUBSCRIPTIONS, headers=bearer, data=b"not json")
+    api.raw(400, "POST", SUBSCRIPTIONS, SUBSCRIPTIONS, headers=bearer, json=[webpush])
+    big = b" " * (MAX_REQUEST_BYTES + 1)
+    api.raw(413, "POST", SUBSCRIPTIONS, SUBSCRIPTIONS, headers=bearer, data=big)
+
+    # GET: all of ann's, oldest first, `current` for the calling session's, no secrets.
+    for session, own, count in (
+        (token, made["id"], SUBSCRIPTIONS_MAX - 1),
+        (tokens.ann_other, first["id"], 1),
+    ):
+        listed = api.expect(200, "GET", SUBSCRIPTIONS, token=session).json()["subscriptions"]
+        assert len(listed) == SUBSCRIPTIONS_MAX, listed
+        assert [s["id"] for s in listed] == sorted(s["id"] for s in listed)
+        current = [s for s in listed if s["current"]]
+        assert own in {s["id"] for s in current} and len(current) == count, listed
+        assert len({s["session"] for s in current}) == 1, listed
+        assert len({s["session"] for s in listed}) == 2, listed
+
+    # DELETE: bob's subscription is not ann's to remove (404, as a missing one).
+    bobs = webhook(201, "/bob", tokens.bob)
+    one = SUBSCRIPTION
+    api.expect(404, "DELETE", one, token=token, path_parameters={"id": bobs["id"]})
+    api.expect(204, "DELETE", one, token=tokens.bob, path_parameters={"id": bobs["id"]})
+    api.expect(204, "DELETE", one, token=token, path_parameters={"id": moved["id"]})
+    api.expect(404, "DELETE", one, token=token, path_parameters={"id": moved["id"]})
+    api.expect(404, "DELETE", one, token=token, path_parameters={"id": protocol.ID_MAX})
+    # Ids beyond what SQL stores name no subscription either (not a 500).
+    for beyond in (protocol.ID_MAX + 1, -protocol.ID_MAX - 2, 10**30):
+        api.expect(404, "DELETE", one, token=token, path_parameters={"id": beyond})
+    api.expect(201, "POST", SUBSCRIPTIONS, token=token, body=over)  # room again
+
+    requests_of: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", SUBSCRIPTIONS, {}),
+        ("POST", SUBSCRIPTIONS, {"body": webpush}),
+        ("DELETE", one, {"path_parameters": {"id": first["id"]}}),
+    ]
+    for method, path, case in requests_of:
+        api.expect(401, method, path, **case)
+        api.expect(401, method, path, token="not-a-token", **case)
+        api.expect(403, method, path, token=token, headers=origin, **case)
+    return int(first["id"])
 
 
 def probe_documented_limits(api: Conformance, token: str) -> None:
@@ -524,6 +748,8 @@ def fuzz_every_operation(api: Conformance, token: str) -> None:
     for method, path in sorted(api.operations):
         if (method, path) == ("DELETE", "/api/v1/sessions/current"):
             continue  # no input to vary; it would revoke the token the others use
+        if path in web_build_routes() - built_web_routes():
+            continue  # not served without a build
         if api.fuzz(method, path, auth):
             negative.add((method, path))
     assert negative == {
@@ -532,11 +758,14 @@ def fuzz_every_operation(api: Conformance, token: str) -> None:
         ("GET", "/api/v1/conversations"),
         ("GET", "/api/v1/conversations/{username}/messages"),
         ("PUT", "/api/v1/users/me/settings"),
+        ("POST", SUBSCRIPTIONS),
+        ("DELETE", SUBSCRIPTION),
     }
 
 
-async def conversation(server: RunningServer, http: Http) -> tuple[str, str]:
-    """ann and bob, and their conversation (`live_conversation`); ann's two tokens."""
+async def conversation(server: RunningServer, http: Http) -> Tokens:
+    """ann and bob, and their conversation (`live_conversation`); ann's two tokens and
+    bob's."""
     for name in (ANN, BOB):
         assert (await http.register(name))[0] == 201
     tokens = []
@@ -552,7 +781,7 @@ async def conversation(server: RunningServer, http: Http) -> tuple[str, str]:
     finally:
         await ann.disconnect()
         await bob.disconnect()
-    return tokens[0], tokens[1]
+    return Tokens(*tokens)
 
 
 Call = Callable[[Device, str, Any], Awaitable[Any]]
@@ -600,8 +829,11 @@ def provoke_registration_limit(api: Conformance, url: str) -> None:
         api.base_url = own_url
 
 
-async def test_server_answers_as_openapi_documents(server: RunningServer, http: Http) -> None:
-    token, other_token = await conversation(server, http)
+async def test_server_answers_as_openapi_documents(
+    server: RunningServer, http: Http, service: FakePushService, receiver: WebhookReceiver
+) -> None:
+    tokens = await conversation(server, http)
+    token = tokens.ann
     api = Conformance(server.url)
     limited = await start_server(server.settings.replace(register_burst=1))
     try:
@@ -609,7 +841,7 @@ async def test_server_answers_as_openapi_documents(server: RunningServer, http: 
         await asyncio.to_thread(provoke_registration_limit, api, limited.url)
     finally:
         await limited.stop()
-    await asyncio.to_thread(provoke_every_status, api, token, other_token)
+    await asyncio.to_thread(provoke_every_status, api, tokens, PushTargets(service, receiver))
     await asyncio.to_thread(probe_documented_limits, api, token)
     await asyncio.to_thread(fuzz_every_operation, api, token)
 

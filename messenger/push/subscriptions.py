@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any, TypedDict
 
@@ -19,6 +20,7 @@ from messenger.store.push import (
 from messenger.wire import UserRef, format_time, utc_now
 
 SUBSCRIPTIONS_MAX = 20
+BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 LABEL_MAX = 64
 KINDS = ("webpush", "webhook")
 
@@ -138,7 +140,7 @@ def _values(payload: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
 
 def _key(value: Any, size: int, name: str) -> str:
     """A base64url key of `size` bytes (p256dh: an uncompressed P-256 point)."""
-    if not isinstance(value, str) or len(value) > 200:
+    if not isinstance(value, str) or len(value) > 200 or not BASE64URL.fullmatch(value):
         raise invalid(f"keys.{name} must be base64url")
     try:
         raw = b64url_decode(value)

@@ -277,10 +277,9 @@ class RestApi:
 
     async def unsubscribe(self, request: web.Request) -> web.Response:
         who = await self._authenticated(request)
-        try:
-            sub_id = int(request.match_info["id"])
-        except ValueError:
-            raise not_found("no such subscription") from None
+        sub_id = protocol.parse_path_id(request.match_info["id"])
+        if sub_id is None:
+            raise not_found("no such subscription")
         await self._push.remove(who.user, sub_id)
         return web.Response(status=204)
 
