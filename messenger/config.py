@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./messenger.db"
 SQLITE_SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 EVENT_LOOPS = ("uvloop", "asyncio")
+BLOB_STORES = ("directory", "database")
 LOG_FORMATS = ("text", "json")
 KIB, MIB = 1024, 1024 * 1024
 
@@ -103,6 +104,15 @@ class Settings:
     push_allow_http: tuple[str, ...] = ()
     # The contact a push service may reach the operator at (VAPID `sub`).
     push_contact: str = "mailto:postmaster@localhost"
+    # Where attachment bytes live: "directory" (`blob_dir`; empty: next to the SQLite
+    # file) or "database" (chunks in a table, for nodes that share only a database).
+    blob_store: str = "directory"
+    blob_dir: str = ""
+    # Bytes of one attachment, and of all of one user's uploads (pending and sent).
+    max_attachment: int = 25 * MIB
+    attachment_quota: int = 1024 * MIB
+    # Seconds an upload may wait for a send to carry it before it is collected.
+    upload_ttl: float = 24 * 3600.0
     # The performance overrides of python-engineio's websocket loops (LeanSocket, the
     # gathered writes); off, sessions run the library's own loops, with the protocol
     # corrections and the security bounds kept.
@@ -339,6 +349,28 @@ RULES: dict[str, Rule] = {
             and len(v) > 8
         ),
         "a mailto: or https:// URI",
+    ),
+    "blob_store": Rule(
+        "MESSENGER_BLOB_STORE",
+        str,
+        _one_of(BLOB_STORES),
+        f"one of {', '.join(BLOB_STORES)}",
+    ),
+    "blob_dir": Rule("MESSENGER_BLOB_DIR", str, lambda v: isinstance(v, str), "a directory", True),
+    "max_attachment": Rule(
+        "MESSENGER_MAX_ATTACHMENT",
+        int,
+        _int_in(1024, 4 * 1024 * MIB),
+        "bytes from 1024 to 4 GiB",
+    ),
+    "attachment_quota": Rule(
+        "MESSENGER_ATTACHMENT_QUOTA",
+        int,
+        _int_in(0, 2**50),
+        "bytes, 0 or more",
+    ),
+    "upload_ttl": Rule(
+        "MESSENGER_UPLOAD_TTL", _finite, _number_in(60, 30 * 86400), "seconds from 60 to 30 days"
     ),
     "resync_interval": Rule(
         "MESSENGER_RESYNC_INTERVAL", _finite, _number_in(0.05, 3600), "seconds from 0.05 to 3600"

@@ -54,6 +54,16 @@ class Metrics:
             "How long the longest-waiting push has been due",
             registry=r,
         )
+        self.attachments_expired = Counter(
+            "messenger_attachments_expired_total",
+            "Uploads removed because no send took them within MESSENGER_UPLOAD_TTL",
+            registry=r,
+        )
+        self.blobs_collected = Counter(
+            "messenger_blobs_collected_total",
+            "Blobs removed because no attachment named them any more",
+            registry=r,
+        )
         self.duplicate_sends = Counter(
             "messenger_duplicate_sends_total",
             "Sends answered with an already stored message (same client_id)",

@@ -11,6 +11,9 @@ from datetime import timedelta
 
 from aiohttp import web
 
+from messenger.attachments.blobs import open_blob_store
+from messenger.attachments.collector import Collector
+from messenger.attachments.service import Attachments
 from messenger.auth import Accounts, password_hasher
 from messenger.cluster.bus import Cluster, ClusterManager
 from messenger.cluster.presence import LocalPresence, Presence, RedisPresence
@@ -29,6 +32,7 @@ from messenger.metrics import Metrics
 from messenger.push.subscriptions import PushSubscriptions
 from messenger.push.worker import PushSettings, PushWorker
 from messenger.store.db import open_database
+from messenger.transport.attachment_routes import AttachmentRoutes
 from messenger.transport.client_address import ClientAddresses
 from messenger.transport.origins import engineio_origin_check
 from messenger.transport.pusher import SocketPusher
@@ -150,6 +154,18 @@ class Node:
             addresses=ClientAddresses(settings.trusted_proxies),
         )
         self.app.add_routes(rest.routes())
+        self.blob_store = open_blob_store(settings, self.db)
+        self.attachments = Attachments(
+            self.db, self.blob_store, settings.max_attachment, settings.attachment_quota
+        )
+        self.app.add_routes(AttachmentRoutes(self.attachments, rest.authenticated).routes())
+        self.collector = Collector(
+            self.db,
+            self.blob_store,
+            self.attachments,
+            timedelta(seconds=settings.upload_ttl),
+            self.metrics,
+        )
         self.sio.attach(self.app)
         add_web_routes(self.app)
         self.maintenance = Maintenance(
@@ -172,6 +188,7 @@ class Node:
             self.metrics,
         )
         self.push_worker.start()
+        self.collector.start()
         if self.cluster is not None:
             self.cluster.start()
         self.presence.start()
@@ -183,6 +200,7 @@ class Node:
         await self.maintenance.stop()
         if self.push_worker is not None:
             await self.push_worker.stop()
+        await self.collector.stop()
         await self.hub.close()
         self.typing.close()
         await self._close_sockets()

@@ -54,6 +54,7 @@ PRESENCE_USERS_MAX: Final = 100
 ID_MAX: Final = 2**63 - 1
 
 REPLY_EXCERPT_CHARS: Final = 100
+ATTACHMENTS_MAX: Final = 10
 EMOJI_MAX_CHARS: Final = 32
 REACTIONS_PER_USER_MAX: Final = 5
 
@@ -75,6 +76,7 @@ class SendCommand:
     body: str
     client_id: str
     reply_to: int | None = None
+    attachments: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,13 +154,30 @@ def check_password(value: Any) -> str:
 
 
 def parse_send(payload: Any, max_body: int) -> SendCommand:
+    """A send; its body may be empty when it carries attachments."""
     data = _object(payload)
+    attachments = _attachment_ids(data.get("attachments"))
+    body = data.get("body")
     return SendCommand(
         to=normalize_username(data.get("to"), "to"),
-        body=_body(data.get("body"), max_body),
+        body="" if attachments and body == "" else _body(body, max_body),
         client_id=_client_id(data.get("client_id")),
         reply_to=_optional_id(data.get("reply_to"), "reply_to"),
+        attachments=attachments,
     )
+
+
+def _attachment_ids(value: Any) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise invalid("attachments must be a list of attachment ids")
+    if len(value) > ATTACHMENTS_MAX:
+        raise too_large(f"at most {ATTACHMENTS_MAX} attachments per message")
+    ids = tuple(_positive_int(item, "attachments") for item in value)
+    if len(set(ids)) != len(ids):
+        raise invalid("attachments must not repeat an id")
+    return ids
 
 
 def parse_edit(payload: Any, max_body: int) -> EditCommand:

@@ -44,6 +44,19 @@ ReplyRef = TypedDict(
 Reactions = dict[str, list[str]]
 """emoji -> the users who reacted with it, in the order they did."""
 
+
+class AttachmentRef(TypedDict):
+    """An attachment as a Message shows it (docs/attachments.md)."""
+
+    id: int
+    name: str
+    size: int
+    content_type: str
+    width: NotRequired[int]
+    height: NotRequired[int]
+    thumbnail: bool
+
+
 Message = TypedDict(
     "Message",
     {
@@ -60,6 +73,7 @@ Message = TypedDict(
         "edited_at": str | None,
         "deleted": bool,
         "reactions": Reactions,
+        "attachments": list[AttachmentRef],
         "hidden": NotRequired[bool],
     },
 )
@@ -262,6 +276,7 @@ def message_dict(
     *,
     viewer_id: int | None = None,
     reactions: Reactions | None = None,
+    attachments: list[AttachmentRef] | None = None,
 ) -> Message:
     """A Message object (3.1) as `viewer_id` sees it now, from a `messages` row with
     the reply columns of `store.message_views`; `show_time` turns the row's times
@@ -289,10 +304,25 @@ def message_dict(
         "edited_at": show_time(row["edited_at"]),
         "deleted": deleted or hidden,
         "reactions": {} if deleted or hidden or reactions is None else reactions,
+        "attachments": [] if deleted or hidden or attachments is None else attachments,
     }
     if hidden:
         message["hidden"] = True
     return message
+
+
+def attachment_ref(row: Mapping[Any, Any]) -> AttachmentRef:
+    """An `attachments` row as a Message shows it."""
+    ref: AttachmentRef = {
+        "id": row["id"],
+        "name": row["name"],
+        "size": row["size"],
+        "content_type": row["content_type"],
+        "thumbnail": row["thumbnail_sha256"] is not None,
+    }
+    if row["width"] is not None:
+        ref["width"], ref["height"] = row["width"], row["height"]
+    return ref
 
 
 def reply_ref(row: Mapping[Any, Any], sender: str, recipient: str) -> ReplyRef | None:

@@ -38,6 +38,7 @@ MESSAGE_KEYS = {
     "edited_at",
     "deleted",
     "reactions",
+    "attachments",
 }
 # The events of a user's stream: what cursors count.
 STREAM_EVENTS = ("new_message", "receipt", "message_updated")

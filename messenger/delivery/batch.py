@@ -16,7 +16,7 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, RowMapping
 
 from messenger.delivery.changes import (
     NO_WINDOWS,
@@ -27,11 +27,12 @@ from messenger.delivery.changes import (
     apply_changes,
     render,
 )
-from messenger.errors import forbidden, invalid
+from messenger.errors import forbidden, invalid, not_found
 from messenger.protocol import STATUS_DELIVERED, STATUS_READ, STATUS_SENT
+from messenger.store.attachments import link_attachments, pending_attachments
 from messenger.store.blocks import blocking_pairs
 from messenger.store.message_changes import lock_messages, private_readers, reply_targets
-from messenger.store.message_views import reactions_of
+from messenger.store.message_views import extras_of
 from messenger.store.messages import insert_messages, mark_status, messages_by_client_ids
 from messenger.store.models import EVENT_NEW_MESSAGE, EVENT_RECEIPT
 from messenger.store.streams import advance_stream_heads, insert_stream_events
@@ -41,6 +42,7 @@ from messenger.wire import (
     ReceiptPayload,
     StreamItem,
     UserRef,
+    attachment_ref,
     message_dict,
     new_message_item,
     receipt_item,
@@ -56,6 +58,7 @@ class SendOrder:
     body: str
     client_id: str
     reply_to: int | None = None
+    attachments: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,8 @@ PendingReceipt = tuple[tuple[int, ...], ReceiptPayload]
 # when it answers nothing (see `store.message_views`); by the id answered, those of
 # the messages that the batch's sends answer.
 _Replied = dict[int | None, dict[str, Any]]
+# The attachments each new send carries, by its order's index.
+_Files = dict[int, list[RowMapping]]
 _FRESH = {"edited_at": None, "deleted_at": None, "read_private": False}
 _NO_REPLY = {"reply_sender_id": None, "reply_excerpt": None, "reply_deleted_at": None}
 
@@ -137,12 +142,13 @@ def apply_batch(
         lock_messages(conn, [*_ids_of(marks), *(o.command.message_id for _, o in changes)])
     new_sends = _settle_known_sends(conn, sends, outcome, look_up)
     new_sends, replied = _check_replies(conn, new_sends, outcome)
+    new_sends, files = _check_attachments(conn, new_sends, outcome)
     receipts = _apply_marks(conn, marks, now, outcome)
     changed = apply_changes(conn, changes, now, windows, outcome.answers)
     outcome.wiped = changed.wiped
     outcome.changes = list(changed.changes())
     positions = _raise_stream_heads(conn, new_sends, receipts, changed, lock_rows)
-    message_events = _insert_messages(conn, new_sends, replied, positions, now, outcome)
+    message_events = _insert_messages(conn, new_sends, replied, files, positions, now, outcome)
     receipt_events = _receipt_events(receipts, positions, outcome)
     change_items, change_events = render(conn, changed, positions, outcome.answers)
     outcome.events += change_items
@@ -208,6 +214,7 @@ def _insert_messages(
     conn: Connection,
     new_sends: list[IndexedSend],
     replied: _Replied,
+    files: _Files,
     positions: _Positions,
     now: datetime,
     outcome: Outcome,
@@ -233,12 +240,23 @@ def _insert_messages(
         for (_, s), (_, recipient_seq) in zip(new_sends, seqs, strict=True)
     ]
     ids = insert_messages(conn, rows)
+    link_attachments(
+        conn,
+        [
+            (row["id"], message_id)
+            for (index, _), message_id in zip(new_sends, ids, strict=True)
+            for row in files.get(index, ())
+        ],
+    )
     event_rows: list[dict[str, Any]] = []
     for (index, send), row, message_id, (sender_seq, recipient_seq) in zip(
         new_sends, rows, ids, seqs, strict=True
     ):
         shown = {**row, **_FRESH, **replied.get(send.reply_to, _NO_REPLY), "id": message_id}
-        message = message_dict(shown, send.sender.username, send.recipient.username)
+        carried = [attachment_ref(file) for file in files.get(index, ())]
+        message = message_dict(
+            shown, send.sender.username, send.recipient.username, attachments=carried
+        )
         outcome.answers.append((index, SendResult(message, created=True)))
         for user_id, seq in ((send.sender.id, sender_seq), (send.recipient.id, recipient_seq)):
             event_rows.append(
@@ -287,16 +305,21 @@ def _settle_known_sends(
     a repeat within this batch gets the first one's answer (G2). A send to someone who
     blocks the sender fails `forbidden` and stores nothing, unless it repeats a stored
     one: a retry gets its message even after a block (G2), so the keys of blocked
-    sends are always looked up (a rare path, unlike the lookup of every key).
+    sends are always looked up (a rare path, unlike the lookup of every key). So are
+    those of replies and of sends with attachments, whose checks a retry would fail
+    (its uploads are taken, the replied-to message may be deleted since).
     """
     blocked = blocking_pairs(conn, ((s.recipient.id, s.sender.id) for _, s in sends))
-    keys = (
+    keys = [
         (s.sender.id, s.client_id)
         for _, s in sends
-        if look_up or (s.recipient.id, s.sender.id) in blocked
-    )
-    stored = messages_by_client_ids(conn, keys) if look_up or blocked else {}
-    reactions = reactions_of(conn, [row["id"] for row in stored.values()])
+        if look_up
+        or (s.recipient.id, s.sender.id) in blocked
+        or s.attachments
+        or s.reply_to is not None
+    ]
+    stored = messages_by_client_ids(conn, keys) if keys else {}
+    extras = extras_of(conn, [row["id"] for row in stored.values()])
     first_in_batch: dict[tuple[int, str], int] = {}
     new_sends: list[IndexedSend] = []
     for index, send in sends:
@@ -308,7 +331,7 @@ def _settle_known_sends(
                 send.sender.username,
                 row["recipient_name"],
                 viewer_id=send.sender.id,
-                reactions=reactions.get(row["id"], {}),
+                **extras.of(row["id"]),
             )
             outcome.answers.append((index, SendResult(message, created=False)))
             outcome.duplicates += 1
@@ -323,6 +346,31 @@ def _settle_known_sends(
             first_in_batch[key] = index
             new_sends.append((index, send))
     return new_sends
+
+
+def _check_attachments(
+    conn: Connection, sends: list[IndexedSend], outcome: Outcome
+) -> tuple[list[IndexedSend], _Files]:
+    """Answer `not_found` the sends that name attachments which are not their
+    sender's uploads waiting for a send (or that an earlier send of this batch takes);
+    return the others, and the attachments of each by its order's index."""
+    if not any(send.attachments for _, send in sends):
+        return sends, {}
+    kept: list[IndexedSend] = []
+    files: _Files = {}
+    taken: set[int] = set()
+    for index, send in sends:
+        if not send.attachments:
+            kept.append((index, send))
+            continue
+        pending = pending_attachments(conn, send.sender.id, send.attachments)
+        if any(aid not in pending or aid in taken for aid in send.attachments):
+            outcome.answers.append((index, not_found("no such upload waiting to be sent")))
+            continue
+        taken.update(send.attachments)
+        files[index] = [pending[aid] for aid in send.attachments]
+        kept.append((index, send))
+    return kept, files
 
 
 def _check_replies(

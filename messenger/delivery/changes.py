@@ -42,7 +42,7 @@ from messenger.store.message_changes import (
     remove_reactions,
     wipe_messages,
 )
-from messenger.store.message_views import message_rows, reactions_of
+from messenger.store.message_views import extras_of, message_rows
 from messenger.store.models import EVENT_MESSAGE_UPDATED
 from messenger.store.users import usernames
 from messenger.wire import Message, StreamItem, UserRef, message_dict, message_updated_item
@@ -312,7 +312,7 @@ def render(
     if not ids:
         return [], []
     rows = message_rows(conn, ids)
-    reactions = reactions_of(conn, sorted(ids))
+    extras = extras_of(conn, sorted(ids))
     people = {row[key] for row in rows.values() for key in ("sender_id", "recipient_id")}
     names = usernames(conn, people)
 
@@ -324,7 +324,7 @@ def render(
             names[row["sender_id"]],
             names[row["recipient_id"]],
             viewer_id=viewer,
-            reactions=reactions.get(mid, {}),
+            **extras.of(mid),
         )
 
     items: list[StreamItem] = []

@@ -34,7 +34,7 @@ from messenger.protocol import (
 from messenger.store.blocks import add_block, blocking_pairs, remove_block
 from messenger.store.db import Database
 from messenger.store.message_reads import conversation_page, conversations
-from messenger.store.message_views import reactions_of, with_reactions
+from messenger.store.message_views import extras_of, with_extras
 from messenger.store.messages import messages_by_client_ids
 from messenger.store.users import read_settings, users_by_names, write_settings
 from messenger.wire import (
@@ -168,7 +168,12 @@ class Delivery:
             answered.set_result(SendResult(message, created=False))
             return answered
         stored = self._writer.submit_send(
-            sender, recipient, command.body, command.client_id, command.reply_to
+            sender,
+            recipient,
+            command.body,
+            command.client_id,
+            command.reply_to,
+            command.attachments,
         )
         stored.add_done_callback(lambda _: self._typing.sent(sender, recipient))
         return stored
@@ -198,8 +203,8 @@ class Delivery:
 
     async def history(self, user: UserRef, query: HistoryQuery) -> HistoryAnswer:
         peer = await self._peer(user, query.with_user)
-        rows, reactions = await self._db.read(
-            with_reactions,
+        rows, extras = await self._db.read(
+            with_extras,
             conversation_page,
             user.id,
             peer.id,
@@ -221,7 +226,7 @@ class Delivery:
                 names[row["recipient_id"]],
                 formatted,
                 viewer_id=user.id,
-                reactions=reactions.get(row["id"], {}),
+                **extras.of(row["id"]),
             )
             for row in rows
         ]
@@ -289,7 +294,7 @@ class Delivery:
         return {"users": answer}
 
     async def conversations(self, user: UserRef, limit: int) -> list[Conversation]:
-        rows, reactions = await self._db.read(with_reactions, conversations, user.id, limit)
+        rows, extras = await self._db.read(with_extras, conversations, user.id, limit)
         names = await self._directory.names({row["peer"] for row in rows} | {user.id})
         return [
             {
@@ -299,7 +304,7 @@ class Delivery:
                     names[row["sender_id"]],
                     names[row["recipient_id"]],
                     viewer_id=user.id,
-                    reactions=reactions.get(row["id"], {}),
+                    **extras.of(row["id"]),
                 ),
                 "unread": int(row["unread"]),
             }
@@ -328,9 +333,9 @@ def _stored_send(conn: Connection, sender: UserRef, client_id: str) -> Message |
     row = messages_by_client_ids(conn, [(sender.id, client_id)]).get((sender.id, client_id))
     if row is None:
         return None
-    reactions = reactions_of(conn, [row["id"]]).get(row["id"], {})
+    extras = extras_of(conn, [row["id"]])
     return message_dict(
-        row, sender.username, row["recipient_name"], viewer_id=sender.id, reactions=reactions
+        row, sender.username, row["recipient_name"], viewer_id=sender.id, **extras.of(row["id"])
     )
 
 

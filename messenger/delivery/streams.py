@@ -14,12 +14,11 @@ from sqlalchemy import RowMapping
 from messenger.directory import Directory
 from messenger.store.db import Database
 from messenger.store.message_reads import undelivered_page
-from messenger.store.message_views import with_reactions
+from messenger.store.message_views import Extras, with_extras
 from messenger.store.models import EVENT_MESSAGE_UPDATED, EVENT_NEW_MESSAGE
 from messenger.store.streams import stream_head, stream_heads, stream_page
 from messenger.wire import (
     Message,
-    Reactions,
     StreamItem,
     message_dict,
     message_updated_item,
@@ -44,15 +43,15 @@ class StreamReader:
         """Up to `limit` events after cursor `after`, in cursor order. Each message
         shows as it is now (docs/protocol.md 3.3): a device that replays its stream
         ends with the current state of every message in it."""
-        rows, reactions = await self._db.read(with_reactions, stream_page, user_id, after, limit)
+        rows, extras = await self._db.read(with_extras, stream_page, user_id, after, limit)
         names = await self._directory.names(_people(rows))
         items = []
         for row in rows:
             seq = row["seq"]
             if row["kind"] == EVENT_NEW_MESSAGE:
-                items.append(new_message_item(user_id, seq, _shown(row, names, user_id, reactions)))
+                items.append(new_message_item(user_id, seq, _shown(row, names, user_id, extras)))
             elif row["kind"] == EVENT_MESSAGE_UPDATED:
-                message = _shown(row, names, user_id, reactions)
+                message = _shown(row, names, user_id, extras)
                 items.append(message_updated_item(user_id, seq, message, row["payload"]))
             else:
                 items.append(receipt_item(user_id, seq, json.loads(row["payload"])))
@@ -62,25 +61,23 @@ class StreamReader:
         self, user_id: int, after: int, up_to: int, limit: int
     ) -> list[StreamItem]:
         """The user's messages still waiting for delivery, with cursors in (after, up_to]."""
-        rows, reactions = await self._db.read(
-            with_reactions, undelivered_page, user_id, after, up_to, limit
+        rows, extras = await self._db.read(
+            with_extras, undelivered_page, user_id, after, up_to, limit
         )
         names = await self._directory.names(_people(rows))
         return [
-            new_message_item(user_id, row["recipient_seq"], _shown(row, names, user_id, reactions))
+            new_message_item(user_id, row["recipient_seq"], _shown(row, names, user_id, extras))
             for row in rows
         ]
 
 
-def _shown(
-    row: RowMapping, names: dict[int, str], viewer_id: int, reactions: dict[int, Reactions]
-) -> Message:
+def _shown(row: RowMapping, names: dict[int, str], viewer_id: int, extras: Extras) -> Message:
     return message_dict(
         row,
         names[row["sender_id"]],
         names[row["recipient_id"]],
         viewer_id=viewer_id,
-        reactions=reactions.get(row["id"], {}),
+        **extras.of(row["id"]),
     )
 
 

@@ -111,13 +111,15 @@ class Writer:
         body: str,
         client_id: str,
         reply_to: int | None = None,
+        attachments: tuple[int, ...] = (),
     ) -> asyncio.Future[SendResult]:
         """Queue a send; the future resolves once its batch has committed.
 
         Queueing is synchronous, so callers that queue in order are stored in order.
         """
         future: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
-        self._enqueue(SendOrder(sender, recipient, body, client_id, reply_to), future)
+        order = SendOrder(sender, recipient, body, client_id, reply_to, attachments)
+        self._enqueue(order, future)
         return future
 
     def submit_change(

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, bindparam, delete, insert, select, update
 from sqlalchemy.sql.elements import BindParameter
 
+from messenger.store.attachments import unlink_message_attachments
 from messenger.store.message_views import excerpt_of
 from messenger.store.models import edit_keys, hidden_messages, messages, reactions, users
 
@@ -86,7 +87,8 @@ def apply_edits(conn: Connection, bodies: dict[int, str], now: datetime) -> None
 
 def wipe_messages(conn: Connection, ids: Sequence[int], now: datetime) -> None:
     """Delete for everyone: the body and the reply link are gone from the row (freed
-    space is overwritten on SQLite: `secure_delete`), and the reactions with it."""
+    space is overwritten on SQLite: `secure_delete`), and the reactions and the
+    attachments with it (their blobs are collected)."""
     if ids:
         conn.execute(
             update(messages)
@@ -95,6 +97,7 @@ def wipe_messages(conn: Connection, ids: Sequence[int], now: datetime) -> None:
             {"ids": list(ids)},
         )
         conn.execute(delete(reactions).where(reactions.c.message_id.in_(_IDS)), {"ids": list(ids)})
+        unlink_message_attachments(conn, ids)
 
 
 def hide_messages(conn: Connection, pairs: Sequence[tuple[int, int]], now: datetime) -> None:

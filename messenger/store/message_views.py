@@ -10,6 +10,7 @@ message each time, so an edit or a delete of it shows in every reply at once.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Concatenate
 
 from sqlalchemy import (
@@ -27,8 +28,9 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import Label
 
 from messenger.protocol import REPLY_EXCERPT_CHARS
+from messenger.store.attachments import attachments_of
 from messenger.store.models import hidden_messages, messages, reactions, users
-from messenger.wire import Reactions
+from messenger.wire import AttachmentRef, Reactions, attachment_ref
 
 # The replied-to message, joined by its primary key.
 REPLY = messages.alias("reply")
@@ -101,11 +103,38 @@ def reactions_of(conn: Connection, ids: Sequence[int]) -> dict[int, Reactions]:
     return found
 
 
-def with_reactions(
+@dataclass(frozen=True)
+class Extras:
+    """What a Message shows beside its row: its reactions and its attachments, for the
+    messages that have any."""
+
+    reactions: dict[int, Reactions]
+    attachments: dict[int, list[AttachmentRef]]
+
+    def of(self, message_id: int) -> dict[str, Any]:
+        """The keyword arguments of `wire.message_dict` for that message."""
+        return {
+            "reactions": self.reactions.get(message_id, {}),
+            "attachments": self.attachments.get(message_id, []),
+        }
+
+
+def extras_of(conn: Connection, ids: Sequence[int]) -> Extras:
+    wanted = [message_id for message_id in ids if message_id is not None]
+    if not wanted:
+        return Extras({}, {})
+    files = {
+        message_id: [attachment_ref(row) for row in rows]
+        for message_id, rows in attachments_of(conn, wanted).items()
+    }
+    return Extras(reactions_of(conn, wanted), files)
+
+
+def with_extras(
     conn: Connection,
     read: Callable[Concatenate[Connection, ...], list[RowMapping]],
     *args: Any,
-) -> tuple[list[RowMapping], dict[int, Reactions]]:
-    """`read`'s rows of messages and, in the same transaction, their reactions."""
+) -> tuple[list[RowMapping], Extras]:
+    """`read`'s rows of messages and, in the same transaction, their extras."""
     rows = read(conn, *args)
-    return rows, reactions_of(conn, [row["id"] for row in rows if row["id"] is not None])
+    return rows, extras_of(conn, [row["id"] for row in rows])

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -251,6 +252,51 @@ class PushSubscription(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
+class Blob(Base):
+    """A stored blob (in the configured `BlobStore`), by the SHA-256 of its bytes."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class BlobPart(Base):
+    """A chunk of a blob in the database store, keyed by the blob's SHA-256, or by an
+    upload's key until the upload is complete."""
+
+    __tablename__ = "blob_parts"
+
+    key: Mapped[str] = mapped_column(String(72), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Attachment(Base):
+    """A file a user uploaded: pending until a send binds it to its message."""
+
+    __tablename__ = "attachments"
+    __table_args__ = (
+        # A message's attachments, and the uploads no send took (for their expiry).
+        Index("ix_attachments_message_id", "message_id"),
+        Index("ix_attachments_uploader_id", "uploader_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    uploader_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    thumbnail_sha256: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(127))
+    size: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 # The tables, for Core statements (the ORM classes type them as FromClause).
 users = cast(Table, User.__table__)
 tokens = cast(Table, Token.__table__)
@@ -262,5 +308,8 @@ hidden_messages = cast(Table, HiddenMessage.__table__)
 edit_keys = cast(Table, EditKey.__table__)
 push_keys = cast(Table, PushKey.__table__)
 push_subscriptions = cast(Table, PushSubscription.__table__)
+blobs = cast(Table, Blob.__table__)
+blob_parts = cast(Table, BlobPart.__table__)
+attachments = cast(Table, Attachment.__table__)
 
 EVENT_NEW_MESSAGE, EVENT_RECEIPT, EVENT_MESSAGE_UPDATED = 1, 2, 3

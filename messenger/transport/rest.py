@@ -324,6 +324,10 @@ class RestApi:
         age = (utc_now() - oldest).total_seconds() if oldest is not None else 0.0
         self._metrics.backlog_oldest_seconds.set(max(0.0, age))
 
+    async def authenticated(self, request: web.Request) -> Authenticated:
+        """The session of a request's bearer token (for other route groups)."""
+        return await self._authenticated(request)
+
     async def _authenticated(self, request: web.Request) -> Authenticated:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")

@@ -1,0 +1,88 @@
+"""Garbage collection of attachments, read from SQL: uploads no send took within
+`MESSENGER_UPLOAD_TTL`, blobs no attachment names any more (their message deleted for
+everyone, their uploads expired), and what uploads cut by a crash left behind.
+
+A blob is removed only after it was unused for `GRACE`, and under the placement
+lock of uploads: an upload of the same bytes that touches it meanwhile keeps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from messenger.attachments.blobs import BlobStore, DatabaseStore
+from messenger.attachments.service import Attachments
+from messenger.metrics import Metrics
+from messenger.store.attachments import expire_pending, take_unreferenced
+from messenger.store.db import Database
+from messenger.wire import utc_now
+
+log = logging.getLogger(__name__)
+
+INTERVAL = 60.0
+GRACE = timedelta(hours=1)
+BLOBS_PER_ROUND = 500
+
+
+class Collector:
+    def __init__(
+        self,
+        db: Database,
+        store: BlobStore,
+        attachments: Attachments,
+        upload_ttl: timedelta,
+        metrics: Metrics,
+        grace: timedelta = GRACE,
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._attachments = attachments
+        self._ttl = upload_ttl
+        self._metrics = metrics
+        self._grace = grace
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="messenger-attachment-collector")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(INTERVAL)
+            try:
+                await self.collect()
+            except Exception:
+                log.exception("attachment collection failed")
+
+    async def collect(self, grace: timedelta | None = None) -> tuple[int, int]:
+        """One round: (uploads expired, blobs removed). `grace` overrides how long a
+        blob must have been unused (tests)."""
+        now = utc_now()
+        unused_since = now - (self._grace if grace is None else grace)
+        expired = await self._db.write(expire_pending, now - self._ttl)
+        with_parts = isinstance(self._store, DatabaseStore)
+        removed = 0
+        async with self._attachments.placement:
+            while True:
+                shas = await self._db.write(
+                    take_unreferenced, unused_since, BLOBS_PER_ROUND, with_parts
+                )
+                for sha in shas:
+                    if not with_parts:
+                        await self._store.delete(sha)
+                removed += len(shas)
+                if len(shas) < BLOBS_PER_ROUND:
+                    break
+        await self._store.sweep_unfinished(self._grace.total_seconds())
+        self._metrics.attachments_expired.inc(expired)
+        self._metrics.blobs_collected.inc(removed)
+        return expired, removed

@@ -1,0 +1,202 @@
+"""Attachments (docs/attachments.md): uploads stored first, bound to the message that
+carries them, readable only by who may read that message, never orphaned; on SQLite
+and PostgreSQL, with the directory and the database blob stores."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from multidict import CIMultiDict
+from PIL import Image
+
+from messenger.config import Settings
+from tests.support import Account, Device, Http, RunningServer, connect_synced
+
+STORES = ["directory", "database"]
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def settings(settings: Settings, store: str, tmp_path: Path) -> Settings:
+    return dataclasses.replace(
+        settings,
+        blob_store=store,
+        blob_dir=str(tmp_path / "blobs"),
+        max_attachment=2 * 1024 * 1024,
+        attachment_quota=5 * 1024 * 1024,
+    )
+
+
+def png(width: int = 640, height: int = 480, exif_gps: bool = False) -> bytes:
+    image = Image.new("RGB", (width, height), (200, 30, 30))
+    out = io.BytesIO()
+    if exif_gps:
+        exif = Image.Exif()
+        exif[0x8825] = {1: "N", 2: (48.0, 51.0, 24.0)}  # GPSInfo
+        image.save(out, format="JPEG", exif=exif)
+    else:
+        image.save(out, format="PNG")
+    return out.getvalue()
+
+
+async def upload(
+    http: Http, account: Account, data: bytes, content_type: str, name: str = "f.bin"
+) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{http.url}/api/v1/attachments",
+            params={"name": name},
+            data=data,
+            headers={"Authorization": f"Bearer {account.token}", "Content-Type": content_type},
+        ) as response:
+            return response.status, await response.json()
+
+
+async def fetch(
+    http: Http, account: Account, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, bytes, CIMultiDict[str]]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(
+            f"{http.url}{path}",
+            headers={"Authorization": f"Bearer {account.token}", **(headers or {})},
+        ) as response:
+            return response.status, await response.read(), response.headers.copy()
+
+
+async def send(device: Device, to: str, body: str, client_id: str, ids: list[int]) -> Any:
+    payload = {"to": to, "body": body, "client_id": client_id, "attachments": ids}
+    return await device.call("send", payload)
+
+
+async def test_upload_send_and_download(http: Http) -> None:
+    """An upload is the uploader's until a send carries it; then both parties, and
+    only they, can fetch it, whole or by range, with its ETag."""
+    ann, bob, carl = (
+        await http.account("ann"),
+        await http.account("bob"),
+        await http.account("carl"),
+    )
+    data = bytes(range(256)) * 1000
+    status, made = await upload(http, ann, data, "application/pdf", "report.pdf")
+    assert status == 201, made
+    assert made["sha256"] == hashlib.sha256(data).hexdigest() and made["size"] == len(data)
+    path = f"/api/v1/attachments/{made['id']}"
+    assert (await fetch(http, bob, path))[0] == 404  # not sent yet
+    device, _ = await connect_synced(http.url, ann)
+    sent = await send(device, bob.username, "", "a-1", [made["id"]])
+    assert sent["ok"], sent
+    shown = sent["message"]["attachments"]
+    assert shown == [
+        {
+            "id": made["id"],
+            "name": "report.pdf",
+            "size": len(data),
+            "content_type": "application/pdf",
+            "thumbnail": False,
+        }
+    ]
+    for who in (ann, bob):
+        status, body, headers = await fetch(http, who, path)
+        assert (status, body) == (200, data)
+        assert headers["ETag"] == f'"{made["sha256"]}"'
+        assert headers["Content-Disposition"].startswith("attachment;")
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert "sandbox" in headers["Content-Security-Policy"]
+    assert (await fetch(http, carl, path))[0] == 404
+    status, part, headers = await fetch(http, bob, path, {"Range": "bytes=10-19"})
+    assert (status, part) == (206, data[10:20])
+    assert headers["Content-Range"] == f"bytes 10-19/{len(data)}"
+    status, tail, _ = await fetch(http, bob, path, {"Range": "bytes=-5"})
+    assert (status, tail) == (206, data[-5:])
+    assert (await fetch(http, bob, path, {"Range": f"bytes={len(data)}-"}))[0] == 416
+    assert (await fetch(http, bob, path, {"If-None-Match": headers["ETag"]}))[0] == 304
+    # The history shows it too, and a repeat of the send answers the same.
+    again = await send(device, bob.username, "", "a-1", [made["id"]])
+    assert again["message"]["attachments"] == shown
+    await device.disconnect()
+
+
+async def test_images_get_a_thumbnail_without_metadata(http: Http) -> None:
+    ann, bob = await http.account("ann"), await http.account("bob")
+    status, made = await upload(http, ann, png(exif_gps=True), "image/jpeg", "photo.jpg")
+    assert status == 201 and (made["width"], made["height"]) == (640, 480), made
+    device, _ = await connect_synced(http.url, ann)
+    sent = await send(device, bob.username, "look", "a-2", [made["id"]])
+    assert sent["message"]["attachments"][0]["thumbnail"] is True
+    status, thumb, headers = await fetch(http, bob, f"/api/v1/attachments/{made['id']}/thumbnail")
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    with Image.open(io.BytesIO(thumb)) as image:
+        assert max(image.size) == 320
+        assert not image.getexif()
+    status, _, headers = await fetch(http, bob, f"/api/v1/attachments/{made['id']}")
+    assert status == 200 and headers["Content-Disposition"].startswith("inline;")
+    await device.disconnect()
+
+
+async def test_spoofed_types_bombs_and_limits(http: Http, settings: Settings) -> None:
+    ann = await http.account("ann")
+    status, body = await upload(http, ann, b"<script>alert(1)</script>" * 10, "image/png")
+    assert (status, body["error"]["code"]) == (400, "invalid")
+    status, body = await upload(http, ann, png(), "image/jpeg")
+    assert (status, body["error"]["code"]) == (400, "invalid")
+    bomb = png(12_000, 12_000)  # 144 Mpx of one colour: a small file
+    status, made = await upload(http, ann, bomb, "image/png", "bomb.png")
+    assert status == 201, made  # kept, without a size or thumbnail to decode
+    assert "width" not in made
+    status, body = await upload(http, ann, b"x" * (settings.max_attachment + 1), "text/plain")
+    assert (status, body["error"]["code"]) == (413, "too_large")
+    for bad_name in ("../../etc/passwd", "a\x00b", "x" * 300):
+        status, body = await upload(http, ann, b"hi", "text/plain", bad_name)
+        assert (status, body["error"]["code"]) == (400, "invalid"), bad_name
+    # The quota: pending and sent uploads of one user.
+    big = b"q" * (settings.max_attachment - 10)
+    results = [await upload(http, ann, big + bytes([i]), "text/plain") for i in range(4)]
+    assert [status for status, _ in results][-1] == 413
+
+
+async def test_sends_take_only_the_senders_pending_uploads(http: Http) -> None:
+    ann, bob = await http.account("ann"), await http.account("bob")
+    _, mine = await upload(http, ann, b"mine", "text/plain")
+    _, theirs = await upload(http, bob, b"theirs", "text/plain")
+    device, _ = await connect_synced(http.url, ann)
+    refused = await send(device, bob.username, "x", "s-1", [theirs["id"]])
+    assert refused["error"]["code"] == "not_found", refused
+    assert (await send(device, bob.username, "x", "s-2", [mine["id"]]))["ok"]
+    again = await send(device, bob.username, "x", "s-3", [mine["id"]])  # already sent
+    assert again["error"]["code"] == "not_found", again
+    for bad in ([0], ["1"], list(range(1, 12)), [mine["id"], mine["id"]]):
+        answer = await send(device, bob.username, "x", "s-4", bad)
+        assert answer["error"]["code"] in ("invalid", "too_large"), (bad, answer)
+    empty = await device.call("send", {"to": bob.username, "body": "", "client_id": "s-5"})
+    assert empty["error"]["code"] == "invalid"
+    await device.disconnect()
+
+
+async def test_a_delete_for_everyone_takes_the_files_with_it(
+    http: Http, server: RunningServer
+) -> None:
+    ann, bob = await http.account("ann"), await http.account("bob")
+    data = b"secret file " * 100
+    _, made = await upload(http, ann, data, "text/plain")
+    device, _ = await connect_synced(http.url, ann)
+    sent = await send(device, bob.username, "see", "d-1", [made["id"]])
+    gone = await device.call("delete", {"id": sent["message"]["id"], "for": "everyone"})
+    assert gone["ok"] and gone["message"]["attachments"] == [], gone
+    for who in (ann, bob):
+        assert (await fetch(http, who, f"/api/v1/attachments/{made['id']}"))[0] == 404
+    collector = server.node.collector
+    assert collector is not None
+    _, removed = await collector.collect(grace=timedelta(0))
+    assert removed >= 1
+    await device.disconnect()
