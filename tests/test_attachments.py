@@ -4,6 +4,7 @@ and PostgreSQL, with the directory and the database blob stores."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import io
@@ -17,7 +18,15 @@ from multidict import CIMultiDict
 from PIL import Image
 
 from messenger.config import Settings
-from tests.support import Account, Device, Http, RunningServer, connect_synced
+from tests.support import (
+    Account,
+    Device,
+    Http,
+    RunningServer,
+    connect_synced,
+    sql,
+    start_server,
+)
 
 STORES = ["directory", "database"]
 
@@ -200,3 +209,92 @@ async def test_a_delete_for_everyone_takes_the_files_with_it(
     _, removed = await collector.collect(grace=timedelta(0))
     assert removed >= 1
     await device.disconnect()
+
+
+async def test_uploads_no_send_took_are_collected(
+    http: Http, server: RunningServer, settings: Settings
+) -> None:
+    """Past MESSENGER_UPLOAD_TTL an upload is gone, and then its blob; a sent one and
+    its blob stay, however old."""
+    ann, bob = await http.account("ann"), await http.account("bob")
+    _, waiting = await upload(http, ann, b"never sent", "text/plain")
+    _, carried = await upload(http, ann, b"sent", "text/plain")
+    device, _ = await connect_synced(http.url, ann)
+    assert (await send(device, bob.username, "x", "c-1", [carried["id"]]))["ok"]
+    expired, removed = await server.node.collector.collect(grace=timedelta(0), ttl=timedelta(0))
+    assert (expired, removed) == (1, 1)
+    assert (await fetch(http, ann, f"/api/v1/attachments/{waiting['id']}"))[0] == 404
+    status, body, _ = await fetch(http, bob, f"/api/v1/attachments/{carried['id']}")
+    assert (status, body) == (200, b"sent")
+    status, metrics = await http.request("GET", "/metrics")
+    assert "messenger_blobs_collected_total 1.0" in metrics
+    await device.disconnect()
+
+
+async def test_the_same_bytes_are_stored_once_and_kept_while_named(
+    http: Http, server: RunningServer
+) -> None:
+    """Two uploads of the same bytes share one blob; collecting the first's (expired)
+    upload keeps the blob the second still names."""
+    ann, bob = await http.account("ann"), await http.account("bob")
+    _, first = await upload(http, ann, b"same bytes", "text/plain")
+    _, second = await upload(http, bob, b"same bytes", "text/plain")
+    assert first["sha256"] == second["sha256"]
+    await sql_delete_attachment(server, first["id"])
+    _, removed = await server.node.collector.collect(grace=timedelta(0))
+    assert removed == 0
+    status, body, _ = await fetch(http, bob, f"/api/v1/attachments/{second['id']}")
+    assert (status, body) == (200, b"same bytes")
+
+
+async def sql_delete_attachment(server: RunningServer, attachment_id: int) -> None:
+    await sql(server.settings.database_url, f"DELETE FROM attachments WHERE id = {attachment_id}")
+
+
+@pytest.mark.parametrize("store", ["database"])
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_two_nodes_share_the_database_store(settings: Settings) -> None:
+    """Uploaded on one node, sent on it, fetched on the other: the database store is
+    for nodes that share a database and no filesystem."""
+    first, second = await start_server(settings), await start_server(settings)
+    try:
+        http_a, http_b = Http(first.url), Http(second.url)
+        ann, bob = await http_a.account("ann"), await http_a.account("bob")
+        data = bytes(range(256)) * 2000  # two parts of the store
+        _, made = await upload(http_a, ann, data, "application/octet-stream")
+        device, _ = await connect_synced(second.url, ann)
+        assert (await send(device, bob.username, "x", "n-1", [made["id"]]))["ok"]
+        status, body, _ = await fetch(http_b, bob, f"/api/v1/attachments/{made['id']}")
+        assert (status, body) == (200, data)
+        status, part, _ = await fetch(
+            http_b, bob, f"/api/v1/attachments/{made['id']}", {"Range": "bytes=262140-262150"}
+        )
+        assert (status, part) == (206, data[262140:262151])
+        await device.disconnect()
+    finally:
+        await second.stop()
+        await first.stop()
+
+
+async def test_a_cut_upload_leaves_no_file(http: Http, server: RunningServer) -> None:
+    """A client that stops half-way through its upload leaves no blob, no row and,
+    once swept, no temporary file."""
+    ann = await http.account("ann")
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(http.url.rsplit(":", 1)[1]))
+    head = (
+        "POST /api/v1/attachments?name=cut.bin HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {ann.token}\r\nContent-Type: application/octet-stream\r\n"
+        "Content-Length: 1000000\r\n\r\n"
+    )
+    writer.write(head.encode() + b"x" * 300_000)
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    writer.close()
+    await asyncio.sleep(0.3)
+    rows = await sql(server.settings.database_url, "SELECT count(*) FROM attachments")
+    assert rows == [(0,)]
+    swept = await server.node.blob_store.sweep_unfinished(0)
+    blobs = await sql(server.settings.database_url, "SELECT count(*) FROM blobs")
+    assert blobs == [(0,)]
+    assert swept <= 1
+    del reader

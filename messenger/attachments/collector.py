@@ -63,12 +63,14 @@ class Collector:
             except Exception:
                 log.exception("attachment collection failed")
 
-    async def collect(self, grace: timedelta | None = None) -> tuple[int, int]:
-        """One round: (uploads expired, blobs removed). `grace` overrides how long a
-        blob must have been unused (tests)."""
+    async def collect(
+        self, grace: timedelta | None = None, ttl: timedelta | None = None
+    ) -> tuple[int, int]:
+        """One round: (uploads expired, blobs removed). `grace` and `ttl` override how
+        long a blob must have been unused and an upload waited (tests)."""
         now = utc_now()
         unused_since = now - (self._grace if grace is None else grace)
-        expired = await self._db.write(expire_pending, now - self._ttl)
+        expired = await self._db.write(expire_pending, now - (self._ttl if ttl is None else ttl))
         with_parts = isinstance(self._store, DatabaseStore)
         removed = 0
         async with self._attachments.placement:
