@@ -126,6 +126,7 @@ SNAPSHOT_QUERIES = {
     "hidden_messages": "SELECT user_id, message_id FROM hidden_messages ORDER BY 1, 2",
     "edit_keys": "SELECT message_id, client_id FROM edit_keys ORDER BY 1, 2",
     "settings": "SELECT id, read_receipts FROM users ORDER BY id",
+    "attachments": "SELECT id, uploader_id, message_id FROM attachments ORDER BY id",
     "tokens": "SELECT count(*), count(revoked_at) FROM tokens",
 }
 
@@ -291,7 +292,18 @@ def event_payloads(scene: Scene, foreign: int) -> st.SearchStrategy[tuple[str, l
         )
 
     shapes: dict[str, st.SearchStrategy[Any]] = {
-        "send": shaped(to=recipients, body=bodies, client_id=client_ids, **{"from": users}),
+        "send": shaped(
+            to=recipients,
+            body=bodies,
+            client_id=client_ids,
+            attachments=field_value(
+                st.lists(
+                    field_value(st.sampled_from([foreign, foreign + 1]), st.integers(-5, 50)),
+                    max_size=12,
+                )
+            ),
+            **{"from": users},
+        ),
         "privateMessage": shaped(
             to=recipients, message=bodies, client_id=client_ids, **{"from": users}
         ),
@@ -372,7 +384,16 @@ def blocks_ann(event: str, args: list[Any], ann: str) -> bool | None:
 
 
 async def foreign_message(scene: Scene) -> int:
-    """The id of a message between ann and a third user: not the fuzzer's (bob's)."""
+    """The id of a message between ann and a third user: not the fuzzer's (bob's).
+    Ann also has an upload waiting (among the small ids the fuzzer's sends name):
+    bob can never send it."""
+    async with aiohttp.ClientSession() as session:
+        made = await session.post(
+            f"{scene.server.url}/api/v1/attachments",
+            data=b"ann's file",
+            headers={"Authorization": f"Bearer {scene.ann.token}"},
+        )
+        assert made.status == 201, await made.text()
     carl = await Http(scene.server.url).account("carl")
     sent = await scene.a.send(carl.username, "not for bob", "foreign-1")
     assert sent["ok"], sent
