@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import hashlib
 import io
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -298,3 +299,33 @@ async def test_a_cut_upload_leaves_no_file(http: Http, server: RunningServer) ->
     assert blobs == [(0,)]
     assert swept <= 1
     del reader
+
+
+async def test_a_streamed_upload_is_cut_where_it_passes_the_limit(
+    http: Http, server: RunningServer, settings: Settings
+) -> None:
+    """Without a Content-Length (chunked), the body is read only until it passes
+    MESSENGER_MAX_ATTACHMENT: 413, and nothing is kept."""
+    ann = await http.account("ann")
+    sent = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for _ in range(200):
+            sent += 64 * 1024
+            yield b"z" * (64 * 1024)
+
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.post(
+                f"{http.url}/api/v1/attachments",
+                data=body(),
+                headers={"Authorization": f"Bearer {ann.token}"},
+            ) as response:
+                assert response.status == 413
+                assert (await response.json())["error"]["code"] == "too_large"
+        except aiohttp.ClientError:
+            pass  # the server may close the connection before the client finished
+    assert sent < 200 * 64 * 1024, "the server read the whole body"
+    rows = await sql(server.settings.database_url, "SELECT count(*) FROM attachments")
+    assert rows == [(0,)]
