@@ -12,13 +12,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bench import attachments as attachments_scenario
 from bench import cluster as cluster_scenario
 from bench import live as live_scenario
 from bench import report, scenarios, servers
 from bench.progress import Progress
 
 # `cluster` needs PostgreSQL: without it in --db it is skipped (about 2 minutes with it).
-SCENARIOS = ("live", "sweep", "offline", "history", "connections", "cluster")
+# `attachments` runs on SQLite whatever --db says (about 15 seconds).
+SCENARIOS = ("live", "sweep", "offline", "history", "connections", "cluster", "attachments")
 DBS = ("sqlite", "postgresql")
 
 
@@ -63,6 +65,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, help="idle sockets in `connections`")
     p.add_argument("--history-messages", type=int, help="conversation size in `history`")
     p.add_argument(
+        "--attachment-transfers",
+        type=int,
+        help="25 MiB uploads and downloads per server in `attachments`",
+    )
+    p.add_argument(
         "--cluster-split",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -96,6 +103,7 @@ def settings_for(args: argparse.Namespace, workdir: Path) -> scenarios.Settings:
         "rounds": args.rounds,
         "connections": args.connections,
         "history_messages": args.history_messages,
+        "attachment_transfers": args.attachment_transfers,
         "cluster_split": args.cluster_split,
     }
     fields = {k: v for k, v in overrides.items() if v is not None}
@@ -111,6 +119,7 @@ def _steps(s: scenarios.Settings, chosen: tuple[str, ...]) -> int:
         "history": 2 * n,
         "connections": 1 + n,
         "cluster": cluster_scenario.steps(s) if "postgresql" in s.dbs else 0,
+        "attachments": attachments_scenario.steps(s),
     }
     return sum(counts[c] for c in chosen)
 
@@ -134,6 +143,7 @@ def run(s: scenarios.Settings, chosen: tuple[str, ...]) -> dict[str, Any]:
         "history": lambda: scenarios.history(s, progress),
         "connections": lambda: scenarios.connections(s, progress),
         "cluster": lambda: cluster_scenario.cluster(s, progress),
+        "attachments": lambda: attachments_scenario.attachments(s, progress),
     }
     for name, job in jobs.items():
         if name not in chosen:

@@ -17,20 +17,22 @@ from bench.servers import Server
 from bench.stats import summarize
 
 
-class _RssSampler:
+class RssSampler:
     """Peak resident memory of the server, sampled from a thread while a probe runs."""
 
     def __init__(self, server: Server, interval: float = 0.02) -> None:
         self.server, self.interval = server, interval
         self.peak = server.rss()
+        self.samples = 1
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.peak = max(self.peak, self.server.rss())
+            self.samples += 1
 
-    def __enter__(self) -> _RssSampler:
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -72,7 +74,7 @@ def offline_drain(
     """Connect one device with `expected` queued messages; time it until `synced`."""
     rss0 = server.rss()
     cpu0 = time.process_time()
-    with _RssSampler(server) as sampler:
+    with RssSampler(server) as sampler:
         count, seconds, synced = asyncio.run(_drain(server.url, auth, timeout))
     client_cpu = time.process_time() - cpu0
     return {

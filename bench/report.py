@@ -78,6 +78,13 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         key = "_".join(row["layout"].replace(",", "").split())
         out[f"cluster_msgs_per_s__{key}"] = row["msgs_per_s"]
         out[f"cluster_ratio_vs_one_node__{key}"] = row["ratio_vs_one_node"]
+    for row in results.get("attachments", []):
+        if row["target"] == "messenger":
+            for way in ("upload", "download"):
+                out[f"attachments_{way}_mib_s"] = row[way]["mib_s"]
+                out[f"attachments_{way}_ratio_vs_files"] = row[way]["ratio"]
+            out["attachments_rss_upload_mb"] = row["rss_upload_mb"]
+            out["attachments_rss_download_mb"] = row["rss_download_mb"]
     for row in results.get("disk", []):
         out["fsync_p99_ms"], out["fsync_max_ms"] = row["p99_ms"], row["max_ms"]
     for row in results.get("sweep", []):
@@ -230,6 +237,24 @@ TABLES: list[tuple[str, str, list[tuple[str, str]]]] = [
             ("other CPU %", "other_cpu_pct"),
             ("errors", "errors"),
             ("lost", "lost"),
+        ],
+    ),
+    (
+        "attachments",
+        "attachments (one file, alternating transfers; median; RSS: peak over before, MB)",
+        [
+            ("target", "target"),
+            ("MiB", "mib"),
+            ("transfers", "transfers"),
+            ("upload MiB/s", "upload.mib_s"),
+            ("ratio", "upload.ratio"),
+            ("upload CPU ms/MiB", "upload.cpu_ms_per_mib"),
+            ("download MiB/s", "download.mib_s"),
+            ("ratio", "download.ratio"),
+            ("download CPU ms/MiB", "download.cpu_ms_per_mib"),
+            ("RSS before", "rss_before_mb"),
+            ("RSS +upload", "rss_upload_mb"),
+            ("RSS +download", "rss_download_mb"),
         ],
     ),
 ]

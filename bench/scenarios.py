@@ -47,6 +47,10 @@ class Settings:
     connections: int = 10_000
     connection_users: int = 50
     connection_procs: int = 4
+    # `attachments`: transfers per server and direction (alternating), of one file
+    # of `attachment_mib` MiB.
+    attachment_transfers: int = 16
+    attachment_mib: int = 25
 
 
 def _seeded_server(
