@@ -161,11 +161,21 @@ class _FileWriter:
         self._size = 0
         self._path = store._tmp / uuid.uuid4().hex
         self._handle: IO[bytes] | None = None
+        self._pending = bytearray()
 
     async def write(self, data: bytes) -> None:
+        """Gathered into CHUNK-sized writes: one thread hop (and hash update) per
+        CHUNK rather than per network read."""
+        self._pending += data
+        if len(self._pending) >= CHUNK:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if self._handle is None:
             self._handle = await asyncio.to_thread(self._open)
-        await asyncio.to_thread(self._write, self._handle, data)
+        data, self._pending = bytes(self._pending), bytearray()
+        if data:
+            await asyncio.to_thread(self._write, self._handle, data)
 
     def _open(self) -> IO[bytes]:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,8 +187,8 @@ class _FileWriter:
         self._size += len(data)
 
     async def commit(self) -> Written:
-        if self._handle is None:
-            self._handle = await asyncio.to_thread(self._open)
+        await self._flush()
+        assert self._handle is not None
         sha256 = self._hash.hexdigest()
         await asyncio.to_thread(self._store._commit, self._handle, self._path, sha256)
         return Written(sha256, self._size, _nothing)
