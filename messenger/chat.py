@@ -2,8 +2,10 @@
 
 Type `/open NAME` to pick a conversation, then lines to send. Every message shown gets
 a short number (`#3`), the one the commands take: `/reply 3 text`, `/edit 3 text`,
-`/delete 3` (for everyone; `/delete 3 me` only for you), `/react 3 👍`. A sent line's
-state is shown as it changes: `…` queued, `✓` stored, `✓✓` delivered, `✓✓ read`.
+`/delete 3` (for everyone; `/delete 3 me` only for you), `/react 3 👍`. `/attach PATH
+[caption]` uploads a file and sends it, `/save 3 [DIR]` downloads what message 3 carries;
+messages show their files as `[photo.jpg 1.2 MB]`. A sent line's state is shown as it
+changes: `…` queued, `✓` stored, `✓✓` delivered, `✓✓ read`.
 Edits, deletes and reactions show the message again as it is now. Lines typed while
 the server is unreachable wait in the SDK's outbox and go out when it is back.
 Messages from the open conversation are marked read when shown.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import mimetypes
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ from typing import Any
 
 from messenger.client import (
     TYPING_SHOWN_FOR,
+    Attachment,
     Client,
     Message,
     MessageUpdated,
@@ -40,8 +44,8 @@ from messenger.client import (
 
 HELP = (
     "commands: /open NAME  /reply N text  /edit N text  /delete N [me]  /react N emoji"
-    "  /unreact N emoji  /receipts [on|off]  /who  /help  /quit;"
-    " any other line is sent to the open conversation"
+    "  /unreact N emoji  /attach PATH [caption]  /save N [DIR]  /receipts [on|off]"
+    "  /who  /help  /quit; any other line is sent to the open conversation"
 )
 MARKS = {"sent": "✓ stored", "delivered": "✓✓ delivered", "read": "✓✓ read"}
 ORDER = ("sent", "delivered", "read")
@@ -189,6 +193,8 @@ class Chat:
             "/delete": self._delete,
             "/react": self._react,
             "/unreact": self._unreact,
+            "/attach": self._attach,
+            "/save": self._save,
             "/receipts": self._receipts,
         }
         handler = handlers.get(name)
@@ -247,6 +253,69 @@ class Chat:
         if target is not None:
             message, emoji = target
             self._background(self._change(message.id, client.unreact(message.id, emoji)))
+
+    def _attach(self, client: Client, arg: str) -> None:
+        """Upload a file, then send it with the rest of the line as its caption."""
+        if self.peer is None:
+            say("! open a conversation first: /open NAME")
+            return
+        parsed = _path_and_rest(arg)
+        if parsed is None:
+            say("! usage: /attach PATH [caption]  (quote a PATH with spaces)")
+            return
+        path, caption = Path(parsed[0]).expanduser(), parsed[1]
+        if not path.is_file():
+            say(f"! no such file: {path}")
+            return
+        number = self._new_number()
+        say(f"#{number} … uploading {path.name} ({human_size(path.stat().st_size)})")
+        self._background(self._upload_and_send(client, self.peer, path, caption, number))
+
+    async def _upload_and_send(
+        self, client: Client, to: str, path: Path, caption: str, number: int
+    ) -> None:
+        """The upload waits through outages like a line does; then the message goes
+        through the outbox. Lines typed meanwhile may arrive before it."""
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        try:
+            made = await client.upload(path, content_type)
+        except MessengerClientError as exc:
+            say(f"#{number} ✗ failed: {exc.message} ({exc.code})")
+            return
+        except OSError as exc:
+            say(f"#{number} ✗ failed: cannot read {path}: {exc.strerror or exc}")
+            return
+        await self._send(client, to, caption, number, attachments=[made["id"]])
+
+    def _save(self, client: Client, arg: str) -> None:
+        target = self._target(arg, "/save N [DIR]", rest_required=False)
+        if target is None:
+            return
+        message, where = target
+        number = self.numbered[message.id]
+        if not message.attachments:
+            say(f"! #{number} carries no files")
+            return
+        directory = Path(where or ".").expanduser()
+        if not directory.is_dir():
+            say(f"! no such directory: {directory}")
+            return
+        self._background(self._download(client, number, message.attachments, directory))
+
+    async def _download(
+        self, client: Client, number: int, files: tuple[Attachment, ...], directory: Path
+    ) -> None:
+        for attachment in files:
+            path = free_path(directory, attachment.name)
+            try:
+                done = await client.download(attachment.id, path)
+            except MessengerClientError as exc:
+                say(f"! #{number} {attachment.name} not saved: {exc.message} ({exc.code})")
+                continue
+            except OSError as exc:
+                say(f"! #{number} {attachment.name} not saved: {exc.strerror or exc}")
+                continue
+            say(f"* #{number} saved {done.path} ({human_size(done.size)})")
 
     def _receipts(self, client: Client, arg: str) -> None:
         choice = arg.strip().lower()
@@ -323,11 +392,17 @@ class Chat:
             say(f"! no history: {exc.message} ({exc.code})")
 
     async def _send(
-        self, client: Client, to: str, body: str, number: int, reply_to: int | None = None
+        self,
+        client: Client,
+        to: str,
+        body: str,
+        number: int,
+        reply_to: int | None = None,
+        attachments: list[int] | None = None,
     ) -> None:
         say(f"#{number} … queued")
         try:
-            message = await client.send(to, body, reply_to=reply_to)
+            message = await client.send(to, body, reply_to=reply_to, attachments=attachments or ())
         except MessengerClientError as exc:
             say(f"#{number} ✗ failed: {exc.message} ({exc.code})")
             return
@@ -387,16 +462,58 @@ class Chat:
 
 def render(message: Message, number: int, me: str, numbers: dict[int, int]) -> list[str]:
     """A message as lines: the quoted excerpt it replies to, then `#N who: body`, with
-    `(edited)`, `[deleted]` and its reactions."""
+    its files (`[name size]`), `(edited)`, `[deleted]` and its reactions."""
     if message.hidden:
         return [f"#{number} [deleted for you]"]
     who = _name(message.sender, me)
     if message.deleted or message.body is None:
         return [f"#{number} {who}: [deleted]"]
     lines = [] if message.reply_to is None else [_quote(message.reply_to, me, numbers)]
-    text = message.body + (" (edited)" if message.edited_at is not None else "")
+    files = " ".join(f"[{a.name} {human_size(a.size)}]" for a in message.attachments)
+    text = " ".join(part for part in (message.body, files) if part)
+    text += " (edited)" if message.edited_at is not None else ""
     lines.append(f"#{number} {who}: {text}{_reactions(message, me)}")
     return lines
+
+
+def human_size(size: int) -> str:
+    """Bytes as people read them, in powers of 1000: `512 B`, `1.2 MB`, `25 MB`."""
+    if size < 1000:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KB", "MB", "GB"):
+        value /= 1000
+        shown = f"{value:.1f}" if value < 9.95 else f"{value:.0f}"
+        if float(shown) < 1000:
+            return f"{shown} {unit}"
+    return f"{value / 1000:.1f} TB"
+
+
+def free_path(directory: Path, name: str) -> Path:
+    """Where to save a file the other side named: in `directory` whatever the name says
+    (the server refuses paths, but the name is theirs), never over an existing file."""
+    base = Path(name.replace("\\", "/")).name
+    if base in ("", ".", ".."):
+        base = "file"
+    stem, suffix = Path(base).stem, Path(base).suffix
+    candidate, n = directory / base, 1
+    while candidate.exists() or candidate.with_name(candidate.name + ".part").exists():
+        candidate = directory / f"{stem} ({n}){suffix}"
+        n += 1
+    return candidate
+
+
+def _path_and_rest(arg: str) -> tuple[str, str] | None:
+    """`PATH rest` or `"PATH with spaces" rest` (or single quotes): the path and the
+    rest, its inner spaces kept."""
+    arg = arg.strip()
+    if arg[:1] in ("'", '"'):
+        end = arg.find(arg[0], 1)
+        if end <= 1:
+            return None
+        return arg[1:end], arg[end + 1 :].strip()
+    path, _, rest = arg.partition(" ")
+    return (path, rest.strip()) if path else None
 
 
 def _quote(ref: ReplyRef, me: str, numbers: dict[int, int]) -> str:

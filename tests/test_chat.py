@@ -5,6 +5,8 @@ standard input and output on pipes, against a real server, chatting with a raw d
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import os
 import re
 import sys
@@ -13,10 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from messenger.chat import TypingShown
-from messenger.client import Typing
+from messenger.chat import TypingShown, free_path, human_size, render
+from messenger.client import Attachment, Message, Typing, upload
+from messenger.config import Settings
 from tests.support import PASSWORD, Device, Http, RunningServer, Servers, accounts, port_of
+from tests.test_attachments import fetch, png
 from tests.test_client import eventually, history_rows
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    """Attachments kept in the test's directory (with PostgreSQL they would default to
+    ./messenger-blobs)."""
+    return dataclasses.replace(settings, blob_dir=str(tmp_path / "blobs"))
 
 
 class Terminal:
@@ -259,3 +270,117 @@ async def test_typing_indicator_lasts_until_false_message_or_expiry() -> None:
     shown.update(Typing("bob", False))
     await asyncio.sleep(1.2)
     assert out == ["* bob is typing...", "* bob stopped typing", "* bob is typing..."]
+
+
+async def test_chat_attaches_shows_and_saves_files(
+    server: RunningServer, http: Http, tmp_path: Path, terminals: list[Terminal]
+) -> None:
+    ann, bob = await accounts(http, "ann", "bob")
+    bob_device = await Device(server.url).connect(bob.token)
+    await bob_device.wait_synced()
+    term = await Terminal.start(server.url, ann.username, tmp_path / "ann.state")
+    terminals.append(term)
+    await term.expect(r"logged in as ")
+    b = re.escape(bob.username)
+    await term.type("/attach nothing-open.txt")
+    await term.expect(r"^! open a conversation first")
+    await term.type(f"/open {bob.username}")
+    await term.expect(r"talking with ")
+
+    # A photo with a caption, then a file whose path has a space, without one.
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(png())
+    await term.type(f"/attach {photo} the view from here")
+    await term.expect(rf"^#1 … uploading photo\.png \({re.escape(human_size(len(png())))}\)$")
+    await term.expect(r"^#1 ✓ stored$")
+    spaced = tmp_path / "my notes.txt"
+    spaced.write_text("remember the milk\n")
+    await term.type(f'/attach "{spaced}"')
+    await term.expect(r"^#2 ✓ stored$")
+    await bob_device.wait_for(lambda: len(bob_device.messages()) == 2)
+    first, second = bob_device.messages()
+    assert first["body"] == "the view from here"
+    [shown] = first["attachments"]
+    assert (shown["name"], shown["size"], shown["content_type"]) == (
+        "photo.png",
+        len(png()),
+        "image/png",
+    )
+    assert (shown["width"], shown["height"], shown["thumbnail"]) == (640, 480, True)
+    status, body, _ = await fetch(http, bob, f"/api/v1/attachments/{shown['id']}")
+    assert (status, body) == (200, photo.read_bytes())
+    assert second["body"] == ""
+    assert [(a["name"], a["content_type"]) for a in second["attachments"]] == [
+        ("my notes.txt", "text/plain")
+    ]
+
+    # bob sends a file without a caption: shown with its name and size, then saved.
+    report = os.urandom(1_234_567)
+    made = await upload(server.url, bob.token, report, "application/pdf", "report.pdf")
+    sent = await bob_device.call(
+        "send",
+        {"to": ann.username, "body": "", "client_id": "r1", "attachments": [made["id"]]},
+    )
+    assert sent["ok"], sent
+    await term.expect(rf"^#3 {b}: \[report\.pdf 1\.2 MB\]$")
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    for copy in ("report.pdf", "report (1).pdf"):  # never over an existing file
+        await term.type(f"/save 3 {saved}")
+        await term.expect(rf"^\* #3 saved {re.escape(str(saved / copy))} \(1\.2 MB\)$")
+        digest = hashlib.sha256((saved / copy).read_bytes()).hexdigest()
+        assert digest == made["sha256"] == hashlib.sha256(report).hexdigest()
+
+    await term.type(f"/attach {tmp_path / 'missing.txt'}")
+    await term.expect(r"^! no such file: .*missing\.txt$")
+    await term.type("/save 9")
+    await term.expect(r"^! no message #9$")
+    bare = await bob_device.send(ann.username, "just text", "t1")
+    assert bare["ok"]
+    await term.expect(rf"^#4 {b}: just text$")
+    await term.type("/save 4")
+    await term.expect(r"^! #4 carries no files$")
+    # A file the server refuses: a .png that is not one.
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"not a picture at all")
+    await term.type(f"/attach {fake}")
+    await term.expect(r"^#5 ✗ failed: .*\(invalid\)$")
+    assert await term.quit() == 0
+    assert len(await history_rows(server.url, bob, ann.username)) == 4
+    await bob_device.disconnect()
+
+
+def test_sizes_are_shown_as_people_read_them() -> None:
+    assert [
+        human_size(n)
+        for n in (0, 999, 1000, 1_234, 9_949, 9_950, 999_499, 999_999, 1_234_567, 25 * 2**20)
+    ] == ["0 B", "999 B", "1.0 KB", "1.2 KB", "9.9 KB", "10 KB", "999 KB", "1.0 MB",
+          "1.2 MB", "26 MB"]  # fmt: skip
+
+
+def test_messages_show_their_files_and_saved_names_stay_in_their_directory(
+    tmp_path: Path,
+) -> None:
+    files = (
+        Attachment(1, "photo.jpg", 1_200_000, "image/jpeg", 800, 600, True),
+        Attachment(2, "notes.txt", 512, "text/plain"),
+    )
+    message = Message(
+        id=7, sender="bob", recipient="ann", body="", client_id="c", sent_at="t",
+        status="sent", delivered_at=None, read_at=None, attachments=files,
+    )  # fmt: skip
+    assert render(message, 3, "ann", {}) == ["#3 bob: [photo.jpg 1.2 MB] [notes.txt 512 B]"]
+    captioned = dataclasses.replace(message, body="look", edited_at="t")
+    assert render(captioned, 3, "ann", {}) == [
+        "#3 bob: look [photo.jpg 1.2 MB] [notes.txt 512 B] (edited)"
+    ]
+    assert render(dataclasses.replace(message, deleted=True, body=None), 3, "ann", {}) == [
+        "#3 bob: [deleted]"
+    ]
+    for hostile in ("../../.bashrc", "..\\evil.txt", "..", ""):
+        path = free_path(tmp_path, hostile)
+        assert path.parent == tmp_path and path.name not in ("", ".", ".."), hostile
+    (tmp_path / "a.txt").write_text("x")
+    (tmp_path / "b.txt.part").write_text("x")  # a download in progress
+    assert free_path(tmp_path, "a.txt").name == "a (1).txt"
+    assert free_path(tmp_path, "b.txt").name == "b (1).txt"

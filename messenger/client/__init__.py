@@ -18,9 +18,12 @@ from messenger.client.api import (
     unsubscribe,
 )
 from messenger.client.core import Client
+from messenger.client.files import download, download_thumbnail, upload
 from messenger.client.state import Outgoing
 from messenger.client.types import (
     TYPING_SHOWN_FOR,
+    Attachment,
+    Downloaded,
     Event,
     Message,
     MessageUpdated,
@@ -30,11 +33,14 @@ from messenger.client.types import (
     Receipt,
     ReplyRef,
     Typing,
+    Uploaded,
 )
 
 __all__ = [
     "TYPING_SHOWN_FOR",
+    "Attachment",
     "Client",
+    "Downloaded",
     "Event",
     "Message",
     "MessageUpdated",
@@ -45,7 +51,10 @@ __all__ = [
     "Receipt",
     "ReplyRef",
     "Typing",
+    "Uploaded",
     "conversations",
+    "download",
+    "download_thumbnail",
     "login",
     "logout",
     "messages_page",
@@ -55,4 +64,5 @@ __all__ = [
     "set_read_receipts",
     "subscribe_webhook",
     "unsubscribe",
+    "upload",
 ]

@@ -9,6 +9,7 @@ Background tasks do the work, so that the application only awaits results:
   the saved cursor and acknowledges messages as `delivered`;
 - the *flusher* sends the outbox (sends and edits), oldest first, one at a time, until
   each has its answer; the outbox is durable when a state file is given;
+- attachments go over HTTP (`files.py`) before the send that carries them is queued;
 - the *typing teller* hands `typing` events to their callbacks: they are ephemeral,
   outside the stream, so they skip the reader and the dispatcher.
 
@@ -24,7 +25,8 @@ import contextlib
 import inspect
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from os import PathLike
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -37,10 +39,14 @@ from messenger.client.api import read_receipts as get_read_receipts
 from messenger.client.api import set_read_receipts as put_read_receipts
 from messenger.client.api import subscribe_webhook as add_webhook
 from messenger.client.api import unsubscribe as remove_subscription
+from messenger.client.files import download as fetch_file
+from messenger.client.files import download_thumbnail as fetch_thumbnail
+from messenger.client.files import upload as upload_file
 from messenger.client.ids import new_client_id
 from messenger.client.state import Outgoing, StateStore
 from messenger.client.stream import Stream
 from messenger.client.types import (
+    Downloaded,
     Event,
     Message,
     MessageUpdated,
@@ -49,6 +55,7 @@ from messenger.client.types import (
     PushSubscription,
     Receipt,
     Typing,
+    Uploaded,
     parse_typing,
 )
 
@@ -58,6 +65,8 @@ E = TypeVar("E", NewMessage, Receipt, MessageUpdated, Typing)
 Callback = Callable[[E], Awaitable[None] | None]
 _CONNECTED = "__connected__"  # marks a new connection in the reader's queue
 MARK_BATCH = protocol.MARK_IDS_MAX
+# Upload failures that a later attempt may not meet: retried while the client is open.
+UPLOAD_RETRIED = frozenset({"unavailable", "internal", "rate_limited", "timeout"})
 
 
 class Client:
@@ -110,6 +119,8 @@ class Client:
         self._first_attempt: asyncio.Future[MessengerClientError | None] | None = None
         self._refusal: MessengerClientError | None = None
         self._failure: MessengerClientError | None = None
+        self._stopped = asyncio.Event()  # set while the client is not open
+        self._stopped.set()
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -133,6 +144,7 @@ class Client:
         queued meanwhile.
         """
         await self._state.open()
+        self._stopped.clear()
         self._committed = await self._state.get_cursor()
         self._stream = Stream(self._committed)
         self._first_attempt = asyncio.get_running_loop().create_future()
@@ -153,6 +165,7 @@ class Client:
 
     async def close(self) -> None:
         """Stop; the outbox keeps whatever has not been answered, for the next open."""
+        self._stopped.set()
         if self._acks and self._sio is not None:
             with contextlib.suppress(MessengerClientError):
                 await self._call("delivered", {"ids": sorted(self._acks)[:MARK_BATCH]}, 2.0)
@@ -186,8 +199,17 @@ class Client:
 
     # -- sending ------------------------------------------------------------------
 
-    async def send(self, to: str, body: str, reply_to: int | None = None) -> Message:
+    async def send(
+        self,
+        to: str,
+        body: str,
+        reply_to: int | None = None,
+        attachments: Sequence[int] = (),
+    ) -> Message:
         """Send a message (a reply to message `reply_to`, if given); return it as stored.
+
+        `attachments` are ids from `upload` (up to 10, not yet sent; `body` may then be
+        ""). They are queued with the message, so a resend carries the same ones.
 
         The message is queued in the outbox first and sent with a fresh client_id; it
         is resent with that same id after reconnects and restarts until the server
@@ -197,7 +219,10 @@ class Client:
         `forbidden`, `not_found`, `too_large`), or `unauthorized` when the token is
         refused.
         """
-        return await self._queue(Outgoing(new_client_id(), to, body, reply_to=reply_to))
+        ids = tuple(int(i) for i in attachments)
+        return await self._queue(
+            Outgoing(new_client_id(), to, body, reply_to=reply_to, attachments=ids)
+        )
 
     async def edit(self, message_id: int, body: str) -> Message:
         """Replace the body of one of our messages; return the message as it is now.
@@ -267,6 +292,56 @@ class Client:
             future.set_result(outcome)
         else:
             future.set_exception(outcome)
+
+    # -- attachments (HTTP, docs/attachments.md) ------------------------------------
+
+    async def upload(
+        self,
+        source: str | PathLike[str] | bytes,
+        content_type: str,
+        name: str | None = None,
+    ) -> Uploaded:
+        """Upload a file (a path, streamed from disk, never read whole) or bytes;
+        returns the server's answer, whose `id` goes in `send(..., attachments=)`.
+
+        While the client is open, failures that a later attempt may not meet (the
+        server unreachable, `internal`, `rate_limited`) are retried with backoff, so an
+        upload waits through outages like a send; closing the client ends the wait with
+        `closed`. A retry stores nothing twice: the server keeps one copy of the same
+        bytes (an upload that no send takes is collected after a day). Raises
+        `too_large` (over the server's limit or the user's quota), `invalid` (a
+        declared image whose bytes are not one, a bad name or type), or the `OSError`
+        of a file that cannot be read. Before `open()` it is one plain attempt.
+        """
+        delay = self._delay_min
+        while True:
+            try:
+                return await upload_file(self.url, self._token, source, content_type, name)
+            except MessengerClientError as exc:
+                if exc.code not in UPLOAD_RETRIED or self._stopped.is_set():
+                    raise
+                log.info("upload will be retried: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_jitter(delay)):
+                    await self._stopped.wait()
+            if self._stopped.is_set():
+                raise MessengerClientError("closed", "the client closed during the upload")
+            delay = min(delay * 2, self._delay_max)
+
+    async def download(self, attachment_id: int, path: str | PathLike[str]) -> Downloaded:
+        """Stream an attachment of a message of ours (or our own upload) to `path`.
+
+        Written to `<path>.part` and renamed once complete and matching the server's
+        SHA-256, so `path` never holds a partial file. A plain request: raises
+        `unavailable` without the server, `not_found` for an id that is not ours to
+        see (or deleted for everyone) exactly as for one that does not exist.
+        """
+        return await fetch_file(self.url, self._token, attachment_id, path)
+
+    async def download_thumbnail(self, attachment_id: int, path: str | PathLike[str]) -> Downloaded:
+        """Stream the PNG thumbnail of an image attachment (`Attachment.thumbnail`) to
+        `path`, like `download`; `not_found` for one without."""
+        return await fetch_thumbnail(self.url, self._token, attachment_id, path)
 
     # -- changing sent messages (3.6) and typing (3.7) ---------------------------
 
@@ -677,6 +752,8 @@ def _wire(item: Outgoing) -> tuple[str, dict[str, Any]]:
     payload: dict[str, Any] = {"to": item.to, "body": item.body, "client_id": item.client_id}
     if item.reply_to is not None:
         payload["reply_to"] = item.reply_to
+    if item.attachments:
+        payload["attachments"] = list(item.attachments)
     return protocol.SEND, payload
 
 

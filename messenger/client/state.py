@@ -4,8 +4,9 @@ The outbox is what makes a send survive a crash or a restart of the client: a me
 is written here (with its client_id) before it goes on the wire and leaves only when
 the server has answered, so resending after a restart is safe (G2 dedupes by
 (sender, client_id)). Edits wait in the same queue with their own client_id, which the
-server dedupes by (message, client_id) (3.6). Without a path the same tables live in
-memory.
+server dedupes by (message, client_id) (3.6). A send keeps the ids of the attachments
+it carries (uploaded before it was queued), so a resend carries the same ones. Without
+a path the same tables live in memory.
 
 sqlite3 blocks, so every call runs on one dedicated thread: the connection is used
 by that thread only, and the calls run in the order they were made.
@@ -14,6 +15,7 @@ by that thread only, and the calls run in the order they were made.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -32,24 +34,29 @@ CREATE TABLE IF NOT EXISTS outbox (
     body TEXT NOT NULL,
     queued_at REAL NOT NULL,
     reply_to INTEGER,
-    edit_of INTEGER
+    edit_of INTEGER,
+    attachments TEXT
 );
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Columns added after the first release: a state file made before them gets them at
 # open, so what it queued still goes out.
-_ADDED_COLUMNS = {"reply_to": "INTEGER", "edit_of": "INTEGER"}
+_ADDED_COLUMNS = {"reply_to": "INTEGER", "edit_of": "INTEGER", "attachments": "TEXT"}
 
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A send, or an edit of message `edit_of`, waiting for the server's answer."""
+    """A send, or an edit of message `edit_of`, waiting for the server's answer.
+
+    `attachments` are the ids of uploads the send carries, in their order.
+    """
 
     client_id: str
     to: str  # the recipient of a send; "" for an edit (the server knows it)
     body: str
     reply_to: int | None = None
     edit_of: int | None = None
+    attachments: tuple[int, ...] = ()
 
     @property
     def is_edit(self) -> bool:
@@ -96,9 +103,17 @@ class StateStore:
         await self._run(
             lambda db: db.execute(
                 "INSERT OR IGNORE INTO outbox"
-                " (client_id, recipient, body, queued_at, reply_to, edit_of)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (item.client_id, item.to, item.body, time.time(), item.reply_to, item.edit_of),
+                " (client_id, recipient, body, queued_at, reply_to, edit_of, attachments)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    item.client_id,
+                    item.to,
+                    item.body,
+                    time.time(),
+                    item.reply_to,
+                    item.edit_of,
+                    json.dumps(list(item.attachments)) if item.attachments else None,
+                ),
             )
         )
 
@@ -106,10 +121,14 @@ class StateStore:
         """The outbox in the order the messages were queued (the order they go out)."""
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT client_id, recipient, body, reply_to, edit_of FROM outbox ORDER BY seq"
+                "SELECT client_id, recipient, body, reply_to, edit_of, attachments"
+                " FROM outbox ORDER BY seq"
             ).fetchall()
         )
-        return [Outgoing(*row) for row in rows]
+        return [
+            Outgoing(client_id, to, body, reply_to, edit_of, _ids(attachments))
+            for client_id, to, body, reply_to, edit_of, attachments in rows
+        ]
 
     async def remove(self, client_id: str) -> None:
         await self._run(
@@ -130,6 +149,12 @@ class StateStore:
                 (str(cursor),),
             )
         )
+
+
+def _ids(stored: str | None) -> tuple[int, ...]:
+    """The attachment ids of a row: a JSON list, or NULL for none (and in rows queued
+    before the column existed)."""
+    return () if stored is None else tuple(int(i) for i in json.loads(stored))
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:

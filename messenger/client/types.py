@@ -1,13 +1,14 @@
 """What the SDK hands to applications: typed messages and events, and its one error.
 
-The wire shapes are PROTOCOL.md 3.1, 3.3, 3.7 and 3.9; these dataclasses (and one
-TypedDict) give them names and types so that applications (and mypy) do not dig
-through untyped dicts.
+The wire shapes are PROTOCOL.md 3.1, 3.3, 3.7 and 3.9 and docs/attachments.md; these
+dataclasses (and two TypedDicts) give them names and types so that applications (and
+mypy) do not dig through untyped dicts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 from messenger import protocol
@@ -67,12 +68,44 @@ class ReplyRef:
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file a message carries (docs/attachments.md), as the Message shows it.
+
+    `width` and `height` are the pixels of an image the server could decode, else
+    None; `thumbnail` says whether `download_thumbnail` has a PNG to give.
+    """
+
+    id: int
+    name: str
+    size: int
+    content_type: str
+    width: int | None = None
+    height: int | None = None
+    thumbnail: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Attachment | None:
+        if not isinstance(data, dict) or not isinstance(data.get("id"), int):
+            return None
+        return cls(
+            id=data["id"],
+            name=str(data.get("name", "file")),
+            size=int(data.get("size", 0)),
+            content_type=str(data.get("content_type", "application/octet-stream")),
+            width=_optional_int(data.get("width")),
+            height=_optional_int(data.get("height")),
+            thumbnail=data.get("thumbnail") is True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """A stored message (PROTOCOL.md 3.1), as it was when the server last showed it.
 
     `body` is None once the message is deleted (for everyone, or `hidden` for us).
-    `reactions` maps each emoji to the users who reacted with it, in their order.
-    Fields a server without issue 23 does not send take their empty defaults.
+    `reactions` maps each emoji to the users who reacted with it, in their order;
+    `attachments` are the files it carries (none once it is deleted). Fields an older
+    server does not send take their empty defaults.
     """
 
     id: int
@@ -89,6 +122,7 @@ class Message:
     deleted: bool = False
     reactions: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     hidden: bool = False
+    attachments: tuple[Attachment, ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Message:
@@ -107,11 +141,23 @@ class Message:
             deleted=data.get("deleted") is True,
             reactions=_reactions(data.get("reactions")),
             hidden=data.get("hidden") is True,
+            attachments=_attachments(data.get("attachments")),
         )
 
 
 def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _optional_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _attachments(value: Any) -> tuple[Attachment, ...]:
+    if not isinstance(value, list):
+        return ()
+    found = (Attachment.from_dict(item) for item in value)
+    return tuple(item for item in found if item is not None)
 
 
 def _reactions(value: Any) -> dict[str, tuple[str, ...]]:
@@ -236,3 +282,50 @@ def parse_subscription(data: Any) -> PushSubscription:
     if isinstance(data.get("secret"), str):
         made["secret"] = data["secret"]
     return made
+
+
+class Uploaded(TypedDict):
+    """The server's answer to an upload (docs/attachments.md): pass `id` to `send`.
+
+    A dict, as the brief answer it is; `sha256` (lowercase hex) lets an application
+    check a download, and `width`/`height` are present for a decoded image.
+    """
+
+    id: int
+    name: str
+    size: int
+    content_type: str
+    sha256: str
+    width: NotRequired[int]
+    height: NotRequired[int]
+
+
+def parse_uploaded(data: Any) -> Uploaded:
+    """The documented fields of an upload's answer, typed; MessengerClientError if it
+    is not one."""
+    try:
+        made: Uploaded = {
+            "id": int(data["id"]),
+            "name": str(data["name"]),
+            "size": int(data["size"]),
+            "content_type": str(data["content_type"]),
+            "sha256": str(data["sha256"]),
+        }
+    except (KeyError, TypeError, ValueError):
+        raise MessengerClientError(
+            ErrorCode.INTERNAL.value, f"not an upload's answer: {data!r:.200}"
+        ) from None
+    width, height = _optional_int(data.get("width")), _optional_int(data.get("height"))
+    if width is not None and height is not None:
+        made["width"], made["height"] = width, height
+    return made
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    """A file written by `download` or `download_thumbnail`: where, how many bytes,
+    and their SHA-256 (checked against the server's ETag before the file appeared)."""
+
+    path: Path
+    size: int
+    sha256: str
