@@ -112,7 +112,7 @@ async def empty_pg_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def settings(database_url: str, tmp_path: Path) -> Settings:
     # Rate and registration limits off unless a test turns them on (tests make many
     # accounts from one address, and pipeline many events on one connection); fast
     # resync so repairs show quickly; argon2 at its lowest cost (the same code, far
@@ -126,6 +126,8 @@ def settings(database_url: str) -> Settings:
         argon2_time_cost=1,
         argon2_memory_kib=1024,
         lean_websocket=LEAN_WEBSOCKET,
+        # Attachments in the test's own directory, whatever the database.
+        blob_dir=str(tmp_path / "blobs"),
     )
 
 

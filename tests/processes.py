@@ -65,6 +65,7 @@ class ServeProcess:
             MESSENGER_REGISTER_BURST="0",
             MESSENGER_MAX_PENDING_REQUESTS="1000",
             MESSENGER_LEAN_WEBSOCKET=os.environ.get("MESSENGER_TEST_LEAN_WEBSOCKET", "1"),
+            MESSENGER_BLOB_DIR=str(logs / f"{name}-blobs"),
             **(env or {}),
         )
         self.migrate = migrate
