@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
+import aiohttp
 import hypothesis
 import jsonschema_rs
 import pytest
@@ -26,6 +29,7 @@ import requests
 import schemathesis
 import socketio
 import yaml
+from PIL import Image
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -37,12 +41,14 @@ from schemathesis.checks import (
 )
 
 from messenger import protocol
+from messenger.attachments.service import CONTENT_TYPE, NAME_MAX, Uploaded
 from messenger.config import Settings
 from messenger.errors import ErrorCode
 from messenger.push.addresses import URL_MAX
 from messenger.push.subscriptions import KINDS, LABEL_MAX, SUBSCRIPTIONS_MAX
 from messenger.transport.rest import MAX_REQUEST_BYTES
 from messenger.transport.web import WEB_DIR
+from messenger.wire import AttachmentRef
 from tests.push_support import FakePushService, WebhookReceiver
 from tests.support import PASSWORD, Device, Http, RunningServer, start_server
 
@@ -67,11 +73,19 @@ HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "tra
 ANN, BOB = "ann@example.com", "bob@example.com"
 # Push subscriptions may name the tests' fakes, on loopback over plain http.
 LOOPBACK = ("127.0.0.1",)
+# Small attachment limits, so the scene can pass them cheaply.
+MAX_ATTACHMENT = 64 * 1024
+ATTACHMENT_QUOTA = 16 * MAX_ATTACHMENT
 
 
 @pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return settings.replace(push_allow_http=LOOPBACK)
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    return settings.replace(
+        push_allow_http=LOOPBACK,
+        blob_dir=str(tmp_path / "blobs"),
+        max_attachment=MAX_ATTACHMENT,
+        attachment_quota=ATTACHMENT_QUOTA,
+    )
 
 
 @pytest.fixture
@@ -158,8 +172,24 @@ def assert_lifecycle_limits(schemas: dict[str, Any]) -> None:
     assert reactions["maxProperties"] == 2 * protocol.REACTIONS_PER_USER_MAX
     assert reactions["additionalProperties"]["maxItems"] == 2
     fields = set(schemas["Message"]["properties"])
-    assert {"reply_to", "edited_at", "deleted", "reactions"} <= fields
+    assert {"reply_to", "edited_at", "deleted", "reactions", "attachments"} <= fields
     assert set(schemas["Message"]["required"]) == fields - {"hidden"}
+    assert_attachment_limits(schemas)
+
+
+def assert_attachment_limits(schemas: dict[str, Any]) -> None:
+    """A Message's `attachments` (docs/attachments.md) are the server's, in either
+    document: as many as a send may carry, each with the fields `wire` gives it."""
+    attachments = schemas["Message"]["properties"]["attachments"]
+    assert attachments["maxItems"] == protocol.ATTACHMENTS_MAX
+    ref = schemas["AttachmentRef"]
+    assert set(ref["properties"]) == set(AttachmentRef.__annotations__)
+    # Only an image that was decoded has its size in pixels.
+    assert set(ref["required"]) == set(AttachmentRef.__annotations__) - {"width", "height"}
+    content_type = ref["properties"]["content_type"]
+    if "$ref" in content_type:
+        content_type = schemas[content_type["$ref"].rsplit("/", 1)[1]]
+    assert content_type["pattern"] == f"^{CONTENT_TYPE.pattern}$"
 
 
 # -- OpenAPI: routes ------------------------------------------------------------------
@@ -237,6 +267,9 @@ def test_openapi_document_is_well_formed() -> None:
         "a-z", "A-Za-z"
     )
     assert_lifecycle_limits(schemas)
+    assert schemas["AttachmentName"]["maxLength"] == NAME_MAX
+    assert schemas["MediaType"]["pattern"] == f"^{CONTENT_TYPE.pattern}$"
+    assert set(schemas["Upload"]["properties"]) == set(Uploaded.__annotations__)
     # HTTP never shows a message the caller deleted for themselves (3.1 `hidden`).
     assert "hidden" not in schemas["Message"]["properties"]
     assert_push_limits(document)
@@ -354,7 +387,9 @@ class Conformance:
         run()
 
 
-def provoke_every_status(api: Conformance, tokens: Tokens, push: PushTargets) -> None:
+def provoke_every_status(
+    api: Conformance, tokens: Tokens, push: PushTargets, socket: Socket
+) -> None:
     """Each documented status we can cause without breaking the database."""
     token, other_token = tokens.ann, tokens.ann_other
     users, sessions = "/api/v1/users", "/api/v1/sessions"
@@ -392,6 +427,7 @@ def provoke_every_status(api: Conformance, tokens: Tokens, push: PushTargets) ->
         201, "POST", sessions, body={"username": "CAROL.UPPER@example.com", "password": "p" * 8}
     )
     assert created.json()["user"] == {"username": "carol.upper@example.com"}
+    carol = created.json()["token"]
     api.expect(
         401, "POST", sessions, body={"username": "carol.upper@example.com", "password": PASSWORD}
     )
@@ -466,6 +502,7 @@ def provoke_every_status(api: Conformance, tokens: Tokens, push: PushTargets) ->
     api.expect(401, "GET", history, path_parameters={"username": BOB})
     api.expect(403, "GET", history, token=token, headers=origin, path_parameters={"username": BOB})
 
+    provoke_attachments(api, tokens, carol, socket)
     provoke_settings(api, token)
     other_session_subscription = provoke_push(api, tokens, push)
 
@@ -705,6 +742,187 @@ def provoke_push(api: Conformance, tokens: Tokens, push: PushTargets) -> int:
     return int(first["id"])
 
 
+ATTACHMENTS = "/api/v1/attachments"
+ATTACHMENT = "/api/v1/attachments/{id}"
+THUMBNAIL = "/api/v1/attachments/{id}/thumbnail"
+# What a browser may not do with a fetched file (docs/attachments.md).
+FILE_HEADERS = ("ETag", "Accept-Ranges", "X-Content-Type-Options", "Content-Security-Policy")
+
+
+def small_png(width: int = 640, height: int = 480) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (30, 120, 200)).save(out, format="PNG")
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class Socket:
+    """ann's connected device, driven from the scene's thread: each call runs on the
+    test's event loop, its answer checked against asyncapi.yaml."""
+
+    device: Device
+    loop: asyncio.AbstractEventLoop
+    document: dict[str, Any]
+
+    def call(self, event: str, payload: Any) -> Any:
+        answer = validated_call(self.document, self.device, event, payload)
+        return asyncio.run_coroutine_threadsafe(answer, self.loop).result(timeout=30)
+
+
+def header(response: schemathesis.Response, name: str) -> str:
+    """One header of an answer (schemathesis keeps them lower-cased, as lists)."""
+    values = response.headers.get(name.lower(), [])
+    assert len(values) == 1, (name, response.headers)
+    return values[0]
+
+
+def provoke_attachments(api: Conformance, tokens: Tokens, outsider: str, socket: Socket) -> None:
+    """The attachment routes (docs/attachments.md): every documented status, with a
+    file and a PNG that ann uploads and sends to bob, fetched whole, by range, by ETag
+    and as a thumbnail, by them and by `outsider` (a third user)."""
+    token = tokens.ann
+    origin = {"Origin": FOREIGN}
+
+    def upload(
+        status: int,
+        data: bytes,
+        content_type: str,
+        name: str | None = None,
+        session: str | None = token,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        return api.expect(
+            status,
+            "POST",
+            ATTACHMENTS,
+            token=session,
+            headers={"Content-Type": content_type, **(headers or {})},
+            media_type="application/octet-stream",
+            body=data,
+            query={} if name is None else {"name": name},
+        ).json()
+
+    # POST: a document, a PNG (its size in pixels), a nameless file, an empty one.
+    report_bytes, png = bytes(range(256)) * 64, small_png()
+    report = upload(201, report_bytes, "application/pdf", "report Q3.pdf")
+    assert report["sha256"] == hashlib.sha256(report_bytes).hexdigest(), report
+    assert (report["size"], report["content_type"]) == (len(report_bytes), "application/pdf")
+    assert "width" not in report, report
+    picture = upload(201, png, "image/png", "photo.png")
+    assert (picture["width"], picture["height"]) == (640, 480), picture
+    note = upload(201, b"a note", "Text/Plain; charset=utf-8")
+    assert (note["name"], note["content_type"]) == ("file", "text/plain"), note
+    empty = upload(201, b"", "application/octet-stream", "empty")
+    assert empty["sha256"] == hashlib.sha256(b"").hexdigest() and empty["size"] == 0, empty
+    # Refused: names and types the document refuses too, and bytes that lie.
+    name_schema = component_validator(api.document, "#/components/schemas/AttachmentName")
+    for name in ("", "a/b.txt", "a\\b.txt", "x" * (NAME_MAX + 1), "tab\there", "nul\x00"):
+        assert not name_schema.is_valid(name), name
+        upload(400, b"x", "text/plain", name)
+    upload(400, b"x", "text/plain", "..")
+    for content_type in ("not a type", "text/", "image/png/x"):
+        upload(400, b"x", content_type, "x.bin")
+    upload(400, b"not a png at all", "image/png", "fake.png")
+    upload(400, png, "image/jpeg", "fake.jpg")
+    # An SVG is taken as declared: it is only ever served as a download.
+    svg = upload(201, b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml", "x.svg")
+    assert "width" not in svg, svg
+    # Too large: as declared, as streamed (no length), and over the quota (carol's).
+    upload(413, b"x" * (MAX_ATTACHMENT + 1), "application/octet-stream", "big")
+    chunks = (b"y" * 4096 for _ in range(MAX_ATTACHMENT // 4096 + 1))
+    bearer = {"Authorization": f"Bearer {token}"}
+    api.raw(413, "POST", ATTACHMENTS, ATTACHMENTS, headers=bearer, data=chunks)
+    for _ in range(ATTACHMENT_QUOTA // MAX_ATTACHMENT):
+        upload(201, b"q" * MAX_ATTACHMENT, "application/octet-stream", "fill", outsider)
+    upload(413, b"q", "application/octet-stream", "over", outsider)
+    upload(401, b"x", "text/plain", "x", None)
+    upload(401, b"x", "text/plain", "x", "not-a-token")
+    upload(403, b"x", "text/plain", "x", headers=origin)
+
+    def fetch(status: int, path: str, attachment: Any, **case: Any) -> schemathesis.Response:
+        case.setdefault("token", token)
+        return api.expect(status, "GET", path, path_parameters={"id": attachment["id"]}, **case)
+
+    # Before the send the upload is ann's alone.
+    assert fetch(200, ATTACHMENT, report).content == report_bytes
+    fetch(404, ATTACHMENT, report, token=tokens.bob)
+    # The send binds it (the body may be empty then); once only.
+    carried = [report["id"], picture["id"]]
+    sent = socket.call(
+        protocol.SEND, {"to": BOB, "body": "", "client_id": "c-files", "attachments": carried}
+    )
+    assert sent["ok"], sent
+    refs = sent["message"]["attachments"]
+    assert [ref["id"] for ref in refs] == carried, refs
+    assert [ref["thumbnail"] for ref in refs] == [False, True], refs
+    assert (refs[1]["width"], refs[1]["height"]) == (640, 480), refs
+    again = {"to": BOB, "body": "x", "client_id": "c-again", "attachments": [report["id"]]}
+    assert socket.call(protocol.SEND, again)["error"]["code"] == "not_found"
+    history = "/api/v1/conversations/{username}/messages"
+    page = api.expect(200, "GET", history, token=tokens.bob, path_parameters={"username": ANN})
+    assert page.json()["messages"][-1]["attachments"] == refs, page.json()
+
+    # GET: both parties, whole, by range and by ETag; nobody else.
+    for session in (token, tokens.bob):
+        whole = fetch(200, ATTACHMENT, report, token=session)
+        assert whole.content == report_bytes
+        assert header(whole, "Content-Type") == "application/octet-stream"
+        disposition = header(whole, "Content-Disposition")
+        assert disposition == "attachment; filename*=UTF-8''report%20Q3.pdf", disposition
+        assert all(name.lower() in whole.headers for name in FILE_HEADERS), whole.headers
+        shown = fetch(200, ATTACHMENT, picture, token=session)
+        assert shown.content == png and header(shown, "Content-Type") == "image/png"
+        assert header(shown, "Content-Disposition").startswith("inline;"), shown.headers
+    etag = f'"{report["sha256"]}"'
+    for value, part in (("bytes=10-19", report_bytes[10:20]), ("bytes=-5", report_bytes[-5:])):
+        answer = fetch(206, ATTACHMENT, report, headers={"Range": value})
+        assert answer.content == part and header(answer, "ETag") == etag
+    first = fetch(206, ATTACHMENT, report, headers={"Range": "bytes=0-0"})
+    assert header(first, "Content-Range") == f"bytes 0-0/{len(report_bytes)}"
+    # Ranges it cannot serve: past the end, or none of the bytes; others mean the whole.
+    for value in (f"bytes={len(report_bytes)}-", "bytes=-0", "bytes=5-4"):
+        fetch(416, ATTACHMENT, report, headers={"Range": value})
+    for value in ("bytes=0-", "items=0-1", "bytes=0-1,4-5", "bytes=-"):
+        assert fetch(200, ATTACHMENT, report, headers={"Range": value}).content == report_bytes
+    fetch(304, ATTACHMENT, report, headers={"If-None-Match": etag})
+    fetch(200, ATTACHMENT, report, headers={"If-None-Match": '"0"'})
+    fetch(404, ATTACHMENT, report, token=outsider)
+    for missing in (protocol.ID_MAX, protocol.ID_MAX + 1, 0, 10**30):
+        fetch(404, ATTACHMENT, {"id": missing})
+
+    # The thumbnail: a PNG of at most 320 pixels a side, served like the file.
+    thumb = fetch(200, THUMBNAIL, picture, token=tokens.bob)
+    assert header(thumb, "Content-Type") == "image/png"
+    with Image.open(io.BytesIO(thumb.content)) as image:
+        assert (image.format, image.size) == ("PNG", (320, 240))
+    thumb_etag = f'"{hashlib.sha256(thumb.content).hexdigest()}"'
+    assert header(thumb, "ETag") == thumb_etag
+    assert (
+        fetch(206, THUMBNAIL, picture, headers={"Range": "bytes=0-7"}).content == thumb.content[:8]
+    )
+    fetch(304, THUMBNAIL, picture, headers={"If-None-Match": thumb_etag})
+    fetch(416, THUMBNAIL, picture, headers={"Range": f"bytes={len(thumb.content)}-"})
+    fetch(404, THUMBNAIL, report)  # not an image
+    fetch(404, THUMBNAIL, picture, token=outsider)
+    fetch(404, THUMBNAIL, {"id": protocol.ID_MAX})
+    for path in (ATTACHMENT, THUMBNAIL):
+        fetch(401, path, picture, token=None)
+        fetch(401, path, picture, token="not-a-token")
+        fetch(403, path, picture, headers=origin)
+
+    # A message deleted for everyone takes its files: a tombstone shows `[]`.
+    note_sent = socket.call(
+        protocol.SEND,
+        {"to": BOB, "body": "see", "client_id": "c-note", "attachments": [note["id"]]},
+    )
+    deleted = socket.call(protocol.DELETE, {"id": note_sent["message"]["id"], "for": "everyone"})
+    assert deleted["message"]["attachments"] == [], deleted
+    fetch(404, ATTACHMENT, note)
+    fetch(404, ATTACHMENT, note, token=tokens.bob)
+    page = api.expect(200, "GET", history, token=tokens.bob, path_parameters={"username": ANN})
+    assert page.json()["messages"][-1]["attachments"] == [], page.json()
+
+
 def probe_documented_limits(api: Conformance, token: str) -> None:
     """The limits the document states are the server's: every integer query parameter
     is accepted at its documented minimum and maximum and refused just beyond them, and
@@ -713,7 +931,8 @@ def probe_documented_limits(api: Conformance, token: str) -> None:
     for (method, path), _op in sorted(api.operations.items()):
         documented = api.document["paths"][path][method.lower()]
         path_parameters = {"username": BOB} if "{username}" in path else None
-        for parameter in documented.get("parameters", []):
+        for reference in documented.get("parameters", []):
+            parameter = dereference(api.document, reference)
             schema = dereference(api.document, parameter["schema"])
             if parameter["in"] != "query" or schema.get("type") != "integer":
                 continue
@@ -760,6 +979,9 @@ def fuzz_every_operation(api: Conformance, token: str) -> None:
         ("PUT", "/api/v1/users/me/settings"),
         ("POST", SUBSCRIPTIONS),
         ("DELETE", SUBSCRIPTION),
+        ("POST", ATTACHMENTS),
+        ("GET", ATTACHMENT),
+        ("GET", THUMBNAIL),
     }
 
 
@@ -841,9 +1063,43 @@ async def test_server_answers_as_openapi_documents(
         await asyncio.to_thread(provoke_registration_limit, api, limited.url)
     finally:
         await limited.stop()
-    await asyncio.to_thread(provoke_every_status, api, tokens, PushTargets(service, receiver))
+    device = await Device(server.url).connect(token)
+    try:
+        await device.wait_synced()
+        socket = Socket(device, asyncio.get_running_loop(), asyncapi_document())
+        push = PushTargets(service, receiver)
+        await asyncio.to_thread(provoke_every_status, api, tokens, push, socket)
+    finally:
+        await device.disconnect()
     await asyncio.to_thread(probe_documented_limits, api, token)
     await asyncio.to_thread(fuzz_every_operation, api, token)
+
+
+def fetch_with_long_ranges(api: Conformance, token: str) -> None:
+    """A file fetched with ranges whose numbers are written with 5000 digits: header
+    values aiohttp accepts (8 KiB), meaning the same as shorter ones."""
+    bearer = {"Authorization": f"Bearer {token}", "Content-Type": "text/plain"}
+    made = api.raw(201, "POST", ATTACHMENTS, ATTACHMENTS, headers=bearer, data=b"hello").json()
+    huge = "9" * 5000
+    for value, status in (
+        (f"bytes={huge}-", 416),
+        (f"bytes=0-{huge}", 200),
+        (f"bytes=-{huge}", 200),
+    ):
+        api.expect(
+            status,
+            "GET",
+            ATTACHMENT,
+            token=token,
+            headers={"Range": value},
+            path_parameters={"id": made["id"]},
+        )
+
+
+async def test_long_range_numbers_are_not_a_server_error(server: RunningServer, http: Http) -> None:
+    assert (await http.register(ANN))[0] == 201
+    token = (await http.login(ANN))[1]["token"]
+    await asyncio.to_thread(fetch_with_long_ranges, Conformance(server.url), token)
 
 
 # -- AsyncAPI ---------------------------------------------------------------------------
@@ -962,6 +1218,7 @@ def test_asyncapi_limits_are_the_servers() -> None:
     assert sync_limit["maximum"] == protocol.SYNC_LIMIT_MAX
     assert sync_limit["default"] == protocol.SYNC_LIMIT_DEFAULT
     assert props["SendPayload"]["client_id"]["maxLength"] == protocol.CLIENT_ID_MAX
+    assert props["SendPayload"]["attachments"]["oneOf"][0]["maxItems"] == protocol.ATTACHMENTS_MAX
     assert props["SendPayload"]["body"]["maxLength"] == Settings().max_body
     assert props["EditPayload"]["body"]["maxLength"] == Settings().max_body
     assert props["EditPayload"]["client_id"]["maxLength"] == protocol.CLIENT_ID_MAX
@@ -1027,9 +1284,41 @@ LIVE_MESSAGE: dict[str, Any] = {
     "edited_at": None,
     "deleted": False,
     "reactions": {"\N{THUMBS UP SIGN}": [BOB]},
+    "attachments": [
+        {
+            "id": 31,
+            "name": "report.pdf",
+            "size": 9021,
+            "content_type": "application/pdf",
+            "thumbnail": False,
+        }
+    ],
 }
-TOMBSTONE = {**LIVE_MESSAGE, "body": None, "deleted": True, "reply_to": None, "reactions": {}}
-HIDDEN = {**LIVE_MESSAGE, "body": None, "deleted": True, "reactions": {}, "hidden": True}
+PHOTO: dict[str, Any] = {
+    "id": 32,
+    "name": "holiday.jpg",
+    "size": 284113,
+    "content_type": "image/jpeg",
+    "width": 1600,
+    "height": 1200,
+    "thumbnail": True,
+}
+TOMBSTONE = {
+    **LIVE_MESSAGE,
+    "body": None,
+    "deleted": True,
+    "reply_to": None,
+    "reactions": {},
+    "attachments": [],
+}
+HIDDEN = {
+    **LIVE_MESSAGE,
+    "body": None,
+    "deleted": True,
+    "reactions": {},
+    "attachments": [],
+    "hidden": True,
+}
 
 
 def test_message_schemas_tell_the_states_apart() -> None:
@@ -1042,6 +1331,10 @@ def test_message_schemas_tell_the_states_apart() -> None:
         LIVE_MESSAGE,
         TOMBSTONE,
         {**LIVE_MESSAGE, "reply_to": {"id": 1, "deleted": True}},
+        # A photo sent alone; a large image decoded for its size only.
+        {**LIVE_MESSAGE, "body": "", "attachments": [PHOTO]},
+        {**LIVE_MESSAGE, "attachments": [{**PHOTO, "thumbnail": False}]},
+        {**LIVE_MESSAGE, "attachments": []},
     ):
         assert_valid(stream, message, "stream")
         assert_valid(http, message, "http")
@@ -1058,6 +1351,22 @@ def test_message_schemas_tell_the_states_apart() -> None:
         {**LIVE_MESSAGE, "reactions": {"\N{THUMBS UP SIGN}": [BOB, BOB]}},
         {**LIVE_MESSAGE, "reactions": {"ok": [BOB]}},
         {key: value for key, value in LIVE_MESSAGE.items() if key != "reactions"},
+        # Attachments: gone with a deleted message, never an empty body without them.
+        {key: value for key, value in LIVE_MESSAGE.items() if key != "attachments"},
+        {**TOMBSTONE, "attachments": [PHOTO]},
+        {**HIDDEN, "attachments": [PHOTO]},
+        {**LIVE_MESSAGE, "body": "", "attachments": []},
+        {**LIVE_MESSAGE, "attachments": [PHOTO] * (protocol.ATTACHMENTS_MAX + 1)},
+        {**LIVE_MESSAGE, "attachments": [{**PHOTO, "height": None}]},
+        {**LIVE_MESSAGE, "attachments": [{k: v for k, v in PHOTO.items() if k != "height"}]},
+        {
+            **LIVE_MESSAGE,
+            "attachments": [{k: v for k, v in PHOTO.items() if k not in ("width", "height")}],
+        },
+        {**LIVE_MESSAGE, "attachments": [{**PHOTO, "sha256": "0" * 64}]},
+        {**LIVE_MESSAGE, "attachments": [{**PHOTO, "name": "a/b.jpg"}]},
+        {**LIVE_MESSAGE, "attachments": [{**PHOTO, "content_type": "Image/JPEG"}]},
+        {**LIVE_MESSAGE, "attachments": [31]},
     ):
         assert not stream.is_valid(mixed), mixed
         assert not http.is_valid(mixed), mixed
@@ -1075,6 +1384,19 @@ NO_SUCH_ID = 2**62
 REFUSED: list[tuple[str, Any]] = [
     (protocol.SEND, {"to": "bob@example.com", "body": "", "client_id": "c"}),
     (protocol.SEND, {"to": "bob@example.com", "body": "x", "client_id": "c", "reply_to": 0}),
+    # An empty body only with attachments; at most 10 of them, each once, ids.
+    (protocol.SEND, {"to": "bob@example.com", "body": "", "client_id": "c", "attachments": []}),
+    (protocol.SEND, {"to": "bob@example.com", "body": "", "client_id": "c", "attachments": None}),
+    (
+        protocol.SEND,
+        {"to": "bob@example.com", "body": "x", "client_id": "c", "attachments": list(range(1, 12))},
+    ),
+    (
+        protocol.SEND,
+        {"to": "bob@example.com", "body": "x", "client_id": "c", "attachments": [1, 1]},
+    ),
+    (protocol.SEND, {"to": "bob@example.com", "body": "x", "client_id": "c", "attachments": [0]}),
+    (protocol.SEND, {"to": "bob@example.com", "body": "x", "client_id": "c", "attachments": 5}),
     (protocol.DELIVERED, {"ids": []}),
     (protocol.READ, {"ids": [0]}),
     (protocol.HISTORY, {"with": "bob@example.com", "before": 1, "after": 2}),
@@ -1097,6 +1419,11 @@ REFUSED: list[tuple[str, Any]] = [
 ACCEPTED: list[tuple[str, Any]] = [
     (protocol.SEND, {"to": "Bob@Example.com", "body": "hi", "client_id": "c-9", "extra": 1}),
     (protocol.SEND, {"to": "bob@example.com", "body": "hi", "client_id": "c-8", "reply_to": None}),
+    (protocol.SEND, {"to": "bob@example.com", "body": "hi", "client_id": "c-7", "attachments": []}),
+    (
+        protocol.SEND,
+        {"to": "bob@example.com", "body": "hi", "client_id": "c-6", "attachments": None},
+    ),
     (protocol.DELIVERED, {"ids": [1, 1]}),
     (protocol.READ, {"ids": [2]}),
     (protocol.HISTORY, {"with": "bob@example.com", "before": None, "after": 1, "limit": 100}),
@@ -1183,9 +1510,22 @@ async def test_real_socket_payloads_match_asyncapi(server: RunningServer, http: 
                 assert answer["ok"], answer
         failed = await answered(seed, protocol.SEND, {"to": 1})
         assert failed["ok"] is False
+        # A photo sent alone: its Message lists it, a seed connection gets an empty body.
+        photo = await upload_file(server.url, ann_token, small_png(64, 48), "image/png")
+        alone = {"to": BOB, "body": "", "client_id": "c-photo", "attachments": [photo["id"]]}
+        carried = await answered(ann, protocol.SEND, alone)
+        assert carried["ok"] and carried["message"]["attachments"][0]["id"] == photo["id"]
+        taken = await answered(ann, protocol.SEND, {**alone, "client_id": "c-photo-2"})
+        assert taken["error"]["code"] == ErrorCode.NOT_FOUND.value, taken
+        photo_message = carried["message"]["id"]
 
         await ann.wait_for(lambda: bool(ann.of(protocol.RECEIPT)))
-        await seed.wait_for(lambda: len(seed.of(protocol.RECEIVED_MESSAGE)) >= 2)
+        await seed.wait_for(
+            lambda: photo_message in {m["id"] for m in seed.of(protocol.RECEIVED_MESSAGE)}
+        )
+        seen = {m["id"]: m for m in seed.of(protocol.RECEIVED_MESSAGE)}
+        assert seen[photo_message]["message"] == "", seen[photo_message]
+        await bob.wait_for(lambda: photo_message in {m["id"] for m in bob.messages()})
         await seed.wait_for(lambda: bool(seed.of(protocol.ERROR)))
         for device in devices:
             for name, payload in device.events:
@@ -1211,6 +1551,19 @@ async def test_real_socket_payloads_match_asyncapi(server: RunningServer, http: 
     finally:
         for device in devices:
             await device.disconnect()
+
+
+async def upload_file(url: str, token: str, data: bytes, content_type: str) -> Any:
+    """An upload, as a client makes it (the HTTP side is checked by the OpenAPI test)."""
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{url}/api/v1/attachments",
+            params={"name": "photo.png"},
+            data=data,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": content_type},
+        ) as response:
+            assert response.status == 201, await response.text()
+            return await response.json()
 
 
 async def validated_call(document: dict[str, Any], device: Device, event: str, payload: Any) -> Any:

@@ -171,7 +171,8 @@ class Attachments:
         if thumbnail:
             if row["thumbnail_sha256"] is None:
                 raise not_found("that attachment has no thumbnail")
-            return Download(row["thumbnail_sha256"], -1, "image/png", row["name"], True)
+            name = row["name"].rsplit(".", 1)[0] + " (thumbnail).png"
+            return Download(row["thumbnail_sha256"], -1, "image/png", name, True)
         inline = row["content_type"] in SAFE_IMAGES
         return Download(row["sha256"], row["size"], row["content_type"], row["name"], inline)
 

@@ -23,6 +23,9 @@ from messenger.protocol import parse_path_id
 # Bytes per read of an upload's body.
 READ_CHUNK = 64 * 1024
 RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# Digits of a byte position worth reading: past these, a number is beyond any size
+# (and Python refuses to turn thousands of digits into an int).
+DIGITS_MAX = 18
 # What a fetched file may do in a browser: nothing (no script, no plugin, no form).
 SANDBOX = "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"
 
@@ -111,13 +114,15 @@ def _range(header: str | None, size: int) -> tuple[int, int] | None:
     if match is None or (not match.group(1) and not match.group(2)):
         return 0, size
     first, last = match.group(1), match.group(2)
-    if not first:  # the last N bytes
-        length = int(last)
+    if not first:  # the last N bytes; more digits than any size: all of them
+        length = int(last) if len(last) <= DIGITS_MAX else size
         if length == 0:
             return None
         return max(0, size - length), size
+    if len(first) > DIGITS_MAX:
+        return None  # a start past any size
     start = int(first)
-    end = size if not last else min(int(last) + 1, size)
+    end = size if not last or len(last) > DIGITS_MAX else min(int(last) + 1, size)
     if start >= size or end <= start:
         return None
     return start, end
