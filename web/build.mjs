@@ -1,6 +1,9 @@
-// Bundles src/ into ../messenger/web/ (index.html, app.js, style.css), where the
+// Bundles src/ into ../messenger/web/ (index.html, app.js, style.css, sw.js), where the
 // server serves it. index.html names app.js and style.css with a content hash in the
-// query string, so a new build is never hidden by a cached old one.
+// query string, so a new build is never hidden by a cached old one. sw.js, the service
+// worker, is its own bundle: the server serves it at /sw.js (a worker's scope can be at
+// most its own directory, and notifications need scope /); browsers compare it byte for
+// byte to update, so it needs no hash.
 import { createHash } from "node:crypto";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -20,6 +23,16 @@ const options = {
   target: ["es2020"],
   outfile: join(out, "app.js"),
   legalComments: "linked",
+  logLevel: "info",
+};
+
+const worker = {
+  entryPoints: [join(here, "src", "sw.js")],
+  bundle: true,
+  minify: false, // small, and read where it runs (no source map at the site root)
+  format: "iife",
+  target: ["es2020"],
+  outfile: join(out, "sw.js"),
   logLevel: "info",
 };
 
@@ -46,7 +59,8 @@ if (watch) {
     plugins: [{ name: "page", setup: (build) => build.onEnd(() => writePage()) }],
   });
   await context.watch();
+  await (await esbuild.context(worker)).watch();
 } else {
-  await esbuild.build(options);
+  await Promise.all([esbuild.build(options), esbuild.build(worker)]);
   await writePage();
 }

@@ -1,5 +1,5 @@
-"""The web client: the built files (`web/` bundled into `messenger/web/`) served at `/`
-and `/static/`. The build needs Node.js, the server does not: without a build, `/`
+"""The web client: the built files (`web/` bundled into `messenger/web/`) served at `/`,
+`/static/` and `/sw.js`. The build needs Node.js, the server does not: without a build, `/`
 says how to make one and everything else works as before."""
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ SECURITY_HEADERS = {
 
 def add_web_routes(app: web.Application, directory: Path = WEB_DIR) -> None:
     """`GET /` and `/static/{name}` from `directory` if it holds a build, else a hint
-    at `/`. Only the files the build made are served, listed once at start-up."""
+    at `/`. Only the files the build made are served, listed once at start-up. The
+    service worker is also at `/sw.js`: a worker controls at most the directory it is
+    served from, and the notifications' worker needs scope `/`."""
     index = directory / "index.html"
     if not index.is_file():
 
@@ -57,3 +59,10 @@ def add_web_routes(app: web.Application, directory: Path = WEB_DIR) -> None:
 
     app.router.add_get("/", page)
     app.router.add_get("/static/{name}", static)
+    worker = files.get("sw.js")
+    if worker is not None:
+
+        async def service_worker(_request: web.Request) -> web.FileResponse:
+            return web.FileResponse(worker, headers=headers)
+
+        app.router.add_get("/sw.js", service_worker)

@@ -1,4 +1,5 @@
-// The HTTP API, same origin: accounts, sessions, the conversation list, settings.
+// The HTTP API, same origin: accounts, sessions, the conversation list, settings, push
+// subscriptions.
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -51,4 +52,8 @@ export const api = {
   conversations: (token) => request("GET", "/api/v1/conversations", { token }),
   settings: (token) => request("GET", "/api/v1/users/me/settings", { token }),
   saveSettings: (token, body) => request("PUT", "/api/v1/users/me/settings", { token, body }),
+  vapidKey: () => request("GET", "/api/v1/push/vapid"),
+  subscribePush: (token, body) => request("POST", "/api/v1/push/subscriptions", { token, body }),
+  unsubscribePush: (token, id) =>
+    request("DELETE", `/api/v1/push/subscriptions/${encodeURIComponent(id)}`, { token }),
 };

@@ -9,6 +9,7 @@
 //   outbox.js      messages waiting to be sent, kept across reloads
 //   changes.js     after send: edit, delete, react
 //   settings.js    the user's settings (read receipts)
+//   push.js        notifications on this browser (service worker, Web Push)
 //   typing.js      typing indicators, both ways
 // What happens across modules (a new connection, the end of a replay) is here.
 import { api } from "./api.js";
@@ -16,6 +17,7 @@ import { Changes } from "./changes.js";
 import { Connection } from "./connection.js";
 import { History } from "./history.js";
 import { Outbox } from "./outbox.js";
+import { PushSetting } from "./push.js";
 import { Receipts } from "./receipts.js";
 import { Settings } from "./settings.js";
 import { storage } from "./storage.js";
@@ -45,6 +47,7 @@ export class Messenger {
     this.history = new History(this);
     this.changes = new Changes(this);
     this.prefs = new Settings(this);
+    this.push = new PushSetting(this);
     this.typingOut = new TypingSender((to, state) => this.emitTyping(to, state));
     this.typingIn = new TypingWatcher(() => this.changed());
     this.connection.on("typing", (data) => this.onTyping(data));
@@ -57,6 +60,7 @@ export class Messenger {
     this.connection.connect();
     this.history.refreshConversations();
     this.prefs.load();
+    this.push.start();
   }
 
   stop() {
@@ -70,6 +74,7 @@ export class Messenger {
 
   async logout() {
     this.stop();
+    await this.push.forget();
     try {
       await api.logout(this.token);
     } catch {
@@ -257,5 +262,14 @@ export class Messenger {
 
   setReadReceipts(on) {
     return this.prefs.setReadReceipts(on);
+  }
+
+  /** Notifications on this browser: `on` is the user's click (it may ask permission). */
+  setNotifications(on) {
+    return on ? this.push.enable() : this.push.disable();
+  }
+
+  setNotificationPreview(on) {
+    return this.push.setPreview(on);
   }
 }

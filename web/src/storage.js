@@ -1,5 +1,6 @@
 // What survives a reload, in localStorage: the session, and per user the stream
-// cursor to resume from and the outbox of messages not yet acknowledged.
+// cursor to resume from, the outbox of messages not yet acknowledged, and whether this
+// browser shows notifications (the server's subscription id, the preview choice).
 
 const PREFIX = "messenger:";
 
@@ -34,8 +35,15 @@ export const storage = {
     return Array.isArray(value) ? value : [];
   },
   setOutbox: (user, items) => write(`${user}:outbox`, items.length ? items : null),
+  push: (user) => {
+    const value = read(`${user}:push`, null);
+    if (!value || typeof value !== "object") return { id: null, preview: false };
+    return { id: Number.isSafeInteger(value.id) ? value.id : null, preview: value.preview === true };
+  },
+  setPush: (user, value) => write(`${user}:push`, value),
   forget: (user) => {
     write(`${user}:cursor`, null);
     write(`${user}:outbox`, null);
+    write(`${user}:push`, null);
   },
 };

@@ -104,7 +104,7 @@ class AppView {
     if (this.ended) return;
     this.ended = true;
     this.messenger.stop();
-    window.removeEventListener("hashchange", this.onHash);
+    this.detach();
     storage.setSession(null);
     showLogin(this.root, reason);
   }
@@ -145,7 +145,7 @@ class AppView {
 
     const logout = h("button", { class: "link", type: "button", id: "logout" }, "Log out");
     logout.addEventListener("click", async () => {
-      window.removeEventListener("hashchange", this.onHash);
+      this.detach();
       await this.messenger.logout();
       storage.setSession(null);
       history.replaceState(null, "", location.pathname);
@@ -243,7 +243,25 @@ class AppView {
 
     this.onHash = () => this.fromHash();
     window.addEventListener("hashchange", this.onHash);
+    // A notification clicked while this page is open: the service worker says whose.
+    this.onWorker = (event) => this.fromWorker(event.data);
+    if ("serviceWorker" in navigator) {
+      navigator.serviceWorker.addEventListener("message", this.onWorker);
+      navigator.serviceWorker.startMessages();
+    }
     this.fromHash();
+  }
+
+  /** The listeners on the window outlive this view: they go with it. */
+  detach() {
+    window.removeEventListener("hashchange", this.onHash);
+    if ("serviceWorker" in navigator) navigator.serviceWorker.removeEventListener("message", this.onWorker);
+  }
+
+  fromWorker(data) {
+    if (!data || data.type !== "open" || typeof data.peer !== "string") return;
+    const peer = data.peer.trim().toLowerCase();
+    if (peer && peer !== this.messenger.me) this.open(peer);
   }
 
   /** `#bob@example.com` opens that conversation (so a reload keeps it open). */
@@ -557,6 +575,17 @@ class AppView {
     this.receipts = h("input", { type: "checkbox", id: "read-receipts", name: "read_receipts", disabled: true });
     this.receipts.addEventListener("change", () => this.messenger.setReadReceipts(this.receipts.checked));
     this.settingsError = h("p", { class: "form-error", role: "alert" });
+    // Notifications: the click itself turns them on, so the browser asks permission then.
+    this.notifications = h("input", { type: "checkbox", id: "notifications", name: "notifications" });
+    this.notifications.addEventListener("change", () =>
+      this.messenger.setNotifications(this.notifications.checked),
+    );
+    this.notificationPreview = h("input", { type: "checkbox", id: "notification-preview", name: "preview" });
+    this.notificationPreview.addEventListener("change", () =>
+      this.messenger.setNotificationPreview(this.notificationPreview.checked),
+    );
+    this.notificationsHint = h("p", { class: "setting-hint" });
+    this.notificationsError = h("p", { class: "form-error", id: "notifications-error", role: "alert" });
     return h(
       "details",
       { class: "settings", id: "settings" },
@@ -568,14 +597,31 @@ class AppView {
         "When off, people who write to you see ✓✓ delivered, never read. You still see their reads.",
       ),
       this.settingsError,
+      h("label", { class: "setting" }, this.notifications, " Notifications"),
+      h("label", { class: "setting" }, this.notificationPreview, " Show sender and text in notifications"),
+      this.notificationsHint,
+      this.notificationsError,
     );
   }
 
   renderSettings() {
-    const { settings, settingsError } = this.messenger;
+    const { settings, settingsError, push } = this.messenger;
     this.receipts.disabled = !settings || Boolean(settings.saving);
     if (settings) this.receipts.checked = settings.read_receipts !== false;
     this.settingsError.textContent = settingsError || "";
+
+    this.notifications.disabled = !push.supported || push.busy;
+    this.notificationPreview.disabled = !push.supported || push.busy;
+    this.notifications.setAttribute("aria-busy", String(push.busy));
+    if (!push.busy) this.notifications.checked = push.on; // while busy: as clicked
+    this.notificationPreview.checked = push.preview;
+    this.notificationsHint.textContent = !push.supported
+      ? "This browser cannot show notifications from this site."
+      : push.preview
+        ? "Shown while no page of the app is connected. The push service carries who wrote and the start of the text."
+        : "Shown while no page of the app is connected. They say only how many messages are unread: the push service never learns who wrote or what.";
+    this.notificationsError.textContent = push.error || "";
+    this.notificationsError.hidden = !push.error;
   }
 }
 
