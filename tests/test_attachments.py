@@ -18,6 +18,7 @@ import pytest
 from multidict import CIMultiDict
 from PIL import Image
 
+from messenger.attachments.blobs import DirectoryStore
 from messenger.config import Settings
 from tests.support import (
     Account,
@@ -329,3 +330,19 @@ async def test_a_streamed_upload_is_cut_where_it_passes_the_limit(
     assert sent < 200 * 64 * 1024, "the server read the whole body"
     rows = await sql(server.settings.database_url, "SELECT count(*) FROM attachments")
     assert rows == [(0,)]
+
+
+@pytest.mark.parametrize("store", ["directory"])
+async def test_a_blob_no_row_records_is_removed(http: Http, server: RunningServer) -> None:
+    """A crash after a blob's file was placed and before its row was committed leaves
+    a file SQL does not know: the collector's walk removes it, and keeps the others."""
+    ann = await http.account("ann")
+    _, kept = await upload(http, ann, b"recorded", "text/plain")
+    store = server.node.blob_store
+    assert isinstance(store, DirectoryStore)
+    stray = store.path_of("ab" + "0" * 62)
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"placed, never recorded")
+    await server.node.collector.collect(grace=timedelta(0))
+    assert not stray.exists()
+    assert store.path_of(kept["sha256"]).exists()

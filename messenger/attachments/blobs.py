@@ -78,6 +78,12 @@ class BlobStore(Protocol):
         """Remove what uploads cut by a crash left behind; how many."""
         ...
 
+    async def stored(self, older_than: float) -> list[str]:
+        """The blobs the store holds that are older than `older_than` seconds (the
+        collector compares them with SQL: a crash between placing a blob and
+        recording it leaves one that no row names)."""
+        ...
+
 
 def open_blob_store(settings: Settings, db: Database) -> BlobStore:
     """The store `MESSENGER_BLOB_STORE` names; the directory defaults to one next to
@@ -128,6 +134,19 @@ class DirectoryStore:
 
     async def sweep_unfinished(self, older_than: float) -> int:
         return await asyncio.to_thread(self._sweep, time.time() - older_than)
+
+    async def stored(self, older_than: float) -> list[str]:
+        return await asyncio.to_thread(self._stored, time.time() - older_than)
+
+    def _stored(self, before: float) -> list[str]:
+        found: list[str] = []
+        if not self._root.is_dir():
+            return found
+        for shard in self._root.iterdir():
+            if shard.name == "tmp" or not shard.is_dir():
+                continue
+            found += [p.name for p in shard.iterdir() if p.stat().st_mtime < before]
+        return found
 
     def _sweep(self, before: float) -> int:
         if not self._tmp.is_dir():
@@ -241,6 +260,9 @@ class DatabaseStore:
 
     async def delete(self, sha256: str) -> None:
         await self._db.write(delete_blob_parts, [sha256])
+
+    async def stored(self, older_than: float) -> list[str]:
+        return []  # parts are named in the transaction that records them: none stray
 
     async def sweep_unfinished(self, older_than: float) -> int:
         keys = await self._db.read(blob_part_keys_older_than, older_than)

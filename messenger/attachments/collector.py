@@ -16,7 +16,7 @@ from datetime import timedelta
 from messenger.attachments.blobs import BlobStore, DatabaseStore
 from messenger.attachments.service import Attachments
 from messenger.metrics import Metrics
-from messenger.store.attachments import expire_pending, take_unreferenced
+from messenger.store.attachments import expire_pending, recorded_blobs, take_unreferenced
 from messenger.store.db import Database
 from messenger.wire import utc_now
 
@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 INTERVAL = 60.0
 GRACE = timedelta(hours=1)
 BLOBS_PER_ROUND = 500
+# Rounds between walks of the store for blobs SQL does not record (a walk reads every
+# name in the store: hourly).
+STRAYS_EVERY = 60
 
 
 class Collector:
@@ -44,6 +47,7 @@ class Collector:
         self._metrics = metrics
         self._grace = grace
         self._task: asyncio.Task[None] | None = None
+        self._rounds = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="messenger-attachment-collector")
@@ -62,6 +66,22 @@ class Collector:
                 await self.collect()
             except Exception:
                 log.exception("attachment collection failed")
+
+    async def _remove_strays(self, grace: timedelta | None) -> int:
+        """Blobs the store holds that SQL does not record (a crash after the file was
+        placed, before its row): removed under the placement lock."""
+        age = (self._grace if grace is None else grace).total_seconds()
+        removed = 0
+        async with self._attachments.placement:
+            held = await self._store.stored(age)
+            for start in range(0, len(held), BLOBS_PER_ROUND):
+                chunk = held[start : start + BLOBS_PER_ROUND]
+                known = await self._db.read(recorded_blobs, chunk)
+                for sha in chunk:
+                    if sha not in known:
+                        await self._store.delete(sha)
+                        removed += 1
+        return removed
 
     async def collect(
         self, grace: timedelta | None = None, ttl: timedelta | None = None
@@ -85,6 +105,9 @@ class Collector:
                 if len(shas) < BLOBS_PER_ROUND:
                     break
         await self._store.sweep_unfinished(self._grace.total_seconds())
+        self._rounds += 1
+        if grace is not None or self._rounds % STRAYS_EVERY == 0:
+            removed += await self._remove_strays(grace)
         self._metrics.attachments_expired.inc(expired)
         self._metrics.blobs_collected.inc(removed)
         return expired, removed

@@ -73,6 +73,14 @@ def take_unreferenced(
     return taken
 
 
+def recorded_blobs(conn: Connection, shas: Sequence[str]) -> set[str]:
+    """Which of these blobs SQL records."""
+    if not shas:
+        return set()
+    statement = select(blobs.c.sha256).where(blobs.c.sha256.in_(_IDS))
+    return set(conn.execute(statement, {"ids": list(shas)}).scalars())
+
+
 # -- the database store's parts -----------------------------------------------------------
 
 
