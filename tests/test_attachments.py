@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import hashlib
 import io
+import signal
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from PIL import Image
 
 from messenger.attachments.blobs import DirectoryStore
 from messenger.config import Settings
+from tests.processes import ServeGroup
 from tests.support import (
     Account,
     Device,
@@ -346,3 +348,37 @@ async def test_a_blob_no_row_records_is_removed(http: Http, server: RunningServe
     await server.node.collector.collect(grace=timedelta(0))
     assert not stray.exists()
     assert store.path_of(kept["sha256"]).exists()
+
+
+async def test_kill_9_during_an_upload_leaves_no_half_file(
+    processes: ServeGroup, database_url: str
+) -> None:
+    """The server dies with an upload half-way: after the restart no attachment and no
+    blob exist, and only a temporary file (swept later) holds the half."""
+    server = await processes(database_url).start()  # the directory store
+    blob_dir = Path(server.env["MESSENGER_BLOB_DIR"])
+    ann = await Http(server.url).account("ann")
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        (
+            "POST /api/v1/attachments?name=half.bin HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {ann.token}\r\nContent-Type: application/octet-stream\r\n"
+            "Content-Length: 4000000\r\n\r\n"
+        ).encode()
+        + b"h" * 1_000_000
+    )
+    await writer.drain()
+    await asyncio.sleep(0.5)
+    server.send_signal(signal.SIGKILL)
+    assert await server.wait_exit(10) == -signal.SIGKILL
+    writer.close()
+    await server.start()
+    assert await sql(database_url, "SELECT count(*) FROM attachments") == [(0,)]
+    assert await sql(database_url, "SELECT count(*) FROM blobs") == [(0,)]
+    named = await asyncio.to_thread(named_files, blob_dir)
+    assert named == [], named
+
+
+def named_files(blob_dir: Path) -> list[Path]:
+    """Files under a directory store's blob names (not its temporary directory)."""
+    return [p for p in blob_dir.rglob("*") if p.is_file() and p.parent.name != "tmp"]
