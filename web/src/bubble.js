@@ -1,5 +1,5 @@
-// One message on screen. Its parts (quote, body, reactions, "edited", tick) are
-// updated in place, each only when what it shows changed, so an edit or a reaction
+// One message on screen. Its parts (quote, files, body, reactions, "edited", tick) are
+// updated in place (the files by attachments.js), each only when what it shows changed, so an edit or a reaction
 // does not move focus or the scroll position. Everything is text (dom.js).
 import { h, replaceChildren } from "./dom.js";
 import { reactionsOf } from "./lifecycle.js";
@@ -48,6 +48,9 @@ export function createBubble(mine) {
       "⋯",
     ),
     quote: h("button", { type: "button", class: "quote", hidden: true }),
+    files: h("div", { class: "attachments", hidden: true }),
+    filesKey: null,
+    fileReleases: [],
     body: h("div", { class: "body" }),
     reactions: h("div", { class: "reactions", hidden: true }),
     edited: h("span", { class: "edited", hidden: true }, "edited"),
@@ -62,6 +65,7 @@ export function createBubble(mine) {
     { class: `message ${mine ? "mine" : "theirs"}` },
     item.menuButton,
     item.quote,
+    item.files,
     item.body,
     item.reactions,
     item.meta,
@@ -88,6 +92,7 @@ export function updateBubble(item, view, me) {
   part(item, "body", deleted ? "\u0000deleted" : view.body, () => {
     item.body.className = deleted ? "body tombstone" : "body";
     item.body.textContent = deleted ? TOMBSTONE : view.body;
+    item.body.hidden = !deleted && !view.body; // files only
   });
   part(item, "reactions", JSON.stringify(view.reactions || {}), () =>
     drawReactions(item.reactions, reactionsOf(view, me), me),

@@ -6,7 +6,8 @@
 //   store.js       messages, threads and the conversation list, merged by id
 //   history.js     the conversation list and history pages from the server
 //   receipts.js    the `delivered` and `read` we send
-//   outbox.js      messages waiting to be sent, kept across reloads
+//   outbox.js      messages waiting to be sent, kept across reloads, with their files
+//                  (files.js: IndexedDB; uploads.js: the upload)
 //   changes.js     after send: edit, delete, react
 //   settings.js    the user's settings (read receipts)
 //   push.js        notifications on this browser (service worker, Web Push)
@@ -15,6 +16,7 @@
 import { api } from "./api.js";
 import { Changes } from "./changes.js";
 import { Connection } from "./connection.js";
+import { files } from "./files.js";
 import { History } from "./history.js";
 import { Outbox } from "./outbox.js";
 import { PushSetting } from "./push.js";
@@ -69,6 +71,7 @@ export class Messenger {
     this.typingOut.reset();
     this.typingIn.clear();
     this.receipts.stop();
+    this.outgoing.stop();
     this.connection.stop();
   }
 
@@ -81,6 +84,7 @@ export class Messenger {
       // Offline or already revoked: forgetting it here is what matters.
     }
     storage.forget(this.me);
+    await files.forget(this.me);
   }
 
   later(fn, ms) {
@@ -229,10 +233,10 @@ export class Messenger {
     return this.history.loadOlder(peer);
   }
 
-  /** Queues a message; `replyTo`, a message we hold, makes it a reply. */
-  send(to, body, replyTo = null) {
+  /** Queues a message; `replyTo`, a message we hold, makes it a reply; `chosen`: Files. */
+  send(to, body, replyTo = null, chosen = []) {
     this.typingOut.stop();
-    this.outgoing.send(to, body, replyTo);
+    this.outgoing.send(to, body, replyTo, chosen);
   }
 
   retry(clientId) {

@@ -1,6 +1,7 @@
 // What can change in a message after it was sent (docs/protocol.md 3.1, 3.6): its body
 // (edit), a tombstone (delete for everyone), its disappearance for us (delete for me),
-// its reactions, and the quote of the message it replies to. Pure functions, no DOM.
+// its reactions, the quote of the message it replies to, and its files (gone with a
+// delete). Pure functions, no DOM.
 //
 // Every Message the server sends shows the message as it is now, and a change never
 // goes backwards, so merging is: take what came, except that a deleted message stays
@@ -33,7 +34,24 @@ export function withDefaults(m) {
     deleted: m.deleted === true,
     reactions: cleanReactions(m.reactions),
     hidden: m.hidden === true,
+    attachments: m.deleted === true || m.hidden === true ? [] : cleanAttachments(m.attachments),
   };
+}
+
+/** The files a message carries (docs/attachments.md), those that look like one. */
+function cleanAttachments(value) {
+  if (!Array.isArray(value)) return [];
+  return value
+    .filter((a) => a && typeof a === "object" && Number.isSafeInteger(a.id) && typeof a.name === "string")
+    .map((a) => ({
+      id: a.id,
+      name: a.name,
+      size: Number.isSafeInteger(a.size) ? a.size : -1,
+      content_type: typeof a.content_type === "string" ? a.content_type : "application/octet-stream",
+      width: Number.isSafeInteger(a.width) ? a.width : null,
+      height: Number.isSafeInteger(a.height) ? a.height : null,
+      thumbnail: a.thumbnail === true,
+    }));
 }
 
 function cleanReactions(value) {
@@ -53,15 +71,17 @@ export function mergeContent(into, from) {
   const fresh = withDefaults(from);
   if (into.hidden) return false;
   if (fresh.hidden) {
-    Object.assign(into, { hidden: true, deleted: true, body: null, reply_to: null, reactions: {} });
+    Object.assign(into, { hidden: true, deleted: true, body: null, reply_to: null, reactions: {}, attachments: [] });
     return true;
   }
   if (into.deleted) return false;
   if (fresh.deleted) {
-    Object.assign(into, { deleted: true, body: null, reply_to: null, reactions: {} });
+    // Its files went with it (unlinked in the delete's transaction).
+    Object.assign(into, { deleted: true, body: null, reply_to: null, reactions: {}, attachments: [] });
     return true;
   }
   into.reactions = fresh.reactions;
+  if (Array.isArray(from.attachments)) into.attachments = fresh.attachments;
   if (from.reply_to !== undefined) into.reply_to = fresh.reply_to;
   const older = into.edited_at && (!fresh.edited_at || fresh.edited_at < into.edited_at);
   if (older || into.body === fresh.body) return false;
@@ -87,4 +107,10 @@ export function reactionsOf(message, me) {
   return Object.entries(message.reactions || {})
     .filter(([, users]) => users.length > 0)
     .map(([emoji, users]) => ({ emoji, users, mine: users.includes(me) }));
+}
+
+/** What stands for a message's files where there is no room for them (list, quote). */
+export function filesLabel(attachments) {
+  if (!attachments || !attachments.length) return "";
+  return attachments.length === 1 ? `📎 ${attachments[0].name}` : `📎 ${attachments.length} files`;
 }

@@ -1,13 +1,19 @@
 // The views: login, the conversation list, one conversation. Rendering is plain DOM
 // through `h` (text only, never HTML); the message list reuses one element per message
 // (bubble.js) so ticks, edits and reactions change in place and the scroll position holds.
+// Files: the composer's tray (tray.js), a bubble's files (attachments.js), the full-size
+// image (viewer.js), all fetched with the token (media.js).
 import { ApiError, api } from "./api.js";
+import { drawFiles, releaseFiles } from "./attachments.js";
 import { TOMBSTONE, createBubble, nameFor, setTick, tick, time, updateBubble } from "./bubble.js";
 import { Messenger } from "./client.js";
 import { h, replaceChildren } from "./dom.js";
-import { REACTIONS, excerpt } from "./lifecycle.js";
+import { REACTIONS, excerpt, filesLabel } from "./lifecycle.js";
+import { Media } from "./media.js";
 import { MessageMenu } from "./menu.js";
 import { storage } from "./storage.js";
+import { FileTray } from "./tray.js";
+import { ImageViewer } from "./viewer.js";
 
 // ---- login ------------------------------------------------------------------------
 
@@ -97,6 +103,17 @@ class AppView {
       () => this.scheduleRender(),
       (reason) => this.end(reason),
     );
+    this.media = new Media(this.messenger);
+    this.viewer = new ImageViewer(this.media);
+    this.tray = new FileTray(
+      () => this.onFilesChosen(),
+      (text) => this.messenger.changes.say(text),
+    );
+    this.files = {
+      media: this.media,
+      viewer: this.viewer,
+      progressOf: (key) => this.messenger.outgoing.progressOf(key),
+    };
     this.build(session);
   }
 
@@ -191,7 +208,14 @@ class AppView {
       required: true,
     });
     this.sendButton = h("button", { type: "submit", class: "primary" }, "Send");
-    this.composer = h("form", { class: "composer", id: "composer" }, this.body, this.sendButton);
+    this.composer = h(
+      "form",
+      { class: "composer", id: "composer" },
+      this.tray.button,
+      this.tray.input,
+      this.body,
+      this.sendButton,
+    );
     this.body.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
@@ -229,8 +253,10 @@ class AppView {
       this.typingLine,
       this.notice,
       this.modeBar,
+      this.tray.list,
       this.composer,
     );
+    this.stopDrops = this.tray.watchDrops(this.thread, () => !this.isEditing());
     this.empty = h(
       "section",
       { class: "empty" },
@@ -238,7 +264,14 @@ class AppView {
     );
     replaceChildren(
       this.root,
-      h("div", { class: "layout" }, this.banner, sidebar, h("main", { class: "pane" }, this.thread, this.empty)),
+      h(
+        "div",
+        { class: "layout" },
+        this.banner,
+        sidebar,
+        h("main", { class: "pane" }, this.thread, this.empty),
+        this.viewer.el,
+      ),
     );
 
     this.onHash = () => this.fromHash();
@@ -252,8 +285,12 @@ class AppView {
     this.fromHash();
   }
 
-  /** The listeners on the window outlive this view: they go with it. */
+  /** The listeners on the window outlive this view: they go with it, and so do its images. */
   detach() {
+    this.stopDrops();
+    this.viewer.close();
+    for (const item of this.items.values()) releaseFiles(item);
+    this.items.clear();
     window.removeEventListener("hashchange", this.onHash);
     if ("serviceWorker" in navigator) navigator.serviceWorker.removeEventListener("message", this.onWorker);
   }
@@ -276,7 +313,10 @@ class AppView {
   }
 
   open(peer) {
-    if (peer !== this.messenger.openPeer) this.setMode(null);
+    if (peer !== this.messenger.openPeer) {
+      this.setMode(null);
+      this.tray.clear();
+    }
     this.messenger.stoppedTyping();
     this.stickToBottom = true;
     location.hash = `#${encodeURIComponent(peer)}`;
@@ -379,7 +419,11 @@ class AppView {
     for (const id of thread.ids) wanted.push(this.messageItem(m.messages.get(id)));
     for (const item of m.outbox) if (item.to === peer) wanted.push(this.outboxItem(item));
     const seen = new Set(wanted.map((w) => w.key));
-    for (const key of this.items.keys()) if (!seen.has(key)) this.items.delete(key);
+    for (const [key, item] of this.items) {
+      if (seen.has(key)) continue;
+      releaseFiles(item); // off the screen: its thumbnails' URLs go
+      this.items.delete(key);
+    }
 
     this.older.hidden = !thread.hasOlder;
     this.older.textContent = thread.loading && thread.hasOlder ? "Loading…" : "Load older messages";
@@ -425,6 +469,7 @@ class AppView {
     item.el.dataset.id = String(msg.id);
     item.el.dataset.clientId = msg.client_id;
     updateBubble(item, msg, this.messenger.me);
+    drawFiles(item, msg, this.files);
     setTick(item, msg.status, mine, statusDetail(msg));
     return { key, el: item.el };
   }
@@ -434,6 +479,7 @@ class AppView {
     const item = this.element(key, true);
     item.el.dataset.clientId = entry.client_id;
     updateBubble(item, entry, this.messenger.me);
+    drawFiles(item, entry, this.files);
     setTick(item, entry.state, true, entry.error ? `Not sent: ${entry.error}` : null);
     if (entry.state === "failed" && !item.actions) {
       const retry = h("button", { type: "button", class: "link" }, "Retry");
@@ -538,6 +584,9 @@ class AppView {
     }
     this.modeBar.hidden = !this.mode;
     this.sendButton.textContent = this.isEditing() ? "Save" : "Send";
+    // An edit changes the text only: the chosen files wait for the next message.
+    this.tray.button.hidden = this.isEditing();
+    this.tray.list.hidden = this.isEditing() || this.tray.files.length === 0;
     if (!this.mode) return;
     this.modeBar.dataset.kind = this.mode.kind;
     if (this.isEditing()) replaceChildren(this.modeText, h("strong", {}, "Editing message"));
@@ -546,26 +595,34 @@ class AppView {
         this.modeText,
         h("strong", {}, `Replying to ${nameFor(msg.from, this.messenger.me)}`),
         " ",
-        h("span", { class: "quote-text" }, excerpt(msg.body)),
+        h("span", { class: "quote-text" }, excerpt(msg.body) || filesLabel(msg.attachments)),
       );
     }
+  }
+
+  /** With files chosen, the text may be empty (the message is its files). */
+  onFilesChosen() {
+    this.body.required = this.tray.files.length === 0;
+    this.renderMode();
   }
 
   async submit() {
     const m = this.messenger;
     const text = this.body.value;
-    if (!text.trim() || !m.openPeer) return;
+    if (!m.openPeer) return;
     if (this.isEditing()) {
+      if (!text.trim()) return;
       // Edit mode stays until the server took it: a refused or offline edit keeps the text.
       const mode = this.mode;
       if ((await m.edit(mode.id, text)) && this.mode === mode) this.setMode(null);
       return;
     }
+    if (!text.trim() && !this.tray.files.length) return;
     const original = this.mode ? m.messages.get(this.mode.id) : null;
     this.mode = null;
     this.body.value = "";
     this.stickToBottom = true;
-    m.send(m.openPeer, text, original);
+    m.send(m.openPeer, text.trim() ? text : "", original, this.tray.take());
     this.renderMode();
   }
 
@@ -629,7 +686,7 @@ class AppView {
 function preview(conv, last, mine, typing) {
   if (typing) return h("span", { class: "preview typing-preview" }, "typing…");
   if (!last) return h("span", { class: "preview" }, "No messages yet");
-  const text = last.deleted ? h("em", {}, TOMBSTONE) : last.body;
+  const text = last.deleted ? h("em", {}, TOMBSTONE) : last.body || filesLabel(last.attachments);
   return h("span", { class: "preview" }, mine ? tick(last.status) : null, mine ? "You: " : "", text);
 }
 
