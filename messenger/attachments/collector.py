@@ -8,19 +8,15 @@ lock of uploads: an upload of the same bytes that touches it meanwhile keeps it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from datetime import timedelta
 
 from messenger.attachments.blobs import BlobStore, DatabaseStore
 from messenger.attachments.service import Attachments
 from messenger.metrics import Metrics
+from messenger.periodic import Periodic
 from messenger.store.attachments import expire_pending, recorded_blobs, take_unreferenced
 from messenger.store.db import Database
 from messenger.wire import utc_now
-
-log = logging.getLogger(__name__)
 
 INTERVAL = 60.0
 GRACE = timedelta(hours=1)
@@ -46,26 +42,17 @@ class Collector:
         self._ttl = upload_ttl
         self._metrics = metrics
         self._grace = grace
-        self._task: asyncio.Task[None] | None = None
         self._rounds = 0
+        self._periodic = Periodic("attachment-collector", self._round, INTERVAL, first_wait=True)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="messenger-attachment-collector")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(INTERVAL)
-            try:
-                await self.collect()
-            except Exception:
-                log.exception("attachment collection failed")
+    async def _round(self) -> None:
+        await self.collect()
 
     async def _remove_strays(self, grace: timedelta | None) -> int:
         """Blobs the store holds that SQL does not record (a crash after the file was

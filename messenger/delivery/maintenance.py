@@ -9,12 +9,11 @@ logged with its traceback and the next one runs as usual.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Protocol
 
 from messenger.delivery.live import LiveHub, Pusher
+from messenger.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +45,17 @@ class Maintenance:
         self._hub = hub
         self._pusher = pusher
         self._tokens = tokens
-        self._interval = interval
         self._freed_text = freed_text
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("maintenance", self._round, interval, first_wait=True)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="messenger-maintenance")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("maintenance tick failed")
+    async def _round(self) -> None:
+        await self.tick()
 
     async def tick(self) -> None:
         await self._hub.resync()

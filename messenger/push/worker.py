@@ -11,7 +11,6 @@ at once, each bounded by `TIMEOUT`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import time
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from messenger.metrics import Metrics
+from messenger.periodic import Periodic
 from messenger.push.addresses import PublicResolver, is_public
 from messenger.push.keys import VapidKeys
 from messenger.push.payloads import Request, webhook_request, webpush_request
@@ -85,7 +85,7 @@ class PushWorker:
         self._settings = settings
         self._metrics = metrics
         self._session: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("push-worker", self._round, TICK, first_wait=False)
         self._pruned_at = 0.0
         self._gauged_at = 0.0
 
@@ -102,28 +102,18 @@ class PushWorker:
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=TIMEOUT)
         )
-        self._task = asyncio.create_task(self._run(), name="messenger-pusher")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                busy = await self.tick()
-            except Exception:
-                log.exception("push tick failed")
-                busy = False
-            # More work waiting: go on soon, but leave the writer (SQLite's one
-            # connection) to the sends in between.
-            await asyncio.sleep(TICK / 10 if busy else TICK)
+    async def _round(self) -> float:
+        """A tick; with more work waiting, the next comes soon, but leaves the writer
+        (SQLite's one connection) to the sends in between."""
+        return TICK / 10 if await self.tick() else TICK
 
     async def tick(self) -> bool:
         """Claim, send and record one round; whether more work may be waiting."""
