@@ -22,6 +22,7 @@ import pytest
 from messenger.config import Settings
 from messenger.store.migrate import upgrade
 from tests.processes import ServeGroup
+from tests.push_support import FakePushService, WebhookReceiver
 from tests.support import Http, RunningServer, Servers, start_server
 
 PG_ADMIN_DSN = os.environ.get("MESSENGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -149,6 +150,22 @@ async def servers(settings: Settings) -> AsyncIterator[Servers]:
     group = Servers(settings)
     yield group
     await group.close()
+
+
+@pytest.fixture
+async def push_service() -> AsyncIterator[FakePushService]:
+    """A fake Web Push service on loopback (tests/push_support.py). The server may push
+    to it once the module's `settings` allow plain http to loopback (`push_settings`)."""
+    async with FakePushService() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
+    """A webhook receiver on loopback that checks each request's signature; reachable
+    as `push_service` is."""
+    async with WebhookReceiver() as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import http_ece
 from aiohttp import web
@@ -37,6 +37,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from multidict import CIMultiDict, CIMultiDictProxy
+
+if TYPE_CHECKING:
+    from messenger.config import Settings
+    from tests.support import Account, Http
 
 T = TypeVar("T")
 
@@ -51,6 +55,10 @@ _TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 SIGNATURE_HEADER = "Messenger-Signature"
 DEFAULT_REPLAY_WINDOW = 300.0
+# What lets a test's server push to these fakes: plain http to loopback (real
+# subscriptions must be https), and a push soon after a send.
+LOOPBACK = ("127.0.0.1",)
+PUSH_DELAY = 0.5
 
 
 def b64url_encode(data: bytes) -> str:
@@ -654,3 +662,34 @@ class WebhookReceiver(_LoopbackServer):
         except ValueError as exc:
             raise _Refused(400, f"body is not JSON: {exc}") from exc
         return WebhookDelivery(path, parsed, body, headers, timestamp, now)
+
+
+def push_settings(settings: Settings) -> Settings:
+    """`settings` with pushes soon after a send, and to the fakes on loopback: what a
+    module's `settings` fixture returns (the `push_service` and `webhook_receiver`
+    fixtures of tests/conftest.py run the fakes)."""
+    return settings.replace(push_delay=PUSH_DELAY, push_allow_http=LOOPBACK)
+
+
+def webpush_request(endpoint: str, keys: SubscriberKeys, **extra: Any) -> dict[str, Any]:
+    """The body of `POST /api/v1/push/subscriptions` for a Web Push subscription."""
+    return {
+        "kind": "webpush",
+        "endpoint": endpoint,
+        "keys": {"p256dh": keys.p256dh, "auth": keys.auth},
+        **extra,
+    }
+
+
+async def subscribe_webpush(
+    http: Http, account: Account, service: FakePushService, name: str, **extra: Any
+) -> tuple[dict[str, Any], SubscriberKeys]:
+    """A new subscription `name` at `service`, registered for `account`'s session (with
+    any `extra` fields: label, preview): the server's answer and the browser's keys."""
+    endpoint, keys = service.subscribe(name)
+    body = webpush_request(endpoint, keys, **extra)
+    status, made = await http.request(
+        "POST", "/api/v1/push/subscriptions", body, token=account.token
+    )
+    assert status == 201, made
+    return made, keys

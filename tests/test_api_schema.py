@@ -16,7 +16,7 @@ import functools
 import hashlib
 import io
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -49,7 +49,7 @@ from messenger.push.subscriptions import KINDS, LABEL_MAX, SUBSCRIPTIONS_MAX
 from messenger.transport.rest import MAX_REQUEST_BYTES
 from messenger.transport.web import WEB_DIR
 from messenger.wire import AttachmentRef
-from tests.push_support import FakePushService, WebhookReceiver
+from tests.push_support import LOOPBACK, FakePushService, WebhookReceiver
 from tests.support import PASSWORD, Device, Http, RunningServer, start_server
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -71,8 +71,6 @@ CHECKS = [
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 ANN, BOB = "ann@example.com", "bob@example.com"
-# Push subscriptions may name the tests' fakes, on loopback over plain http.
-LOOPBACK = ("127.0.0.1",)
 # Small attachment limits, so the scene can pass them cheaply.
 MAX_ATTACHMENT = 64 * 1024
 ATTACHMENT_QUOTA = 16 * MAX_ATTACHMENT
@@ -80,28 +78,14 @@ ATTACHMENT_QUOTA = 16 * MAX_ATTACHMENT
 
 @pytest.fixture
 def settings(settings: Settings, tmp_path: Path) -> Settings:
+    # Push subscriptions may name the tests' fakes, on loopback over plain http; the
+    # push delay stays the default (not `push_settings`'s short one).
     return settings.replace(
         push_allow_http=LOOPBACK,
         blob_dir=str(tmp_path / "blobs"),
         max_attachment=MAX_ATTACHMENT,
         attachment_quota=ATTACHMENT_QUOTA,
     )
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[FakePushService]:
-    fake = FakePushService()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    fake = WebhookReceiver()
-    await fake.start()
-    yield fake
-    await fake.close()
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -1052,7 +1036,10 @@ def provoke_registration_limit(api: Conformance, url: str) -> None:
 
 
 async def test_server_answers_as_openapi_documents(
-    server: RunningServer, http: Http, service: FakePushService, receiver: WebhookReceiver
+    server: RunningServer,
+    http: Http,
+    push_service: FakePushService,
+    webhook_receiver: WebhookReceiver,
 ) -> None:
     tokens = await conversation(server, http)
     token = tokens.ann
@@ -1067,7 +1054,7 @@ async def test_server_answers_as_openapi_documents(
     try:
         await device.wait_synced()
         socket = Socket(device, asyncio.get_running_loop(), asyncapi_document())
-        push = PushTargets(service, receiver)
+        push = PushTargets(push_service, webhook_receiver)
         await asyncio.to_thread(provoke_every_status, api, tokens, push, socket)
     finally:
         await device.disconnect()

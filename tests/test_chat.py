@@ -18,7 +18,15 @@ import pytest
 from messenger.chat import TypingShown, free_path, human_size, render
 from messenger.client import Attachment, Message, Typing, upload
 from messenger.config import Settings
-from tests.support import PASSWORD, Device, Http, RunningServer, Servers, accounts, port_of
+from tests.support import (
+    PASSWORD,
+    Http,
+    RunningServer,
+    Servers,
+    accounts,
+    connect_synced,
+    port_of,
+)
 from tests.test_attachments import fetch, png
 from tests.test_client import eventually, history_rows
 
@@ -105,15 +113,21 @@ async def terminals() -> AsyncIterator[list[Terminal]]:
             await terminal.process.wait()
 
 
+async def logged_in(terminals: list[Terminal], url: str, user: str, state: Path) -> Terminal:
+    """A chat of `user`'s (killed at the end of the test if still running), once it says
+    it is logged in."""
+    term = await Terminal.start(url, user, state)
+    terminals.append(term)
+    await term.expect(r"logged in as " + re.escape(user))
+    return term
+
+
 async def test_chat_with_a_device_shows_messages_and_state_marks(
     server: RunningServer, http: Http, tmp_path: Path, terminals: list[Terminal]
 ) -> None:
     ann, bob = await http.account("ann"), await http.account("bob")
-    bob_device = await Device(server.url).connect(bob.token)
-    await bob_device.wait_synced()
-    term = await Terminal.start(server.url, ann.username, tmp_path / "ann.state")
-    terminals.append(term)
-    await term.expect(r"logged in as " + re.escape(ann.username))
+    bob_device, _ = await connect_synced(server.url, bob)
+    term = await logged_in(terminals, server.url, ann.username, tmp_path / "ann.state")
     await term.type(f"/open {bob.username}")
     await term.expect(r"talking with " + re.escape(bob.username))
 
@@ -145,9 +159,7 @@ async def test_chat_needs_an_open_conversation_and_a_good_password(
     server: RunningServer, http: Http, tmp_path: Path, terminals: list[Terminal]
 ) -> None:
     ann = await http.account("ann")
-    term = await Terminal.start(server.url, ann.username, tmp_path / "ann.state")
-    terminals.append(term)
-    await term.expect("logged in")
+    term = await logged_in(terminals, server.url, ann.username, tmp_path / "ann.state")
     await term.type("nobody to hear this")
     await term.expect(r"open a conversation first")
     await term.type("/open nobody@example.com")
@@ -172,8 +184,7 @@ async def test_a_line_typed_while_the_server_is_down_goes_out_when_it_is_back(
     server = await servers.start()
     http = Http(server.url)
     ann, bob = await http.account("ann"), await http.account("bob")
-    term = await Terminal.start(server.url, ann.username, tmp_path / "ann.state")
-    terminals.append(term)
+    term = await logged_in(terminals, server.url, ann.username, tmp_path / "ann.state")
     await term.expect(r"^\* online$")
     await term.type(f"/open {bob.username}")
     await term.expect(r"talking with")
@@ -194,11 +205,8 @@ async def test_chat_replies_edits_reacts_deletes_and_shows_typing(
     server: RunningServer, http: Http, tmp_path: Path, terminals: list[Terminal]
 ) -> None:
     ann, bob = await accounts(http, "ann", "bob")
-    bob_device = await Device(server.url).connect(bob.token)
-    await bob_device.wait_synced()
-    term = await Terminal.start(server.url, ann.username, tmp_path / "ann.state")
-    terminals.append(term)
-    await term.expect(r"logged in as ")
+    bob_device, _ = await connect_synced(server.url, bob)
+    term = await logged_in(terminals, server.url, ann.username, tmp_path / "ann.state")
     await term.type(f"/open {bob.username}")
     await term.expect(r"talking with ")
     b = re.escape(bob.username)
@@ -276,11 +284,8 @@ async def test_chat_attaches_shows_and_saves_files(
     server: RunningServer, http: Http, tmp_path: Path, terminals: list[Terminal]
 ) -> None:
     ann, bob = await accounts(http, "ann", "bob")
-    bob_device = await Device(server.url).connect(bob.token)
-    await bob_device.wait_synced()
-    term = await Terminal.start(server.url, ann.username, tmp_path / "ann.state")
-    terminals.append(term)
-    await term.expect(r"logged in as ")
+    bob_device, _ = await connect_synced(server.url, bob)
+    term = await logged_in(terminals, server.url, ann.username, tmp_path / "ann.state")
     b = re.escape(bob.username)
     await term.type("/attach nothing-open.txt")
     await term.expect(r"^! open a conversation first")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -23,27 +22,17 @@ from messenger.client import (
 )
 from messenger.config import Settings
 from tests.processes import free_port
-from tests.push_support import WebhookReceiver
+from tests.push_support import PUSH_DELAY, WebhookReceiver, push_settings
 from tests.support import PASSWORD, Account, Http
 
-LOOPBACK = ("127.0.0.1",)
-DELAY = 0.5
 # Long enough for a push that was going to come: the delay plus the pusher's tick
 # and a margin.
-QUIET = DELAY + 3.0
+QUIET = PUSH_DELAY + 3.0
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, push_delay=DELAY, push_allow_http=LOOPBACK)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    fake = WebhookReceiver()
-    await fake.start()
-    yield fake
-    await fake.close()
+    return push_settings(settings)
 
 
 @contextlib.asynccontextmanager
@@ -55,7 +44,7 @@ async def opened(url: str, account: Account) -> AsyncIterator[Client]:
 
 
 async def test_a_webhook_subscribed_through_the_sdk_is_pushed_listed_and_removed(
-    http: Http, receiver: WebhookReceiver
+    http: Http, webhook_receiver: WebhookReceiver
 ) -> None:
     """Bob subscribes from his client and leaves; Ann's message reaches the receiver
     as a push signed with the secret the SDK returned, carrying no content. Listed
@@ -63,22 +52,24 @@ async def test_a_webhook_subscribed_through_the_sdk_is_pushed_listed_and_removed
     no push comes."""
     ann, bob = await http.account("ann"), await http.account("bob")
     async with opened(http.url, bob) as bob_client:
-        made = await bob_client.subscribe_webhook(receiver.url_for("/bob"), label="gateway")
+        made = await bob_client.subscribe_webhook(webhook_receiver.url_for("/bob"), label="gateway")
     assert made["kind"] == "webhook" and made["label"] == "gateway", made
     assert made["preview"] is False and made["current"] is True, made
     assert isinstance(made["secret"], str) and len(made["secret"]) >= 32, made
-    receiver.expect("/bob", made["secret"])
+    webhook_receiver.expect("/bob", made["secret"])
 
     async with opened(http.url, ann) as ann_client:
         await ann_client.send(bob.username, "are you there?")
-        pushes = await receiver.wait_for(lambda: receiver.received("/bob"), timeout=10)
+        pushes = await webhook_receiver.wait_for(
+            lambda: webhook_receiver.received("/bob"), timeout=10
+        )
     assert pushes[0].json == {
         "cursor": 1,
         "unread": 1,
         "user": bob.username,
         "subscription": made["id"],
     }
-    assert receiver.rejections == []
+    assert webhook_receiver.rejections == []
 
     # Plain HTTP: a Client that is never opened lists and removes too.
     phone = Client(http.url, await login(http.url, bob.username, PASSWORD))
@@ -101,26 +92,28 @@ async def test_a_webhook_subscribed_through_the_sdk_is_pushed_listed_and_removed
     async with opened(http.url, ann) as ann_client:
         await ann_client.send(bob.username, "hello?")
         await asyncio.sleep(QUIET)
-    assert len(receiver.received("/bob")) == 1, receiver.received("/bob")
+    assert len(webhook_receiver.received("/bob")) == 1, webhook_receiver.received("/bob")
 
 
 async def test_preview_and_a_new_secret_on_subscribing_again(
-    http: Http, receiver: WebhookReceiver
+    http: Http, webhook_receiver: WebhookReceiver
 ) -> None:
     """Subscribing the same URL again keeps the subscription but gives it a new
     secret, and the pushes are signed with that one; `preview` adds who and what."""
     ann, bob = await http.account("ann"), await http.account("bob")
     bob_client = Client(http.url, bob.token)
-    url = receiver.url_for("/bob")
+    url = webhook_receiver.url_for("/bob")
     first = await bob_client.subscribe_webhook(url)
     again = await bob_client.subscribe_webhook(url, label="phone", preview=True)
     assert again["id"] == first["id"] and again["secret"] != first["secret"]
     assert (again["label"], again["preview"]) == ("phone", True)
-    receiver.expect("/bob", again["secret"])
+    webhook_receiver.expect("/bob", again["secret"])
 
     async with opened(http.url, ann) as ann_client:
         await ann_client.send(bob.username, "x" * 150)
-        pushes = await receiver.wait_for(lambda: receiver.received("/bob"), timeout=10)
+        pushes = await webhook_receiver.wait_for(
+            lambda: webhook_receiver.received("/bob"), timeout=10
+        )
     assert pushes[0].json == {
         "cursor": 1,
         "unread": 1,
@@ -129,11 +122,11 @@ async def test_preview_and_a_new_secret_on_subscribing_again(
         "user": bob.username,
         "subscription": first["id"],
     }
-    assert receiver.rejections == []
+    assert webhook_receiver.rejections == []
 
 
 async def test_refused_subscriptions_raise_with_the_code(
-    http: Http, receiver: WebhookReceiver
+    http: Http, webhook_receiver: WebhookReceiver
 ) -> None:
     """A URL the server will not call is `invalid` (and permanent); past 20
     subscriptions `too_large`; a bad token `unauthorized`. Nothing is stored."""
@@ -145,7 +138,7 @@ async def test_refused_subscriptions_raise_with_the_code(
         ("https://[::1]/hook", None),
         ("ftp://127.0.0.1/hook", None),
         ("https://user:pw@example.com/hook", None),
-        (receiver.url_for("/hook"), "x" * 65),  # a label too long
+        (webhook_receiver.url_for("/hook"), "x" * 65),  # a label too long
     ):
         with pytest.raises(MessengerClientError) as refused:
             await subscribe_webhook(http.url, bob.token, url, label=label)
@@ -153,15 +146,15 @@ async def test_refused_subscriptions_raise_with_the_code(
     assert await push_subscriptions(http.url, bob.token) == []
 
     for i in range(20):
-        await subscribe_webhook(http.url, bob.token, receiver.url_for(f"/hook/{i}"))
+        await subscribe_webhook(http.url, bob.token, webhook_receiver.url_for(f"/hook/{i}"))
     with pytest.raises(MessengerClientError) as over:
-        await subscribe_webhook(http.url, bob.token, receiver.url_for("/hook/20"))
+        await subscribe_webhook(http.url, bob.token, webhook_receiver.url_for("/hook/20"))
     assert over.value.code == "too_large"
     assert len(await push_subscriptions(http.url, bob.token)) == 20
 
     stranger = "not-a-token"
     calls: list[Callable[[], Awaitable[object]]] = [
-        lambda: subscribe_webhook(http.url, stranger, receiver.url_for("/x")),
+        lambda: subscribe_webhook(http.url, stranger, webhook_receiver.url_for("/x")),
         lambda: push_subscriptions(http.url, stranger),
         lambda: unsubscribe(http.url, stranger, 1),
     ]

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,48 +22,20 @@ from messenger.push.subscriptions import load_vapid_keys
 from messenger.store.db import open_database
 from tests.cluster_support import RedisServer
 from tests.processes import ServeGroup, free_port
-from tests.push_support import FakePushService, SubscriberKeys, WebhookReceiver
+from tests.push_support import (
+    PUSH_DELAY,
+    FakePushService,
+    WebhookReceiver,
+    push_settings,
+    subscribe_webpush,
+    webpush_request,
+)
 from tests.support import Account, Device, Http, RunningServer, connect_synced, start_server
-
-LOOPBACK = ("127.0.0.1",)
-DELAY = 0.5
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, push_delay=DELAY, push_allow_http=LOOPBACK)
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[FakePushService]:
-    fake = FakePushService()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    fake = WebhookReceiver()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
-async def subscribe_webpush(
-    http: Http, account: Account, service: FakePushService, name: str, **extra: Any
-) -> tuple[dict[str, Any], SubscriberKeys]:
-    endpoint, keys = service.subscribe(name)
-    body = {
-        "kind": "webpush",
-        "endpoint": endpoint,
-        "keys": {"p256dh": keys.p256dh, "auth": keys.auth},
-    }
-    status, made = await http.request(
-        "POST", "/api/v1/push/subscriptions", {**body, **extra}, token=account.token
-    )
-    assert status == 201, made
-    return made, keys
+    return push_settings(settings)
 
 
 async def send_some(http: Http, sender: Account, to: str, bodies: list[str]) -> Device:
@@ -91,78 +62,78 @@ async def test_vapid_key_is_a_p256_point_kept_across_restarts(
 
 
 async def test_an_offline_user_gets_one_push_per_burst(
-    http: Http, service: FakePushService
+    http: Http, push_service: FakePushService
 ) -> None:
     """Three messages within the delay make one push, encrypted for the device and
     signed with the server's key, carrying no content: the stream head and the
     unread count."""
     ann, bob = await http.account("ann"), await http.account("bob")
-    await subscribe_webpush(http, bob, service, "bob")
+    await subscribe_webpush(http, bob, push_service, "bob")
     device = await send_some(http, ann, bob.username, ["one", "two", "three"])
-    await service.wait_for(lambda: service.received("bob"), timeout=10)
-    await asyncio.sleep(DELAY + 1.5)
-    pushes = service.received("bob")
+    await push_service.wait_for(lambda: push_service.received("bob"), timeout=10)
+    await asyncio.sleep(PUSH_DELAY + 1.5)
+    pushes = push_service.received("bob")
     assert len(pushes) == 1, pushes
     assert pushes[0].json == {"cursor": 3, "unread": 3}
     _, vapid = await http.request("GET", "/api/v1/push/vapid")
     assert pushes[0].vapid_key == vapid["public_key"]
     # A later message is a new burst: one more push.
     await device.send(bob.username, "four", "p-four")
-    await service.wait_for(lambda: len(service.received("bob")) == 2, timeout=10)
-    assert service.received("bob")[1].json == {"cursor": 4, "unread": 4}
+    await push_service.wait_for(lambda: len(push_service.received("bob")) == 2, timeout=10)
+    assert push_service.received("bob")[1].json == {"cursor": 4, "unread": 4}
     await device.disconnect()
 
 
-async def test_an_online_user_gets_none(http: Http, service: FakePushService) -> None:
+async def test_an_online_user_gets_none(http: Http, push_service: FakePushService) -> None:
     ann, bob = await http.account("ann"), await http.account("bob")
-    await subscribe_webpush(http, bob, service, "bob")
+    await subscribe_webpush(http, bob, push_service, "bob")
     online, _ = await connect_synced(http.url, bob)
     device = await send_some(http, ann, bob.username, ["while you are here"])
-    await asyncio.sleep(DELAY + 2.0)
-    assert service.received("bob") == []
+    await asyncio.sleep(PUSH_DELAY + 2.0)
+    assert push_service.received("bob") == []
     await online.disconnect()
     # Gone, with the message still undelivered: the push comes after the delay.
-    await service.wait_for(lambda: service.received("bob"), timeout=10)
-    assert service.received("bob")[0].json["unread"] == 1
+    await push_service.wait_for(lambda: push_service.received("bob"), timeout=10)
+    assert push_service.received("bob")[0].json["unread"] == 1
     await device.disconnect()
 
 
-async def test_preview_and_read_elsewhere(http: Http, service: FakePushService) -> None:
+async def test_preview_and_read_elsewhere(http: Http, push_service: FakePushService) -> None:
     """With `preview`, the push names the sender and the start of the newest message;
     once everything is read on another device, a push says `unread: 0`."""
     ann, bob = await http.account("ann"), await http.account("bob")
-    await subscribe_webpush(http, bob, service, "bob", preview=True, label="phone")
+    await subscribe_webpush(http, bob, push_service, "bob", preview=True, label="phone")
     device = await send_some(http, ann, bob.username, ["first", "x" * 150])
-    await service.wait_for(lambda: service.received("bob"), timeout=10)
-    push = service.received("bob")[0].json
+    await push_service.wait_for(lambda: push_service.received("bob"), timeout=10)
+    push = push_service.received("bob")[0].json
     assert push == {"cursor": 2, "unread": 2, "from": ann.username, "excerpt": "x" * 100}
     reader, _ = await connect_synced(http.url, bob)
     ids = [m["id"] for m in reader.messages()]
     assert (await reader.call("read", {"ids": ids}))["updated"] == 2
-    await service.wait_for(lambda: len(service.received("bob")) == 2, timeout=10)
-    assert service.received("bob")[1].json["unread"] == 0
+    await push_service.wait_for(lambda: len(push_service.received("bob")) == 2, timeout=10)
+    assert push_service.received("bob")[1].json["unread"] == 0
     await asyncio.gather(reader.disconnect(), device.disconnect())
 
 
 async def test_gone_subscriptions_are_pruned_and_429_is_retried(
-    http: Http, service: FakePushService
+    http: Http, push_service: FakePushService
 ) -> None:
     ann, bob, carl = (
         await http.account("ann"),
         await http.account("bob"),
         await http.account("carl"),
     )
-    await subscribe_webpush(http, bob, service, "bob")
-    await subscribe_webpush(http, carl, service, "carl")
-    service.fail_next("bob", 410)
-    service.fail_next("carl", 429, retry_after=1)
+    await subscribe_webpush(http, bob, push_service, "bob")
+    await subscribe_webpush(http, carl, push_service, "carl")
+    push_service.fail_next("bob", 410)
+    push_service.fail_next("carl", 429, retry_after=1)
     device = await send_some(http, ann, bob.username, ["to bob"])
     await device.send(carl.username, "to carl", "p-carl")
-    await service.wait_for(lambda: service.received("carl"), timeout=15)
-    assert len(service.received("carl")) == 1
+    await push_service.wait_for(lambda: push_service.received("carl"), timeout=15)
+    assert len(push_service.received("carl")) == 1
     status, listed = await http.request("GET", "/api/v1/push/subscriptions", token=bob.token)
     assert (status, listed) == (200, {"subscriptions": []})
-    assert service.received("bob") == []
+    assert push_service.received("bob") == []
     status, metrics = await http.request("GET", "/metrics")
     assert 'messenger_pushes_failed_total{kind="webpush",reason="gone"} 1.0' in metrics
     assert 'messenger_pushes_failed_total{kind="webpush",reason="rate_limited"} 1.0' in metrics
@@ -170,28 +141,30 @@ async def test_gone_subscriptions_are_pruned_and_429_is_retried(
     await device.disconnect()
 
 
-async def test_webhooks_are_signed(http: Http, receiver: WebhookReceiver) -> None:
+async def test_webhooks_are_signed(http: Http, webhook_receiver: WebhookReceiver) -> None:
     ann, bob = await http.account("ann"), await http.account("bob")
-    url = receiver.url_for("/hook")
+    url = webhook_receiver.url_for("/hook")
     status, made = await http.request(
         "POST", "/api/v1/push/subscriptions", {"kind": "webhook", "url": url}, token=bob.token
     )
     assert status == 201 and made["kind"] == "webhook" and made["secret"], made
-    receiver.expect("/hook", made["secret"])
+    webhook_receiver.expect("/hook", made["secret"])
     status, listed = await http.request("GET", "/api/v1/push/subscriptions", token=bob.token)
     assert "secret" not in listed["subscriptions"][0]  # shown once only
     assert listed["subscriptions"][0]["current"] is True
     device = await send_some(http, ann, bob.username, ["hello"])
-    await receiver.wait_for(lambda: receiver.received("/hook"), timeout=10)
-    body = receiver.received("/hook")[0].json
+    await webhook_receiver.wait_for(lambda: webhook_receiver.received("/hook"), timeout=10)
+    body = webhook_receiver.received("/hook")[0].json
     assert body == {"cursor": 1, "unread": 1, "user": bob.username, "subscription": made["id"]}
-    assert receiver.rejections == []
+    assert webhook_receiver.rejections == []
     await device.disconnect()
 
 
-async def test_logout_ends_the_sessions_subscriptions(http: Http, service: FakePushService) -> None:
+async def test_logout_ends_the_sessions_subscriptions(
+    http: Http, push_service: FakePushService
+) -> None:
     bob = await http.account("bob")
-    made, _ = await subscribe_webpush(http, bob, service, "bob")
+    made, _ = await subscribe_webpush(http, bob, push_service, "bob")
     status, _ = await http.request("DELETE", "/api/v1/sessions/current", token=bob.token)
     assert status == 204
     status, login = await http.login(bob.username)
@@ -206,15 +179,11 @@ def off_the_curve(p256dh: str) -> str:
 
 
 async def test_subscriptions_are_checked_and_bounded(
-    settings: Settings, http: Http, service: FakePushService
+    settings: Settings, http: Http, push_service: FakePushService
 ) -> None:
     bob, carl = await http.account("bob"), await http.account("carl")
-    endpoint, keys = service.subscribe("bob")
-    good = {
-        "kind": "webpush",
-        "endpoint": endpoint,
-        "keys": {"p256dh": keys.p256dh, "auth": keys.auth},
-    }
+    endpoint, keys = push_service.subscribe("bob")
+    good = webpush_request(endpoint, keys)
     for bad in (
         {**good, "kind": "email"},
         {**good, "endpoint": "ftp://example.com/x"},
@@ -238,12 +207,10 @@ async def test_subscriptions_are_checked_and_bounded(
     status, again = await http.request("POST", "/api/v1/push/subscriptions", good, token=bob.token)
     assert status == 200 and again["id"] == first["id"]
     for i in range(19):
-        extra, k = service.subscribe(f"bob-{i}")
-        more = {**good, "endpoint": extra, "keys": {"p256dh": k.p256dh, "auth": k.auth}}
+        more = webpush_request(*push_service.subscribe(f"bob-{i}"))
         status, _ = await http.request("POST", "/api/v1/push/subscriptions", more, token=bob.token)
         assert status == 201
-    extra, k = service.subscribe("bob-21")
-    over = {**good, "endpoint": extra, "keys": {"p256dh": k.p256dh, "auth": k.auth}}
+    over = webpush_request(*push_service.subscribe("bob-21"))
     status, body = await http.request("POST", "/api/v1/push/subscriptions", over, token=bob.token)
     assert (status, body["error"]["code"]) == (413, "too_large")
     status, body = await http.request(
@@ -299,22 +266,22 @@ async def test_the_example_receiver_takes_signed_pushes(
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
-async def test_two_nodes_push_once(settings: Settings, service: FakePushService) -> None:
+async def test_two_nodes_push_once(settings: Settings, push_service: FakePushService) -> None:
     """Two nodes on one PostgreSQL database, both pushers running: each burst is
     pushed once (the claim skips what the other holds, and leases what it takes)."""
     first, second = await start_server(settings), await start_server(settings)
     try:
         http = Http(first.url)
         ann, bob = await http.account("ann"), await http.account("bob")
-        await subscribe_webpush(http, bob, service, "bob")
+        await subscribe_webpush(http, bob, push_service, "bob")
         device = await send_some(Http(second.url), ann, bob.username, ["a", "b"])
-        await service.wait_for(lambda: service.received("bob"), timeout=10)
-        await asyncio.sleep(DELAY + 2.5)
-        assert len(service.received("bob")) == 1
+        await push_service.wait_for(lambda: push_service.received("bob"), timeout=10)
+        await asyncio.sleep(PUSH_DELAY + 2.5)
+        assert len(push_service.received("bob")) == 1
         await device.send(bob.username, "c", "p-c")
-        await service.wait_for(lambda: len(service.received("bob")) == 2, timeout=10)
-        await asyncio.sleep(DELAY + 2.5)
-        assert [p.json["unread"] for p in service.received("bob")] == [2, 3]
+        await push_service.wait_for(lambda: len(push_service.received("bob")) == 2, timeout=10)
+        await asyncio.sleep(PUSH_DELAY + 2.5)
+        assert [p.json["unread"] for p in push_service.received("bob")] == [2, 3]
         await device.disconnect()
     finally:
         await second.stop()
@@ -323,7 +290,7 @@ async def test_two_nodes_push_once(settings: Settings, service: FakePushService)
 
 @pytest.mark.parametrize("backend", ["postgresql"])
 async def test_redis_down_still_pushes(
-    settings: Settings, service: FakePushService, tmp_path: Path
+    settings: Settings, push_service: FakePushService, tmp_path: Path
 ) -> None:
     """Presence cannot be asked without Redis: the user is taken as offline, and the
     push still goes (the work is in SQL, not on the bus)."""
@@ -335,11 +302,11 @@ async def test_redis_down_still_pushes(
     try:
         http = Http(server.url)
         ann, bob = await http.account("ann"), await http.account("bob")
-        await subscribe_webpush(http, bob, service, "bob")
+        await subscribe_webpush(http, bob, push_service, "bob")
         redis.kill()
         device = await send_some(http, ann, bob.username, ["while redis is down"])
-        await service.wait_for(lambda: service.received("bob"), timeout=15)
-        assert service.received("bob")[0].json == {"cursor": 1, "unread": 1}
+        await push_service.wait_for(lambda: push_service.received("bob"), timeout=15)
+        assert push_service.received("bob")[0].json == {"cursor": 1, "unread": 1}
         await device.disconnect()
     finally:
         await server.stop()
@@ -347,7 +314,7 @@ async def test_redis_down_still_pushes(
 
 
 async def test_kill_9_between_commit_and_push(
-    processes: ServeGroup, database_url: str, service: FakePushService
+    processes: ServeGroup, database_url: str, push_service: FakePushService
 ) -> None:
     """The node dies after the message is committed and before its push: the push
     is made after the restart, once."""
@@ -355,17 +322,17 @@ async def test_kill_9_between_commit_and_push(
     server = await processes(database_url, env=env).start()
     http = Http(server.url)
     ann, bob = await http.account("ann"), await http.account("bob")
-    await subscribe_webpush(http, bob, service, "bob")
+    await subscribe_webpush(http, bob, push_service, "bob")
     device = await send_some(http, ann, bob.username, ["before the crash"])
     server.send_signal(signal.SIGKILL)
     assert await server.wait_exit(10) == -signal.SIGKILL
     with contextlib.suppress(Exception):
         await device.disconnect()
-    assert service.received("bob") == []
+    assert push_service.received("bob") == []
     await server.start()
-    await service.wait_for(lambda: service.received("bob"), timeout=20)
+    await push_service.wait_for(lambda: push_service.received("bob"), timeout=20)
     await asyncio.sleep(4)
-    assert [p.json for p in service.received("bob")] == [{"cursor": 1, "unread": 1}]
+    assert [p.json for p in push_service.received("bob")] == [{"cursor": 1, "unread": 1}]
 
 
 async def test_nodes_starting_together_agree_on_one_key(database_url: str) -> None:

@@ -4,7 +4,7 @@ progress shown, sent with the text; images shown to the other user as thumbnails
 open at full size, other files downloaded with their name and bytes; a file chosen
 offline goes out once when the page is back, and so does one whose upload was cut off
 by a reload. The fixtures and the `Person` driver are tests/test_web.py's (same skip
-rules, SQLite only).
+rules, SQLite only), and `pair` is tests/test_web_lifecycle.py's.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from tests.test_web import (  # noqa: F401  (fixtures pytest finds by their name
     history,
     person,
 )
+from tests.test_web_lifecycle import pair
 
 MARKUP_NAME = "<img src=x onerror=alert(1)>.txt"
 # Files the page keeps for its outbox (web/src/files.js): how many there are now.
@@ -55,15 +56,6 @@ def png(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30)) ->
 
 def payload(name: str, mime: str, data: bytes) -> dict[str, Any]:
     return {"name": name, "mimeType": mime, "buffer": data}
-
-
-async def pair(server: RunningServer, browser: Browser) -> tuple[Person, Person]:
-    """Ann and bob, each with the other's conversation open."""
-    ann = await person(browser, server.url, unique_name("ann"))
-    bob = await person(browser, server.url, unique_name("bob"))
-    await ann.open_chat(bob.name)
-    await bob.open_chat(ann.name)
-    return ann, bob
 
 
 async def attach_by_button(who: Person, *files: dict[str, Any]) -> None:

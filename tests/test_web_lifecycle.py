@@ -46,6 +46,15 @@ def bubble(who: Person, text: str) -> Locator:
     )
 
 
+async def edit(who: Person, text: str, new_text: str) -> None:
+    """Edits one's own message `text` through its menu: the new text in the composer,
+    sent with Enter."""
+    await choose(who, bubble(who, text), "edit")
+    box = who.page.locator("#composer textarea")
+    await box.fill(new_text)
+    await box.press("Enter")
+
+
 def tombstones(who: Person) -> Locator:
     return who.page.locator("#messages .message.deleted .body.tombstone")
 
@@ -108,9 +117,7 @@ async def test_reply_shows_the_quote(server: RunningServer, browser: Browser) ->
     assert stored[1]["reply_to"]["id"] == stored[0]["id"], stored
 
     # The quote shows the original as it is now: edited, then deleted.
-    await choose(ann, bubble(ann, original), "edit")
-    await ann.page.locator("#composer textarea").fill("lunch at two?")
-    await ann.page.locator("#composer textarea").press("Enter")
+    await edit(ann, original, "lunch at two?")
     for who in (ann, bob):
         quote = bubble(who, "yes, see you there").locator(".quote .quote-text")
         await expect(quote).to_have_text("lunch at two?")
@@ -431,17 +438,13 @@ async def test_offline_device_shows_the_current_state(
     await bob.open_chat(carl.username)
     await bob.context.set_offline(True)
     await expect(bob.page.locator("#banner")).to_be_visible()
-    await choose(ann, bubble(ann, "first draft"), "edit")
-    await ann.page.locator("#composer textarea").fill("final text")
-    await ann.page.locator("#composer textarea").press("Enter")
+    await edit(ann, "first draft", "final text")
     await expect(bubble(ann, "final text")).to_be_visible()
     await choose(ann, bubble(ann, "to be deleted"), "delete-everyone")
     await expect(tombstones(ann)).to_have_count(1)
     await react(ann, bubble(ann, "react to me"), "😂")
     await expect(reaction(bubble(ann, "react to me"), "😂")).to_have_text("😂1")
-    await choose(ann, bubble(ann, "edit me later"), "edit")
-    await ann.page.locator("#composer textarea").fill("edit me later, again")
-    await ann.page.locator("#composer textarea").press("Enter")
+    await edit(ann, "edit me later", "edit me later, again")
     await expect(bubble(ann, "edit me later, again")).to_be_visible()
 
     await bob.context.set_offline(False)
@@ -459,9 +462,7 @@ async def test_offline_device_shows_the_current_state(
     # Bob's page is closed; more changes; the reopened page resumes from its cursor.
     url = bob.page.url
     await bob.page.close()
-    await choose(ann, bubble(ann, "edit me later, again"), "edit")
-    await ann.page.locator("#composer textarea").fill("edited while closed")
-    await ann.page.locator("#composer textarea").press("Enter")
+    await edit(ann, "edit me later, again", "edited while closed")
     await expect(bubble(ann, "edited while closed")).to_be_visible()
     await choose(ann, bubble(ann, "react to me"), "delete-everyone")
     await expect(tombstones(ann)).to_have_count(2)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -29,7 +29,7 @@ from playwright.async_api import Browser, BrowserContext, CDPSession, Worker, ex
 
 from messenger.config import Settings
 from messenger.push.keys import b64url_decode
-from tests.push_support import FakePushService
+from tests.push_support import FakePushService, push_settings
 from tests.support import PASSWORD, Device, Http, RunningServer, unique_name
 from tests.test_web import (  # noqa: F401  (fixtures pytest finds by their names)
     Person,
@@ -134,15 +134,7 @@ async () => (await self.registration.getNotifications()).map((n) => ({
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """Pushes soon after a send, and to the fake push service on loopback."""
-    return dataclasses.replace(settings, push_delay=0.5, push_allow_http=("127.0.0.1",))
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[FakePushService]:
-    fake = FakePushService()
-    await fake.start()
-    yield fake
-    await fake.close()
+    return push_settings(settings)
 
 
 async def user(
@@ -415,7 +407,7 @@ async def test_the_worker_shows_one_notification_per_push(
 
 
 async def test_server_pushes_reach_the_worker_and_a_click_opens_the_chat(
-    server: RunningServer, http: Http, browser: Browser, service: FakePushService
+    server: RunningServer, http: Http, browser: Browser, push_service: FakePushService
 ) -> None:
     """With the browser's push subscription at the fake push service: turning on
     posts it (label, preview), the server's pushes while ann is away become her
@@ -424,7 +416,7 @@ async def test_server_pushes_reach_the_worker_and_a_click_opens_the_chat(
     status, vapid = await http.request("GET", "/api/v1/push/vapid")
     assert status == 200, vapid
     name = "ann-browser"
-    endpoint, keys = service.subscribe(name, application_server_key=vapid["public_key"])
+    endpoint, keys = push_service.subscribe(name, application_server_key=vapid["public_key"])
     fake = {"endpoint": endpoint, "p256dh": keys.p256dh, "auth": keys.auth}
     ann = await user(browser, server, fake_push=fake)
     token = await ann.token()
@@ -460,8 +452,8 @@ async def test_server_pushes_reach_the_worker_and_a_click_opens_the_chat(
         for n, body in enumerate(["first", "<i>second</i> one"]):
             answer = await bob.send(ann.name, body, f"push-{n}")
             assert answer["ok"], answer
-        await service.wait_for(lambda: service.received(name), timeout=10)
-        payload = service.received(name)[0]
+        await push_service.wait_for(lambda: push_service.received(name), timeout=10)
+        payload = push_service.received(name)[0]
         expected = {"unread": 2, "from": bob_account.username, "excerpt": "<i>second</i> one"}
         assert {k: payload.json[k] for k in expected} == expected
         shown = await push.shown_after(payload.payload.decode())
@@ -485,8 +477,8 @@ async def test_server_pushes_reach_the_worker_and_a_click_opens_the_chat(
 
         # Reading them (the open conversation) makes unread 0: the server says so.
         await push.redeliver(payload.payload.decode())  # the notification back, once more
-        await service.wait_for(lambda: len(service.received(name)) == 2, timeout=10)
-        cleared = service.received(name)[1]
+        await push_service.wait_for(lambda: len(push_service.received(name)) == 2, timeout=10)
+        cleared = push_service.received(name)[1]
         assert cleared.json["unread"] == 0
         assert await push.shown_after(cleared.payload.decode()) == []
     finally:
