@@ -237,9 +237,11 @@ def _configure_sqlite(engine: Engine, synchronous: str, begin: str, temp_store: 
         # Let us emit BEGIN ourselves (see the module docstring).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # The wait for a lock first: switching to WAL takes one too, and another
+        # process (a second node's start, `messenger user add`) may hold it.
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA temp_store={temp_store}")
         # Freed space is overwritten with zeros: a deleted or edited body does not
