@@ -64,12 +64,29 @@ async def check_reachable(url: str, allowed_hosts: tuple[str, ...]) -> None:
         raise invalid(f"the host {host!r} is not a public address")
 
 
-async def _addresses(host: str) -> list[str]:
+def address_literal(host: str) -> str | None:
+    """The address a host names literally (`203.0.113.5`, `[2001:db8::1]`), if it does."""
+    bare = host.strip("[]")
     try:
-        ipaddress.ip_address(host.strip("[]"))
-        return [host.strip("[]")]
+        ipaddress.ip_address(bare.split("%", 1)[0])
     except ValueError:
-        pass
+        return None
+    return bare
+
+
+def literal_refused(url: str, allowed_hosts: tuple[str, ...]) -> bool:
+    """Whether the URL names a non-public address literally. aiohttp connects to an
+    address literal without asking a resolver, so `PublicResolver` never sees it:
+    this is its check at delivery."""
+    host = (urlsplit(url).hostname or "").lower()
+    literal = address_literal(host)
+    return host not in allowed_hosts and literal is not None and not is_public(literal)
+
+
+async def _addresses(host: str) -> list[str]:
+    literal = address_literal(host)
+    if literal is not None:
+        return [literal]
     infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
     return [str(info[4][0]) for info in infos]
 

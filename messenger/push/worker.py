@@ -11,20 +11,18 @@ at once, each bounded by `TIMEOUT`.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import aiohttp
 
 from messenger.metrics import Metrics
 from messenger.periodic import Periodic
-from messenger.push.addresses import PublicResolver, is_public
+from messenger.push.addresses import PublicResolver, literal_refused
 from messenger.push.keys import VapidKeys
 from messenger.push.payloads import Request, webhook_request, webpush_request
 from messenger.push.work import Job, claim, failed, postponed, sent
@@ -182,8 +180,7 @@ class PushWorker:
         )
 
     async def _post(self, request: Request) -> Result:
-        host = (urlsplit(request.url).hostname or "").lower()
-        if host not in self._settings.allowed_hosts and _is_address(host) and not is_public(host):
+        if literal_refused(request.url, self._settings.allowed_hosts):
             return Result("gone", "refused")
         assert self._session is not None
         async with self._session.post(
@@ -224,14 +221,6 @@ class PushWorker:
 def _record(conn: Any, changes: list[tuple[int, dict[str, Any]]], gone: list[int]) -> None:
     update_subscriptions(conn, changes)
     delete_subscriptions(conn, gone)
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from messenger.errors import MessengerError
-from messenger.push.addresses import check_url, is_public
+from messenger.push.addresses import check_url, is_public, literal_refused
 from messenger.push.work import BACKOFF_MOST, FAILURES_MOST, Job, failed
 from messenger.push.worker import retry_after_seconds
 
@@ -83,3 +83,18 @@ def test_push_urls_must_be_plain_https(url: object) -> None:
 def test_listed_hosts_may_use_http() -> None:
     assert check_url("http://gateway.lan:8080/hook", ("gateway.lan",))
     assert check_url("https://push.example/x", ())
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("https://127.0.0.1/hook", True),
+        ("https://[::1]:8443/hook", True),
+        ("https://10.0.0.7/hook", True),
+        ("https://93.184.216.34/hook", False),
+        ("https://push.example/hook", False),  # a name: the resolver checks it
+        ("http://127.0.0.1:9000/hook", False),  # listed
+    ],
+)
+def test_address_literals_are_checked_at_delivery(url: str, refused: bool) -> None:
+    assert literal_refused(url, ("127.0.0.1",) if ":9000" in url else ()) is refused
