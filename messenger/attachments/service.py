@@ -65,12 +65,9 @@ def check_name(value: Any) -> str:
         return "file"
     if not isinstance(value, str) or not 1 <= len(value) <= NAME_MAX:
         raise invalid(f"name must be 1 to {NAME_MAX} characters")
+    # Printable excludes NUL, controls and lone surrogates: what no database stores.
     if not value.isprintable() or "/" in value or "\\" in value or value in (".", ".."):
         raise invalid("name must be printable, without a path")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise invalid("name must be valid Unicode text") from None
     return value
 
 

@@ -117,7 +117,8 @@ def _values(payload: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
     label = payload.get("label")
     if label is not None and (not isinstance(label, str) or not 1 <= len(label) <= LABEL_MAX):
         raise invalid(f"label must be a string of 1 to {LABEL_MAX} characters")
-    if isinstance(label, str) and ("\x00" in label or not label.isprintable()):
+    # Printable excludes NUL, controls and lone surrogates: what no database stores.
+    if isinstance(label, str) and not label.isprintable():
         raise invalid("label must be printable text")
     preview = payload.get("preview", False)
     if not isinstance(preview, bool):
