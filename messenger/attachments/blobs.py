@@ -72,7 +72,14 @@ class BlobStore(Protocol):
         """Bytes [start, end) of the blob, in chunks."""
         ...
 
-    async def delete(self, sha256: str) -> None: ...
+    def forget(self, conn: Connection, shas: list[str]) -> None:
+        """What goes in the transaction that forgets these blobs (the database
+        store's parts: recording and collecting a blob then cannot cross)."""
+        ...
+
+    async def delete(self, sha256: str) -> None:
+        """Remove a forgotten blob's bytes that the transaction did not."""
+        ...
 
     async def sweep_unfinished(self, older_than: float) -> int:
         """Remove what uploads cut by a crash left behind; how many."""
@@ -128,6 +135,9 @@ class DirectoryStore:
                 yield data
         finally:
             await asyncio.to_thread(handle.close)
+
+    def forget(self, conn: Connection, shas: list[str]) -> None:
+        return None  # files are removed after the transaction (`delete`)
 
     async def delete(self, sha256: str) -> None:
         await asyncio.to_thread(_unlink, self.path_of(sha256))
@@ -258,8 +268,11 @@ class DatabaseStore:
             high = end - seq * CHUNK if seq == last else len(data)
             yield data[low:high]
 
+    def forget(self, conn: Connection, shas: list[str]) -> None:
+        delete_blob_parts(conn, shas)
+
     async def delete(self, sha256: str) -> None:
-        await self._db.write(delete_blob_parts, [sha256])
+        return None  # its parts went with the transaction that forgot it (`forget`)
 
     async def stored(self, older_than: float) -> list[str]:
         return []  # parts are named in the transaction that records them: none stray

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from messenger.attachments.blobs import BlobStore, DatabaseStore
+from messenger.attachments.blobs import BlobStore
 from messenger.attachments.service import Attachments
 from messenger.metrics import Metrics
 from messenger.periodic import Periodic
@@ -78,16 +78,14 @@ class Collector:
         now = utc_now()
         unused_since = now - (self._grace if grace is None else grace)
         expired = await self._db.write(expire_pending, now - (self._ttl if ttl is None else ttl))
-        with_parts = isinstance(self._store, DatabaseStore)
         removed = 0
         async with self._attachments.placement:
             while True:
                 shas = await self._db.write(
-                    take_unreferenced, unused_since, BLOBS_PER_ROUND, with_parts
+                    take_unreferenced, unused_since, BLOBS_PER_ROUND, self._store.forget
                 )
                 for sha in shas:
-                    if not with_parts:
-                        await self._store.delete(sha)
+                    await self._store.delete(sha)
                 removed += len(shas)
                 if len(shas) < BLOBS_PER_ROUND:
                     break

@@ -3,7 +3,7 @@ carries it, and which blobs no attachment names any more (docs/attachments.md)."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,10 +48,13 @@ def _unused(before: datetime) -> Any:
 
 
 def take_unreferenced(
-    conn: Connection, before: datetime, limit: int, with_parts: bool
+    conn: Connection,
+    before: datetime,
+    limit: int,
+    forget: Callable[[Connection, list[str]], None],
 ) -> list[str]:
-    """Forget up to `limit` unused blobs (and, for the database store, their parts,
-    in the same transaction); returns their SHA-256s for the store to delete.
+    """Forget up to `limit` unused blobs, with what the store `forget`s in the same
+    transaction; returns their SHA-256s for the store to delete.
 
     The DELETE states its condition again: a blob an upload touched meanwhile (it
     waits for that upload's row lock, then sees the new `created_at`) stays."""
@@ -68,8 +71,7 @@ def take_unreferenced(
             {"ids": candidates},
         ).scalars()
     )
-    if with_parts:
-        delete_blob_parts(conn, taken)
+    forget(conn, taken)
     return taken
 
 
