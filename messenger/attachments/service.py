@@ -17,7 +17,6 @@ from messenger.attachments.images import SAFE_IMAGES, SNIFF_BYTES, matches, pict
 from messenger.errors import ErrorCode, MessengerError, invalid, not_found
 from messenger.store.attachments import (
     attachment_row,
-    blob_size,
     describe_image,
     insert_attachment,
     record_blob,
@@ -169,15 +168,12 @@ class Attachments:
             if row["thumbnail_sha256"] is None:
                 raise not_found("that attachment has no thumbnail")
             name = row["name"].rsplit(".", 1)[0] + " (thumbnail).png"
-            return Download(row["thumbnail_sha256"], -1, "image/png", name, True)
+            return Download(row["thumbnail_sha256"], row["thumbnail_size"], "image/png", name, True)
         inline = row["content_type"] in SAFE_IMAGES
         return Download(row["sha256"], row["size"], row["content_type"], row["name"], inline)
 
     def read(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
         return self._store.read(sha256, start, end)
-
-    async def blob_size(self, sha256: str) -> int:
-        return await self._db.read(blob_size, sha256)
 
 
 def _may_see(row: Any, user_id: int, hidden: bool) -> bool:

@@ -133,15 +133,21 @@ def insert_attachment(conn: Connection, values: dict[str, Any]) -> int:
 
 
 def attachment_row(conn: Connection, attachment_id: int) -> RowMapping | None:
-    """The attachment with, when linked, its message's users and state."""
+    """The attachment with, when linked, its message's users and state, and the size
+    of its thumbnail's blob when it has one."""
     statement = (
         select(
             attachments,
             messages.c.sender_id,
             messages.c.recipient_id,
             messages.c.deleted_at,
+            blobs.c.size.label("thumbnail_size"),
         )
-        .select_from(attachments.outerjoin(messages, messages.c.id == attachments.c.message_id))
+        .select_from(
+            attachments.outerjoin(messages, messages.c.id == attachments.c.message_id).outerjoin(
+                blobs, blobs.c.sha256 == attachments.c.thumbnail_sha256
+            )
+        )
         .where(attachments.c.id == attachment_id)
     )
     return conn.execute(statement).mappings().one_or_none()
@@ -221,7 +227,3 @@ def describe_image(
         .where(attachments.c.id == attachment_id)
         .values(width=width, height=height, thumbnail_sha256=thumbnail)
     )
-
-
-def blob_size(conn: Connection, sha256: str) -> int:
-    return int(conn.execute(select(blobs.c.size).where(blobs.c.sha256 == sha256)).scalar_one())

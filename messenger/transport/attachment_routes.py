@@ -65,7 +65,7 @@ class AttachmentRoutes:
         if attachment_id is None:
             raise not_found("no such attachment")
         found = await self._attachments.download(who.user, attachment_id, thumbnail)
-        size = found.size if found.size >= 0 else await self._attachments.blob_size(found.sha256)
+        size = found.size
         etag = f'"{found.sha256}"'
         headers = _headers(found, etag)
         if etag in request.headers.get("If-None-Match", ""):
