@@ -112,6 +112,28 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.search_seconds = Histogram(
+            "messenger_search_seconds",
+            "Time to find a page of search results in the database",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # SQLite's search index (delivery/search_index.py).
+        self.search_unindexed = Gauge(
+            "messenger_search_unindexed_documents",
+            "Messages not yet in the full-text index (searched by a scan meanwhile)",
+            registry=r,
+        )
+        self.search_removed = Counter(
+            "messenger_search_removed_texts_total",
+            "Edited or deleted texts taken out of the full-text index",
+            registry=r,
+        )
+        self.search_merge_steps = Counter(
+            "messenger_search_merge_steps_total",
+            "Merge steps that rewrote full-text segments after a removal",
+            registry=r,
+        )
         self.write_failures = Counter(
             "messenger_write_failures_total", "Write batches that failed", ["code"], registry=r
         )

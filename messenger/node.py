@@ -22,7 +22,9 @@ from messenger.delivery.changes import Windows
 from messenger.delivery.live import LiveHub
 from messenger.delivery.maintenance import Maintenance
 from messenger.delivery.notifier import Notifier
-from messenger.delivery.service import Delivery
+from messenger.delivery.search import Search
+from messenger.delivery.search_index import SearchIndexer
+from messenger.delivery.service import ANSWER_ENVELOPE_BYTES, Delivery
 from messenger.delivery.streams import StreamReader
 from messenger.delivery.typing import Typing
 from messenger.delivery.writer import Writer
@@ -126,6 +128,12 @@ class Node:
             self.hub,
             self.presence,
             self.typing,
+            Search(
+                self.db,
+                self.directory,
+                settings.max_answer_bytes - ANSWER_ENVELOPE_BYTES,
+                self.metrics,
+            ),
             settings.max_answer_bytes,
             settings.max_connections_per_user,
         )
@@ -171,6 +179,7 @@ class Node:
         self.maintenance = Maintenance(
             self.hub, self.pusher, self.accounts, settings.resync_interval, self.writer
         )
+        self.search_indexer = SearchIndexer(self.db, settings.resync_interval, self.metrics)
 
     async def start(self) -> None:
         await self.writer.start()
@@ -193,11 +202,14 @@ class Node:
             self.cluster.start()
         self.presence.start()
         self.maintenance.start()
+        self.search_indexer.start()
 
     async def stop(self) -> None:
         """Answer every send already taken, then close sockets and engines."""
         await self.writer.stop()
         await self.maintenance.stop()
+        # After the writer's last batch: its changes leave the index before the end.
+        await self.search_indexer.stop()
         if self.push_worker is not None:
             await self.push_worker.stop()
         await self.collector.stop()

@@ -15,6 +15,7 @@ from typing import Any, Final, Literal
 import emoji
 
 from messenger.errors import invalid, too_large
+from messenger.text_search import QUERY_MAX_CHARS, TERMS_MAX, Terms, split_query
 
 # Client -> server events.
 SEND: Final = "send"
@@ -32,6 +33,7 @@ REACT: Final = "react"
 UNREACT: Final = "unreact"
 # Both directions: a client says it types; the other user's devices are told.
 TYPING: Final = "typing"
+SEARCH: Final = "search"
 
 # Server -> client events.
 NEW_MESSAGE: Final = "new_message"
@@ -49,6 +51,7 @@ CLIENT_ID_MAX: Final = 64
 MARK_IDS_MAX: Final = 500
 HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX = 50, 100
 SYNC_LIMIT_DEFAULT, SYNC_LIMIT_MAX = 100, 500
+SEARCH_LIMIT_DEFAULT, SEARCH_LIMIT_MAX = 20, 50
 PRESENCE_USERS_MAX: Final = 100
 # Ids are 64-bit signed integers in both databases.
 ID_MAX: Final = 2**63 - 1
@@ -122,6 +125,14 @@ class HistoryQuery:
     with_user: str
     before: int | None
     after: int | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    terms: Terms
+    with_user: str | None
+    before: int | None
     limit: int
 
 
@@ -272,6 +283,28 @@ def parse_history(payload: Any) -> HistoryQuery:
         before=before,
         after=after,
         limit=_limit(data.get("limit"), HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX),
+    )
+
+
+def parse_search(payload: Any) -> SearchQuery:
+    data = _object(payload)
+    query = data.get("query")
+    if not isinstance(query, str):
+        raise invalid("query must be a string")
+    if len(query) > QUERY_MAX_CHARS:
+        raise invalid(f"query is over {QUERY_MAX_CHARS} characters")
+    _require_storable(query, "query")
+    terms = split_query(query)
+    if terms is None:
+        raise invalid("query has no words")
+    if len(terms.long) + len(terms.short) > TERMS_MAX:
+        raise invalid(f"query has over {TERMS_MAX} words")
+    with_user = data.get("with")
+    return SearchQuery(
+        terms=terms,
+        with_user=None if with_user is None else normalize_username(with_user, "with"),
+        before=_optional_id(data.get("before"), "before"),
+        limit=_limit(data.get("limit"), SEARCH_LIMIT_DEFAULT, SEARCH_LIMIT_MAX),
     )
 
 

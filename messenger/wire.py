@@ -10,7 +10,7 @@ values, shared by the writer (live pushes) and the stream reader (backlogs and
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, NotRequired, TypedDict, cast, overload
@@ -164,6 +164,17 @@ class HistoryAnswer(TypedDict):
     has_more: bool
 
 
+class SearchResult(TypedDict):
+    message: Message
+    # The body around the first hit, hits between U+0002 and U+0003 (3.10).
+    snippet: str
+
+
+class SearchAnswer(TypedDict):
+    results: list[SearchResult]
+    has_more: bool
+
+
 class SyncAnswer(TypedDict):
     events: list[SyncEntry]
     cursor: int
@@ -228,6 +239,18 @@ class StreamItem(NamedTuple):
     seq: int
     event: str
     data: StreamEvent
+
+
+def fitting_count(entries: Sequence[Any], max_bytes: int) -> int:
+    """How many of `entries`, from the first, fit in an answer of at most `max_bytes`
+    (always one at least, so a client can move on). Measured as the JSON they are sent
+    as, ASCII only, so characters are bytes."""
+    total = 0
+    for count, entry in enumerate(entries):
+        total += len(to_compact_json(entry)) + 1  # and its comma
+        if total > max_bytes:
+            return max(count, 1)
+    return len(entries)
 
 
 def utc_now() -> datetime:

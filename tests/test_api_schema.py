@@ -46,6 +46,7 @@ from messenger.config import Settings
 from messenger.errors import ErrorCode
 from messenger.push.addresses import URL_MAX
 from messenger.push.subscriptions import KINDS, LABEL_MAX, SUBSCRIPTIONS_MAX
+from messenger.text_search import QUERY_MAX_CHARS
 from messenger.transport.rest import MAX_REQUEST_BYTES
 from messenger.transport.web import WEB_DIR
 from messenger.wire import AttachmentRef
@@ -486,6 +487,7 @@ def provoke_every_status(
     api.expect(401, "GET", history, path_parameters={"username": BOB})
     api.expect(403, "GET", history, token=token, headers=origin, path_parameters={"username": BOB})
 
+    provoke_search(api, token)
     provoke_attachments(api, tokens, carol, socket)
     provoke_settings(api, token)
     other_session_subscription = provoke_push(api, tokens, push)
@@ -915,6 +917,14 @@ def probe_documented_limits(api: Conformance, token: str) -> None:
     for (method, path), _op in sorted(api.operations.items()):
         documented = api.document["paths"][path][method.lower()]
         path_parameters = {"username": BOB} if "{username}" in path else None
+        # Required query parameters (search's `q`) at their documented example.
+        required = {
+            parameter["name"]: parameter["example"]
+            for parameter in map(
+                lambda ref: dereference(api.document, ref), documented.get("parameters", [])
+            )
+            if parameter["in"] == "query" and parameter.get("required")
+        }
         for reference in documented.get("parameters", []):
             parameter = dereference(api.document, reference)
             schema = dereference(api.document, parameter["schema"])
@@ -929,7 +939,7 @@ def probe_documented_limits(api: Conformance, token: str) -> None:
                     path,
                     token=token,
                     path_parameters=path_parameters,
-                    query={name: value},
+                    query={**required, name: value},
                 )
                 probed += 1
     password = api.document["components"]["schemas"]["Password"]
@@ -960,6 +970,7 @@ def fuzz_every_operation(api: Conformance, token: str) -> None:
         ("POST", "/api/v1/sessions"),
         ("GET", "/api/v1/conversations"),
         ("GET", "/api/v1/conversations/{username}/messages"),
+        ("GET", "/api/v1/search"),
         ("PUT", "/api/v1/users/me/settings"),
         ("POST", SUBSCRIPTIONS),
         ("DELETE", SUBSCRIPTION),
@@ -1062,6 +1073,30 @@ async def test_server_answers_as_openapi_documents(
     await asyncio.to_thread(fuzz_every_operation, api, token)
 
 
+def provoke_search(api: Conformance, token: str) -> None:
+    """GET /api/v1/search: found by its current (edited) text, narrowed and paged;
+    every refusal."""
+    search, origin = "/api/v1/search", {"Origin": FOREIGN}
+    found = api.expect(200, "GET", search, token=token, query={"q": "EDITED"}).json()
+    assert [r["message"]["body"] for r in found["results"]] == ["again, edited"], found
+    assert "\u0002edited\u0003" in found["results"][0]["snippet"], found
+    only_bob = {"q": "edited", "with": "Bob@Example.com", "limit": 50}
+    api.expect(200, "GET", search, token=token, query=only_bob)
+    older = {"q": "edited", "before": found["results"][0]["message"]["id"]}
+    assert api.expect(200, "GET", search, token=token, query=older).json()["results"] == []
+    for query in (
+        {"q": ""},
+        {"q": "x" * (QUERY_MAX_CHARS + 1)},
+        {"q": "ok", "limit": 51},
+        {"q": "ok", "with": ANN},
+        {"q": "ok", "before": 0},
+    ):
+        api.expect(400, "GET", search, token=token, query=query)
+    api.expect(404, "GET", search, token=token, query={"q": "ok", "with": "nobody@example.com"})
+    api.expect(401, "GET", search, query={"q": "ok"})
+    api.expect(403, "GET", search, token=token, headers=origin, query={"q": "ok"})
+
+
 def fetch_with_long_ranges(api: Conformance, token: str) -> None:
     """A file fetched with ranges whose numbers are written with 5000 digits: header
     values aiohttp accepts (8 KiB), meaning the same as shorter ones."""
@@ -1108,6 +1143,7 @@ CLIENT_EVENTS = [
     protocol.REACT,
     protocol.UNREACT,
     protocol.TYPING,
+    protocol.SEARCH,
 ]
 # `typing` goes both ways: a client's event and the server's, one name.
 SERVER_EVENTS = [
@@ -1201,6 +1237,10 @@ def test_asyncapi_limits_are_the_servers() -> None:
     history_limit = props["HistoryPayload"]["limit"]["oneOf"][0]
     assert history_limit["maximum"] == protocol.HISTORY_LIMIT_MAX
     assert history_limit["default"] == protocol.HISTORY_LIMIT_DEFAULT
+    search_limit = props["SearchPayload"]["limit"]["oneOf"][0]
+    assert search_limit["maximum"] == protocol.SEARCH_LIMIT_MAX
+    assert search_limit["default"] == protocol.SEARCH_LIMIT_DEFAULT
+    assert props["SearchPayload"]["query"]["maxLength"] == QUERY_MAX_CHARS
     sync_limit = props["SyncPayload"]["limit"]["oneOf"][0]
     assert sync_limit["maximum"] == protocol.SYNC_LIMIT_MAX
     assert sync_limit["default"] == protocol.SYNC_LIMIT_DEFAULT
@@ -1402,6 +1442,10 @@ REFUSED: list[tuple[str, Any]] = [
     (protocol.UNREACT, {"id": str(NO_SUCH_ID), "emoji": "\N{THUMBS UP SIGN}"}),
     (protocol.TYPING, {"to": "bob@example.com", "state": "yes"}),
     (protocol.TYPING, {"state": True}),
+    (protocol.SEARCH, {"query": ""}),
+    (protocol.SEARCH, {"query": "x" * (QUERY_MAX_CHARS + 1)}),
+    (protocol.SEARCH, {"query": "ok", "limit": protocol.SEARCH_LIMIT_MAX + 1}),
+    (protocol.SEARCH, {"query": "ok", "before": 0}),
 ]
 ACCEPTED: list[tuple[str, Any]] = [
     (protocol.SEND, {"to": "Bob@Example.com", "body": "hi", "client_id": "c-9", "extra": 1}),
@@ -1447,6 +1491,7 @@ ACCEPTED: list[tuple[str, Any]] = [
         },
     ),
     (protocol.TYPING, {"to": "BOB@example.com", "state": False}),
+    (protocol.SEARCH, {"query": "hi", "with": "Bob@Example.com", "before": None, "limit": 50}),
 ]
 
 

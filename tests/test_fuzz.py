@@ -62,6 +62,7 @@ EVENTS = [
     "react",
     "unreact",
     "typing",
+    "search",
 ]
 # Names Socket.IO reserves: a client emitting them gets no acknowledgement by design
 # (test_bad_input covers them).
@@ -84,12 +85,14 @@ ALLOWED_CODES: dict[str, set[str]] = {
     "react": {"invalid", "not_found"},
     "unreact": {"invalid", "not_found"},
     "typing": {"invalid", "not_found"},
+    "search": {"invalid", "not_found"},
 }
 OK_KEYS: dict[str, set[str]] = {
     "delivered": {"ok", "updated"},
     "read": {"ok", "updated"},
     "history": {"ok", "messages", "has_more"},
     "sync": {"ok", "events", "cursor", "has_more"},
+    "search": {"ok", "results", "has_more"},
     "presence": {"ok", "users"},
     "block": {"ok"},
     "unblock": {"ok"},
@@ -277,7 +280,10 @@ def event_payloads(scene: Scene, foreign: int) -> st.SearchStrategy[tuple[str, l
         ),
         st.builds(lambda n: [scene.ids[0]] * n, st.sampled_from([499, 500, 501, 1000])),
     )
-    message_ids = field_value(st.sampled_from([foreign, 10**12]), huge_ints)
+    # Never one of the scene's own messages (ids start at 1 in a new database).
+    message_ids = field_value(
+        st.sampled_from([foreign, 10**12]), huge_ints.filter(lambda v: v not in scene.ids)
+    )
     emojis = field_value(st.sampled_from(["👍", "👍🏽", "👨‍👩‍👧", "🇫🇷", "1️⃣", "👍👍", "a"]))
     states = field_value(st.booleans())
     cursors = field_value(st.integers(-5, 50), huge_ints)
@@ -326,6 +332,12 @@ def event_payloads(scene: Scene, foreign: int) -> st.SearchStrategy[tuple[str, l
         "react": shaped(id=message_ids, emoji=emojis),
         "unreact": shaped(id=message_ids, emoji=emojis),
         "typing": shaped(to=recipients, state=states),
+        "search": shaped(
+            query=field_value(bodies | st.sampled_from(["hello", "é 東京", "x" * 256, "a b"])),
+            **{"with": users},
+            before=cursors,
+            limit=limits,
+        ),
     }
     unknown = (
         any_text | nasty_text | st.sampled_from(["Send", "SEND", "send ", "message"])
@@ -625,7 +637,7 @@ def as_text(value: Any) -> str:
 
 
 def query_strings() -> st.SearchStrategy[str]:
-    keys = st.sampled_from(["before", "after", "limit", "with", "x", ""]) | any_text
+    keys = st.sampled_from(["before", "after", "limit", "with", "q", "x", ""]) | any_text
     values = (
         st.integers(-(2**70), 2**70).map(str)
         | huge_ints.map(str)
@@ -721,6 +733,7 @@ def http_cases(me: Account, existing: list[str]) -> st.SearchStrategy[HttpCase]:
         st.sampled_from(["GET", "GET", "GET", "DELETE", "POST"]),
         st.one_of(
             st.just("/api/v1/conversations"),
+            st.just("/api/v1/search"),
             st.one_of(names, any_text, nasty_text).map(
                 lambda u: f"/api/v1/conversations/{encode(as_text(u))}/messages"
             ),
@@ -769,6 +782,9 @@ def check_http_answer(case: HttpCase, status: int, content_type: str, body: Any)
         if case.path.startswith("/api/v1/conversations"):
             ok = isinstance(body, dict) and set(body) == {"conversations"}
             return None if ok else "conversations shape"
+        if case.path.startswith("/api/v1/search?") and case.method == "GET":
+            ok = isinstance(body, dict) and set(body) == {"results", "has_more"}
+            return None if ok else "search shape"
         if case.path == "/api/v1/users" and status == 201:
             ok = isinstance(body, dict) and set(body) == {"user"}
             return None if ok else "register shape"
@@ -847,6 +863,9 @@ async def test_fuzz_http_routes(
             assert users == start["users"], "users changed"
             assert sorted(row[1] for row in after["users"] if row[1] in created) == sorted(created)
             assert all(row[2] == 0 for row in after["users"] if row[1] in created)
+            # A created user's settings row is new too: compare the others' only.
+            known = {row[0] for row in start["users"]}
+            after["settings"] = [row for row in after["settings"] if row[0] in known]
             rest = {k: v for k, v in after.items() if k != "users"}
             assert rest == {k: v for k, v in start.items() if k != "users"}, (
                 f"stored data changed: {checksum(start)} -> {checksum(after)}"

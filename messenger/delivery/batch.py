@@ -35,6 +35,7 @@ from messenger.store.message_changes import lock_messages, private_readers, repl
 from messenger.store.message_views import extras_of
 from messenger.store.messages import insert_messages, mark_status, messages_by_client_ids
 from messenger.store.models import EVENT_NEW_MESSAGE, EVENT_RECEIPT
+from messenger.store.search import index_documents
 from messenger.store.streams import advance_stream_heads, insert_stream_events
 from messenger.store.users import touch_last_seen
 from messenger.wire import (
@@ -240,6 +241,7 @@ def _insert_messages(
         for (_, s), (_, recipient_seq) in zip(new_sends, seqs, strict=True)
     ]
     ids = insert_messages(conn, rows)
+    index_documents(conn, zip(ids, (send.body for _, send in new_sends), strict=True))
     link_attachments(
         conn,
         [

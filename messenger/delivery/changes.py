@@ -44,6 +44,7 @@ from messenger.store.message_changes import (
 )
 from messenger.store.message_views import extras_of, message_rows
 from messenger.store.models import EVENT_MESSAGE_UPDATED
+from messenger.store.search import change_documents
 from messenger.store.users import usernames
 from messenger.wire import Message, StreamItem, UserRef, message_dict, message_updated_item
 
@@ -293,6 +294,7 @@ def _write(
             added += [(mid, user, emoji) for user, emoji in target.reactions - reactions_before]
             removed += [(mid, user, emoji) for user, emoji in reactions_before - target.reactions]
         hidden += [(user, mid) for user in sorted(target.hidden_for - hidden_before)]
+    change_documents(conn, edited, wiped)
     apply_edits(conn, edited, now)
     wipe_messages(conn, wiped, now)
     remove_reactions(conn, removed)

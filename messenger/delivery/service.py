@@ -18,6 +18,7 @@ from messenger import protocol
 from messenger.cluster.presence import Presence
 from messenger.delivery.batch import SendResult
 from messenger.delivery.live import LiveConnection, LiveHub
+from messenger.delivery.search import Search
 from messenger.delivery.streams import StreamReader
 from messenger.delivery.typing import Typing
 from messenger.delivery.writer import Writer
@@ -26,6 +27,7 @@ from messenger.errors import ErrorCode, MessengerError, invalid, not_found
 from messenger.protocol import (
     ChangeCommand,
     HistoryQuery,
+    SearchQuery,
     SendCommand,
     SettingsChange,
     SyncQuery,
@@ -42,16 +44,17 @@ from messenger.wire import (
     HistoryAnswer,
     Message,
     PresenceAnswer,
+    SearchAnswer,
     Seen,
     SettingsAnswer,
     SyncAnswer,
     SyncEntry,
     UserRef,
+    fitting_count,
     format_time,
     formatted,
     message_dict,
     sync_entry,
-    to_compact_json,
     utc_now,
 )
 
@@ -82,6 +85,7 @@ class Delivery:
         hub: LiveHub,
         presence: Presence,
         typing: Typing,
+        search: Search,
         max_answer_bytes: int,
         max_connections_per_user: int,
     ) -> None:
@@ -94,6 +98,7 @@ class Delivery:
         self._typing = typing
         self._answer_bytes = max_answer_bytes - ANSWER_ENVELOPE_BYTES
         self._max_connections = max_connections_per_user
+        self._search = search
 
     # -- connections --------------------------------------------------------------
 
@@ -240,6 +245,10 @@ class Delivery:
             messages.reverse()
         return {"messages": messages, "has_more": has_more}
 
+    async def search(self, user: UserRef, query: SearchQuery) -> SearchAnswer:
+        """The user's messages that match (docs/protocol.md 3.10)."""
+        return await self._search.search(user, query)
+
     async def sync(self, user: UserRef, query: SyncQuery) -> SyncAnswer:
         head = await self._reader.head(user.id)
         if query.after > head:
@@ -255,15 +264,8 @@ class Delivery:
         }
 
     def _fitting(self, entries: Sequence[Message | SyncEntry]) -> int:
-        """How many of `entries`, from the first, fit in an answer of at most
-        `max_answer_bytes` (always one at least, so a client can move on). Measured as
-        the JSON they are sent as, ASCII only, so characters are bytes."""
-        total = 0
-        for count, entry in enumerate(entries):
-            total += len(to_compact_json(entry)) + 1  # and its comma
-            if total > self._answer_bytes:
-                return max(count, 1)
-        return len(entries)
+        """How many of `entries` fit in one answer (`wire.fitting_count`)."""
+        return fitting_count(entries, self._answer_bytes)
 
     async def block(self, user: UserRef, username: str) -> None:
         target = await self._peer(user, username)

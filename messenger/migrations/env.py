@@ -19,6 +19,16 @@ if config.config_file_name is not None:
 
 target_metadata = Base.metadata
 
+# The search index lives outside the models (migration 0006): SQLite's FTS5 tables and
+# their documents, PostgreSQL's expression indexes. Autogenerate must leave them be.
+SEARCH_PREFIXES = ("search_", "ix_messages_search_")
+
+
+def include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    return not (reflected and name is not None and name.startswith(SEARCH_PREFIXES))
+
 
 def database_url() -> str:
     url = config.attributes.get("database_url")
@@ -31,6 +41,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=True,
+        include_object=include_object,
         dialect_opts={"paramstyle": "named"},
     )
     with context.begin_transaction():
@@ -43,6 +54,7 @@ def do_run_migrations(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=True,
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -168,6 +168,7 @@ class RestApi:
             web.delete("/api/v1/sessions/current", self.logout),
             web.get("/api/v1/conversations", self.conversations),
             web.get("/api/v1/conversations/{username}/messages", self.messages),
+            web.get("/api/v1/search", self.search),
             web.get("/api/v1/push/vapid", self.vapid),
             web.post("/api/v1/push/subscriptions", self.subscribe),
             web.get("/api/v1/push/subscriptions", self.subscriptions),
@@ -260,6 +261,18 @@ class RestApi:
             }
         )
         return web.json_response(await self._delivery.history(who.user, query))
+
+    async def search(self, request: web.Request) -> web.Response:
+        who = await self._authenticated(request)
+        query = protocol.parse_search(
+            {
+                "query": request.query.get("q"),
+                "with": request.query.get("with"),
+                "before": _int_param(request, "before"),
+                "limit": _int_param(request, "limit"),
+            }
+        )
+        return web.json_response(await self._delivery.search(who.user, query))
 
     async def vapid(self, _request: web.Request) -> web.Response:
         return web.json_response({"public_key": self._push.public_key})

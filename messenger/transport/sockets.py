@@ -32,7 +32,7 @@ from messenger.transport.client_address import UNKNOWN, ClientAddresses
 from messenger.transport.client_log import ClientLog
 from messenger.transport.overrides.session_server import CATCH_ALL
 from messenger.transport.server import NAMESPACE, connect_error_data
-from messenger.wire import HistoryAnswer, PresenceAnswer, SyncAnswer
+from messenger.wire import HistoryAnswer, PresenceAnswer, SearchAnswer, SyncAnswer
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class SocketHandlers:
             protocol.REACT: self._react,
             protocol.UNREACT: self._unreact,
             protocol.TYPING: self._typing,
+            protocol.SEARCH: self._search,
         }
         for name, handler in commands.items():
             sio.on(name, self._wrap(handler), namespace=NAMESPACE)
@@ -276,6 +277,9 @@ class SocketHandlers:
 
     async def _history(self, conn: LiveConnection, payload: Any) -> HistoryAnswer:
         return await self._delivery.history(conn.user, protocol.parse_history(payload))
+
+    async def _search(self, conn: LiveConnection, payload: Any) -> SearchAnswer:
+        return await self._delivery.search(conn.user, protocol.parse_search(payload))
 
     async def _sync(self, conn: LiveConnection, payload: Any) -> SyncAnswer:
         return await self._delivery.sync(conn.user, protocol.parse_sync(payload))
