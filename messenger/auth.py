@@ -12,20 +12,25 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from messenger.errors import ErrorCode, MessengerError
+from messenger.errors import ErrorCode, MessengerError, forbidden
 from messenger.hashing import HashPool
 from messenger.ratelimit import Throttled
+from messenger.store.accounts import user_by_id
 from messenger.store.db import Database
 from messenger.store.tokens import insert_token, live_token, live_token_ids, revoke_token
 from messenger.store.users import insert_user, replace_password_hash, user_by_name
+from messenger.token_use import TokenUse
 from messenger.wire import UserRef, utc_now
 
 # Weight of the newest verify in the running estimate of a verify at the current cost.
 VERIFY_ESTIMATE_WEIGHT = 0.2
 # The pool of an `Accounts` made without one (`messenger user add`, test helpers).
 OWN_POOL_WORKERS, OWN_POOL_QUEUE = 1, 64
+# What a session keeps of its login's User-Agent and client address (the columns).
+USER_AGENT_MAX, ADDRESS_MAX = 256, 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,8 @@ class Accounts:
         # How long a verify at the current cost takes, kept up to date by each one:
         # every failed login lasts at least this long (see `_level`).
         self._verify_seconds = 0.0
+        # When each token was last used, written in the background (`GET /sessions`).
+        self.token_use = TokenUse(db)
 
     async def prepare(self) -> str:
         """Make the decoy hash and time the current cost, in the pool: at start, so the
@@ -97,25 +104,68 @@ class Accounts:
             raise _taken() from None
         return UserRef(user_id, username)
 
-    async def login(self, username: str, password: str) -> Session:
-        decoy = self._decoy_hash or await self.prepare()
+    async def login(
+        self,
+        username: str,
+        password: str,
+        user_agent: str | None = None,
+        address: str | None = None,
+    ) -> Session:
+        """A new session; a removed account fails exactly as an unknown name does, and
+        a disabled one, given its right password, `forbidden`."""
         row = await self._db.read(user_by_name, username)
-        stored = row["password_hash"] if row is not None else decoy
-        matches, seconds = await self.pool.run(self._check, stored, password)
-        current = not self._needs_rehash(stored)
-        if current:
-            self._verify_seconds += VERIFY_ESTIMATE_WEIGHT * (seconds - self._verify_seconds)
-        if row is None or not matches:
-            await self._level(seconds)
-            raise MessengerError(ErrorCode.BAD_CREDENTIALS, "wrong username or password")
+        if row is not None and row["deleted_at"] is not None:
+            row = None
+        stored = await self._verified(row, password, "wrong username or password")
+        assert row is not None
         user = UserRef(row["id"], row["username"])
-        if not current:
+        if row["disabled_at"] is not None:
+            raise forbidden("this account is disabled")
+        if self._needs_rehash(stored):
             await self._rehash(user.id, stored, password)
         token = secrets.token_urlsafe(32)
         now = utc_now()
         expires_at = now + self._ttl
-        token_id = await self._db.write(insert_token, user.id, hash_token(token), now, expires_at)
+        token_id = await self._db.write(
+            insert_token,
+            user.id,
+            hash_token(token),
+            now,
+            expires_at,
+            printable(user_agent, USER_AGENT_MAX),
+            printable(address, ADDRESS_MAX),
+        )
+        self.token_use.written(token_id)
         return Session(token, token_id, expires_at, user)
+
+    async def verify(self, user_id: int, password: str) -> str:
+        """The user's stored hash, if `password` is theirs; else `bad_credentials`,
+        padded like a failed login."""
+        row = await self._db.read(user_by_id, user_id)
+        if row is not None and row["deleted_at"] is not None:
+            row = None
+        return await self._verified(row, password, "wrong password")
+
+    async def hash_password(self, password: str) -> str:
+        """A new hash at the current cost, in the pool."""
+        return await self.pool.run(self._hasher.hash, password)
+
+    async def close(self) -> None:
+        """Finish the background writes (before the database closes)."""
+        await self.token_use.close()
+
+    async def _verified(self, row: RowMapping | None, password: str, failure: str) -> str:
+        """Check `password` against the row's hash (the decoy's when there is no row);
+        the hash when it matches, else `bad_credentials` after `_level`."""
+        decoy = self._decoy_hash or await self.prepare()
+        stored = row["password_hash"] if row is not None else decoy
+        matches, seconds = await self.pool.run(self._check, stored, password)
+        if not self._needs_rehash(stored):
+            self._verify_seconds += VERIFY_ESTIMATE_WEIGHT * (seconds - self._verify_seconds)
+        if row is None or not matches:
+            await self._level(seconds)
+            raise MessengerError(ErrorCode.BAD_CREDENTIALS, failure)
+        return str(stored)
 
     async def authenticate(self, token: object) -> Authenticated:
         """The user a bearer token belongs to, or `unauthorized`."""
@@ -126,6 +176,7 @@ class Accounts:
         row = await self._db.read(live_token, hash_token(token), utc_now())
         if row is None:
             raise MessengerError(ErrorCode.UNAUTHORIZED, "the token is unknown, expired or revoked")
+        self.token_use.used(row["token_id"])
         return Authenticated(row["token_id"], UserRef(row["id"], row["username"]))
 
     async def revoke(self, token_id: int) -> None:
@@ -170,6 +221,15 @@ class Accounts:
         except (VerificationError, InvalidHashError):
             matches = False
         return matches, time.perf_counter() - started
+
+
+def printable(value: str | None, most: int) -> str | None:
+    """`value` without control or unprintable characters, cut to `most`; None when
+    nothing is left (a header is whatever the client sent)."""
+    if value is None:
+        return None
+    kept = "".join(char for char in value[: 4 * most] if char.isprintable())[:most].strip()
+    return kept or None
 
 
 def _taken() -> MessengerError:

@@ -1,4 +1,5 @@
-"""`messenger serve | db upgrade | user add | chat`: parse the command line, then hand over."""
+"""`messenger serve | db upgrade | user add|list|disable|enable|reset-password|delete | chat`:
+parse the command line, then hand over."""
 
 from __future__ import annotations
 
@@ -50,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
-    _database_flag(add)
+    from messenger import user_admin
+
+    user_admin.add_arguments(user_commands)
+    for command in user_commands.choices.values():
+        _database_flag(command)
 
     from messenger import chat
 
@@ -89,7 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "db":
         _upgrade(settings)
         return 0
-    return add_user(settings, args.name, args.password_stdin)
+    if args.user_command == "add":
+        return add_user(settings, args.name, args.password_stdin)
+    from messenger import user_admin
+
+    return user_admin.run(settings, args)
 
 
 def _upgrade(settings: Settings) -> None:

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
+from messenger.accounts_service import AccountService
 from messenger.attachments.blobs import open_blob_store
 from messenger.attachments.collector import Collector
 from messenger.attachments.service import Attachments
@@ -34,6 +35,7 @@ from messenger.metrics import Metrics
 from messenger.push.subscriptions import PushSubscriptions
 from messenger.push.worker import PushSettings, PushWorker
 from messenger.store.db import open_database
+from messenger.transport.account_routes import AccountRoutes
 from messenger.transport.attachment_routes import AttachmentRoutes
 from messenger.transport.client_address import ClientAddresses
 from messenger.transport.origins import engineio_origin_check
@@ -167,6 +169,12 @@ class Node:
             self.db, self.blob_store, settings.max_attachment, settings.attachment_quota
         )
         self.app.add_routes(AttachmentRoutes(self.attachments, rest.authenticated).routes())
+        # Password changes, sessions, removal and export; what they end is dropped on
+        # every node, as a logout is.
+        self.account_service = AccountService(
+            self.db, self.accounts, self.notifier.revoke, settings.login_burst
+        )
+        self.app.add_routes(AccountRoutes(self.account_service, rest.authenticated).routes())
         self.collector = Collector(
             self.db,
             self.blob_store,
@@ -221,6 +229,7 @@ class Node:
             await self.cluster.stop()
         await self.presence.stop()
         self.hash_pool.close()
+        await self.accounts.close()
         await self.db.dispose()
 
     async def _close_sockets(self) -> None:

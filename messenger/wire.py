@@ -153,6 +153,17 @@ class SettingsAnswer(TypedDict):
     read_receipts: bool
 
 
+class SessionInfo(TypedDict):
+    """A live session of the user (`GET /api/v1/sessions`): never its token."""
+
+    id: int
+    created_at: str
+    last_used_at: str | None
+    user_agent: str | None
+    address: str | None
+    current: bool
+
+
 class MarkAnswer(TypedDict):
     """`delivered` / `read`: how many messages changed status."""
 
@@ -192,8 +203,11 @@ class PresenceAnswer(TypedDict):
     users: dict[str, Seen]
 
 
-Conversation = TypedDict("Conversation", {"with": str, "last_message": Message, "unread": int})
-"""An element of `GET /api/conversations`: a peer, the newest message, how many unread."""
+Conversation = TypedDict(
+    "Conversation", {"with": str, "last_message": Message, "unread": int, "removed": bool}
+)
+"""An element of `GET /api/conversations`: a peer, the newest message, how many unread,
+and whether the peer removed their account."""
 
 
 class ConversationsAnswer(TypedDict):

@@ -44,6 +44,7 @@ from messenger import protocol
 from messenger.attachments.service import CONTENT_TYPE, NAME_MAX, Uploaded
 from messenger.config import Settings
 from messenger.errors import ErrorCode
+from messenger.node import Node
 from messenger.push.addresses import URL_MAX
 from messenger.push.subscriptions import KINDS, LABEL_MAX, SUBSCRIPTIONS_MAX
 from messenger.text_search import QUERY_MAX_CHARS
@@ -491,6 +492,7 @@ def provoke_every_status(
     provoke_attachments(api, tokens, carol, socket)
     provoke_settings(api, token)
     other_session_subscription = provoke_push(api, tokens, push)
+    provoke_accounts(api, tokens, socket)
 
     # GET /healthz, /metrics, /, /static/{name}, /sw.js
     api.expect(200, "GET", "/healthz")
@@ -574,6 +576,120 @@ def provoke_settings(api: Conformance, token: str) -> None:
     api.expect(403, "PUT", settings, token=token, headers=origin, body={"read_receipts": True})
     assert api.expect(200, "GET", settings, token=token).json() == {"read_receipts": False}
     api.expect(200, "PUT", settings, token=token, body={"read_receipts": True})
+
+
+ACCOUNT = "/api/v1/users/me"
+ACCOUNT_PASSWORD = "/api/v1/users/me/password"
+EXPORT = "/api/v1/users/me/export"
+SESSIONS = "/api/v1/sessions"
+SESSION = "/api/v1/sessions/{id}"
+
+
+def provoke_accounts(api: Conformance, tokens: Tokens, socket: Socket) -> None:
+    """The account and session routes (docs/protocol.md 2): every documented status.
+    What would end ann's sessions is done by users of its own (dora, erin)."""
+    token, origin = tokens.ann, {"Origin": FOREIGN}
+    big = b" " * (MAX_REQUEST_BYTES + 1)
+
+    def new_user(name: str, sessions: int) -> list[str]:
+        credentials = {"username": name, "password": PASSWORD}
+        api.expect(201, "POST", "/api/v1/users", body=credentials)
+        return [
+            api.expect(201, "POST", SESSIONS, body=credentials).json()["token"]
+            for _ in range(sessions)
+        ]
+
+    # PUT /api/v1/users/me/password: dora's other session ends, the calling one stays.
+    dora, dora_other = new_user("dora@example.com", 2)
+    bearer = {"Authorization": f"Bearer {dora}"}
+    for body in ({"current": PASSWORD, "new": "short"}, {"current": PASSWORD}, {"new": PASSWORD}):
+        api.expect(400, "PUT", ACCOUNT_PASSWORD, token=dora, body=body)
+    api.raw(400, "PUT", ACCOUNT_PASSWORD, ACCOUNT_PASSWORD, headers=bearer, data=b"not json")
+    api.raw(413, "PUT", ACCOUNT_PASSWORD, ACCOUNT_PASSWORD, headers=bearer, data=big)
+    change = {"current": PASSWORD, "new": "a new long passphrase"}
+    wrong = {"current": "not the password", "new": "a new long passphrase"}
+    api.expect(401, "PUT", ACCOUNT_PASSWORD, token=dora, body=wrong)
+    api.expect(401, "PUT", ACCOUNT_PASSWORD, body=change)
+    api.expect(401, "PUT", ACCOUNT_PASSWORD, token="not-a-token", body=change)
+    api.expect(403, "PUT", ACCOUNT_PASSWORD, token=dora, headers=origin, body=change)
+    api.expect(204, "PUT", ACCOUNT_PASSWORD, token=dora, body=change)
+    api.expect(401, "GET", SESSIONS, token=dora_other)
+    mine = api.expect(200, "GET", SESSIONS, token=dora).json()["sessions"]
+    assert [s["current"] for s in mine] == [True], mine
+    # Password checks of a user are limited like logins (the right one counts too).
+
+    def attempt() -> int:
+        built = api.operation("PUT", ACCOUNT_PASSWORD).Case(body=wrong)
+        response = built.call(base_url=api.base_url, session=api.session, headers=bearer)
+        built.validate_response(response, checks=CHECKS, headers=bearer)
+        api.seen.add(("PUT", ACCOUNT_PASSWORD, response.status_code))
+        return int(response.status_code)
+
+    statuses = [attempt() for _ in range(15)]
+    assert 429 in statuses and set(statuses[: statuses.index(429)]) <= {401}, statuses
+
+    # GET /api/v1/sessions, DELETE /api/v1/sessions/{id}: ann's, newest first.
+    third = api.expect(201, "POST", SESSIONS, body={"username": ANN, "password": PASSWORD})
+    listed = api.expect(200, "GET", SESSIONS, token=token).json()["sessions"]
+    assert [s["current"] for s in listed] == [False, False, True], listed
+    newest, own = listed[0]["id"], listed[-1]["id"]
+    api.expect(404, "DELETE", SESSION, token=tokens.bob, path_parameters={"id": newest})
+    api.expect(204, "DELETE", SESSION, token=token, path_parameters={"id": newest})
+    api.expect(401, "GET", SESSIONS, token=third.json()["token"])
+    api.expect(404, "DELETE", SESSION, token=token, path_parameters={"id": newest})
+    for beyond in (protocol.ID_MAX, protocol.ID_MAX + 1, 10**30):
+        api.expect(404, "DELETE", SESSION, token=token, path_parameters={"id": beyond})
+    for method, path, case in (
+        ("GET", SESSIONS, {}),
+        ("DELETE", SESSION, {"path_parameters": {"id": own}}),
+        ("GET", EXPORT, {}),
+    ):
+        api.expect(401, method, path, **case)
+        api.expect(401, method, path, token="not-a-token", **case)
+        api.expect(403, method, path, token=token, headers=origin, **case)
+
+    # DELETE /api/v1/users/me: erin leaves; dora, out of password checks, may not.
+    (erin,) = new_user("erin@example.com", 1)
+    bearer = {"Authorization": f"Bearer {erin}"}
+    api.expect(400, "DELETE", ACCOUNT, token=erin, body={})
+    api.expect(400, "DELETE", ACCOUNT, token=erin, body={"password": "short"})
+    api.raw(400, "DELETE", ACCOUNT, ACCOUNT, headers=bearer, data=b"not json")
+    api.raw(413, "DELETE", ACCOUNT, ACCOUNT, headers=bearer, data=big)
+    api.expect(401, "DELETE", ACCOUNT, token=erin, body={"password": "not the password"})
+    api.expect(401, "DELETE", ACCOUNT, body={"password": PASSWORD})
+    api.expect(403, "DELETE", ACCOUNT, token=erin, headers=origin, body={"password": PASSWORD})
+    api.expect(429, "DELETE", ACCOUNT, token=dora, body={"password": "a new long passphrase"})
+    api.expect(204, "DELETE", ACCOUNT, token=erin, body={"password": PASSWORD})
+    api.expect(401, "GET", SESSIONS, token=erin)
+    api.expect(
+        409, "POST", "/api/v1/users", body={"username": "erin@example.com", "password": PASSWORD}
+    )
+
+    # GET /api/v1/users/me/export: ann's (bob's reply she hid shows `hidden`); one at
+    # a time per user, so a second while one runs is 429.
+    exported = api.expect(200, "GET", EXPORT, token=token)
+    disposition = header(exported, "Content-Disposition")
+    assert disposition == f'attachment; filename="messenger-export-{ANN}.json"', disposition
+    document = exported.json()
+    assert document["user"]["username"] == ANN
+    assert [m.get("hidden", False) for m in document["messages"]].count(True) == 1, document
+    assert token.encode() not in exported.content
+    assert socket.node is not None
+    node = socket.node
+
+    async def running_export() -> Any:
+        who = await node.accounts.authenticate(token)
+        held = node.account_service.export(who)
+        await held.__aenter__()
+        return held
+
+    held = asyncio.run_coroutine_threadsafe(running_export(), socket.loop).result(timeout=30)
+    try:
+        api.expect(429, "GET", EXPORT, token=token)
+    finally:
+        done = held.__aexit__(None, None, None)
+        asyncio.run_coroutine_threadsafe(done, socket.loop).result(timeout=30)
+    api.expect(200, "GET", EXPORT, token=token)
 
 
 @dataclass(frozen=True)
@@ -749,6 +865,8 @@ class Socket:
     device: Device
     loop: asyncio.AbstractEventLoop
     document: dict[str, Any]
+    # The node behind it, for what only the node can set up (an export under way).
+    node: Node | None = None
 
     def call(self, event: str, payload: Any) -> Any:
         answer = validated_call(self.document, self.device, event, payload)
@@ -961,6 +1079,8 @@ def fuzz_every_operation(api: Conformance, token: str) -> None:
     for method, path in sorted(api.operations):
         if (method, path) == ("DELETE", "/api/v1/sessions/current"):
             continue  # no input to vary; it would revoke the token the others use
+        if (method, path) == ("DELETE", SESSION):
+            continue  # small ids name the sessions the others use
         if path in web_build_routes() - built_web_routes():
             continue  # not served without a build
         if api.fuzz(method, path, auth):
@@ -977,6 +1097,8 @@ def fuzz_every_operation(api: Conformance, token: str) -> None:
         ("POST", ATTACHMENTS),
         ("GET", ATTACHMENT),
         ("GET", THUMBNAIL),
+        ("PUT", ACCOUNT_PASSWORD),
+        ("DELETE", ACCOUNT),
     }
 
 
@@ -1064,7 +1186,7 @@ async def test_server_answers_as_openapi_documents(
     device = await Device(server.url).connect(token)
     try:
         await device.wait_synced()
-        socket = Socket(device, asyncio.get_running_loop(), asyncapi_document())
+        socket = Socket(device, asyncio.get_running_loop(), asyncapi_document(), server.node)
         push = PushTargets(push_service, webhook_receiver)
         await asyncio.to_thread(provoke_every_status, api, tokens, push, socket)
     finally:

@@ -344,8 +344,8 @@ async def test_conversations_newest_first_with_unread(server: RunningServer, htt
     assert status == 200, body
     assert body == {
         "conversations": [
-            {"with": carol.username, "last_message": c1, "unread": 1},
-            {"with": bob.username, "last_message": b2, "unread": 2},
+            {"with": carol.username, "last_message": c1, "unread": 1, "removed": False},
+            {"with": bob.username, "last_message": b2, "unread": 2, "removed": False},
         ]
     }
 

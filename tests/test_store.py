@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from messenger.protocol import STATUS_DELIVERED, STATUS_READ, STATUS_SENT
+from messenger.store.accounts import _removed_statement, removed_users
 from messenger.store.blocks import _blocks_statement, blocking_pairs
 from messenger.store.db import open_database
 from messenger.store.message_reads import (
@@ -502,11 +503,12 @@ def _read_heads_first(conn: Connection) -> tuple[bool, bool]:
 SIZED_STATEMENTS = {
     "sqlite": (
         _stream_heads_statement,
+        _removed_statement,
         _blocks_statement,
         _driver_statement,
         sqlite_mark_statement,
     ),
-    "postgresql": (_stream_heads_statement,),
+    "postgresql": (_stream_heads_statement, _removed_statement),
 }
 
 
@@ -539,6 +541,7 @@ def _batches_of_every_size(conn: Connection) -> None:
         mark_status(conn, pairs, STATUS_READ, now)
     for count in range(1, 2 * IDS_PER_READ, 7):
         stream_heads(conn, list(range(count)))
+        removed_users(conn, list(range(count)))
 
 
 TIMES = [

@@ -27,8 +27,9 @@ from messenger.delivery.changes import (
     apply_changes,
     render,
 )
-from messenger.errors import forbidden, invalid, not_found
+from messenger.errors import ErrorCode, MessengerError, forbidden, invalid, not_found
 from messenger.protocol import STATUS_DELIVERED, STATUS_READ, STATUS_SENT
+from messenger.store.accounts import removed_users
 from messenger.store.attachments import link_attachments, pending_attachments
 from messenger.store.blocks import blocking_pairs
 from messenger.store.message_changes import lock_messages, private_readers, reply_targets
@@ -301,7 +302,8 @@ def _receipt_events(
 def _settle_known_sends(
     conn: Connection, sends: list[IndexedSend], outcome: Outcome, look_up: bool
 ) -> list[IndexedSend]:
-    """Answer repeats and blocked sends; return the sends that store a new message.
+    """Answer repeats, blocked sends and sends between removed accounts; return the
+    sends that store a new message.
 
     A repeat of a stored (sender, client_id) gets the stored message (when `look_up`);
     a repeat within this batch gets the first one's answer (G2). A send to someone who
@@ -310,13 +312,21 @@ def _settle_known_sends(
     sends are always looked up (a rare path, unlike the lookup of every key). So are
     those of replies and of sends with attachments, whose checks a retry would fail
     (its uploads are taken, the replied-to message may be deleted since).
+
+    A send to a removed account fails `not_found` (one read of the batch's users that
+    were removed: the node's `Directory` keeps names, which never change, but not
+    whether their account still exists), and one from a removed account
+    `unauthorized`; a retry of a stored one still gets its message.
     """
     blocked = blocking_pairs(conn, ((s.recipient.id, s.sender.id) for _, s in sends))
+    removed = removed_users(conn, [uid for _, s in sends for uid in (s.sender.id, s.recipient.id)])
     keys = [
         (s.sender.id, s.client_id)
         for _, s in sends
         if look_up
         or (s.recipient.id, s.sender.id) in blocked
+        or s.recipient.id in removed
+        or s.sender.id in removed
         or s.attachments
         or s.reply_to is not None
     ]
@@ -340,6 +350,11 @@ def _settle_known_sends(
         elif key in first_in_batch:
             outcome.repeats.append((first_in_batch[key], index))
             outcome.duplicates += 1
+        elif send.sender.id in removed:
+            gone = MessengerError(ErrorCode.UNAUTHORIZED, "this account was removed")
+            outcome.answers.append((index, gone))
+        elif send.recipient.id in removed:
+            outcome.answers.append((index, not_found(f"no user {send.recipient.username!r}")))
         elif (send.recipient.id, send.sender.id) in blocked:
             outcome.answers.append(
                 (index, forbidden(f"{send.recipient.username} does not accept your messages"))

@@ -33,10 +33,11 @@ from messenger.protocol import (
     SyncQuery,
     TypingCommand,
 )
+from messenger.store.accounts import removed_users
 from messenger.store.blocks import add_block, blocking_pairs, remove_block
 from messenger.store.db import Database
 from messenger.store.message_reads import conversation_page, conversations
-from messenger.store.message_views import extras_of, with_extras
+from messenger.store.message_views import Extras, extras_of, with_extras
 from messenger.store.messages import messages_by_client_ids
 from messenger.store.users import read_settings, users_by_names, write_settings
 from messenger.wire import (
@@ -276,7 +277,8 @@ class Delivery:
         await self._db.write(remove_block, user.id, target.id)
 
     async def presence(self, user: UserRef, usernames: list[str]) -> PresenceAnswer:
-        """Who is online; someone who blocks the caller always looks offline."""
+        """Who is online; someone who blocks the caller, or whose account was removed,
+        always looks offline."""
         rows, hidden = await self._db.read(_presence_facts, user.id, usernames)
         unknown = [name for name in usernames if name not in rows]
         if unknown:
@@ -287,7 +289,7 @@ class Delivery:
         answer: dict[str, Seen] = {}
         for name in usernames:
             uid = rows[name]["id"]
-            if uid in hidden:
+            if uid in hidden or rows[name]["deleted_at"] is not None:
                 answer[name] = {"online": False, "last_seen": None}
             elif uid in online:
                 answer[name] = {"online": True, "last_seen": now}
@@ -296,7 +298,7 @@ class Delivery:
         return {"users": answer}
 
     async def conversations(self, user: UserRef, limit: int) -> list[Conversation]:
-        rows, extras = await self._db.read(with_extras, conversations, user.id, limit)
+        rows, extras, removed = await self._db.read(_conversation_rows, user.id, limit)
         names = await self._directory.names({row["peer"] for row in rows} | {user.id})
         return [
             {
@@ -309,6 +311,7 @@ class Delivery:
                     **extras.of(row["id"]),
                 ),
                 "unread": int(row["unread"]),
+                "removed": row["peer"] in removed,
             }
             for row in rows
         ]
@@ -339,6 +342,15 @@ def _stored_send(conn: Connection, sender: UserRef, client_id: str) -> Message |
     return message_dict(
         row, sender.username, row["recipient_name"], viewer_id=sender.id, **extras.of(row["id"])
     )
+
+
+def _conversation_rows(
+    conn: Connection, user_id: int, limit: int
+) -> tuple[list[RowMapping], Extras, set[int]]:
+    """In one read: the conversations, their messages' extras, and which of the peers
+    removed their account."""
+    rows, extras = with_extras(conn, conversations, user_id, limit)
+    return rows, extras, removed_users(conn, [row["peer"] for row in rows])
 
 
 def _presence_facts(

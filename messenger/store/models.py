@@ -82,6 +82,11 @@ class User(Base):
     last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # Off: the user's reads are private (docs/protocol.md 3.8).
     read_receipts: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    # Set by the operator: logins are refused until it is cleared (`messenger user`).
+    disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Removed: the row stays so the name is never reused, with an unusable password
+    # hash (''); the messages stay with the other party (docs/protocol.md 2).
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class Token(Base):
@@ -94,6 +99,11 @@ class Token(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # What the session list shows: the login's User-Agent and client address, and
+    # when the token last authenticated (written at most once a minute per node).
+    user_agent: Mapped[str | None] = mapped_column(String(256))
+    address: Mapped[str | None] = mapped_column(String(64))
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class Message(Base):

@@ -11,11 +11,25 @@ from messenger.store.models import push_subscriptions, tokens, users
 
 
 def insert_token(
-    conn: Connection, user_id: int, token_hash: str, now: datetime, expires_at: datetime
+    conn: Connection,
+    user_id: int,
+    token_hash: str,
+    now: datetime,
+    expires_at: datetime,
+    user_agent: str | None = None,
+    address: str | None = None,
 ) -> int:
     result = conn.execute(
         insert(tokens)
-        .values(user_id=user_id, token_hash=token_hash, created_at=now, expires_at=expires_at)
+        .values(
+            user_id=user_id,
+            token_hash=token_hash,
+            created_at=now,
+            expires_at=expires_at,
+            user_agent=user_agent,
+            address=address,
+            last_used_at=now,
+        )
         .returning(tokens.c.id)
     )
     return int(result.scalar_one())
@@ -28,6 +42,10 @@ _LIVE_TOKEN = (
         tokens.c.token_hash == bindparam("token_hash"),
         tokens.c.revoked_at.is_(None),
         tokens.c.expires_at > bindparam("now", type_=tokens.c.expires_at.type),
+        # Disabling or removing an account ends its tokens too; this also holds for
+        # one a login made while that happened.
+        users.c.disabled_at.is_(None),
+        users.c.deleted_at.is_(None),
     )
 )
 
@@ -50,8 +68,14 @@ def revoke_token(conn: Connection, token_id: int, now: datetime) -> None:
 
 def live_token_ids(conn: Connection, token_ids: Sequence[int], now: datetime) -> set[int]:
     result = conn.execute(
-        select(tokens.c.id).where(
-            tokens.c.id.in_(token_ids), tokens.c.revoked_at.is_(None), tokens.c.expires_at > now
+        select(tokens.c.id)
+        .join(users, users.c.id == tokens.c.user_id)
+        .where(
+            tokens.c.id.in_(token_ids),
+            tokens.c.revoked_at.is_(None),
+            tokens.c.expires_at > now,
+            users.c.disabled_at.is_(None),
+            users.c.deleted_at.is_(None),
         )
     )
     return set(result.scalars())

@@ -38,7 +38,9 @@ def replace_password_hash(conn: Connection, user_id: int, old: str, new: str) ->
 
 def users_by_names(conn: Connection, names: Sequence[str]) -> list[RowMapping]:
     result = conn.execute(
-        select(users.c.id, users.c.username, users.c.last_seen).where(users.c.username.in_(names))
+        select(users.c.id, users.c.username, users.c.last_seen, users.c.deleted_at).where(
+            users.c.username.in_(names)
+        )
     )
     return list(result.mappings())
 

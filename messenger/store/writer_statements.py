@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
+from messenger.store.accounts import IDS_PER_READ as REMOVED_PER_READ
+from messenger.store.accounts import _removed_statement
 from messenger.store.blocks import _blocks_statement
 from messenger.store.messages import _SQLITE_INSERT_MESSAGES, sqlite_mark_statement
 from messenger.store.sized_statements import PAIRS_PER_LOOKUP, _driver_statement, _padded_sizes
@@ -19,6 +21,8 @@ def compile_writer_statements(conn: Connection) -> None:
     dialect = conn.dialect
     for size in _padded_sizes(IDS_PER_READ):
         _stream_heads_statement(size).compiled_for(dialect)
+    for size in _padded_sizes(REMOVED_PER_READ):
+        _removed_statement(size).compiled_for(dialect)
     if dialect.name == "sqlite":
         _SQLITE_INSERT_MESSAGES.parts_for(dialect)
         for size in _padded_sizes(PAIRS_PER_LOOKUP):

@@ -218,7 +218,9 @@ class RestApi:
                     limiter.wait(key),
                 )
         try:
-            session = await self._accounts.login(username, password)
+            session = await self._accounts.login(
+                username, password, request.headers.get("User-Agent"), address
+            )
         except MessengerError as exc:
             if exc.code is ErrorCode.BAD_CREDENTIALS:  # not a busy pool or database
                 self._metrics.auth_failures.inc()
