@@ -9,6 +9,9 @@ changes: `…` queued, `✓` stored, `✓✓` delivered, `✓✓ read`.
 Edits, deletes and reactions show the message again as it is now. Lines typed while
 the server is unreachable wait in the SDK's outbox and go out when it is back.
 Messages from the open conversation are marked read when shown.
+`/search words` finds messages of every conversation (`/search` alone: the next page),
+hits in bold on a terminal, else in `[ ]`; `/sessions`, `/end-session ID|others`,
+`/password` and `/export PATH` look after the account.
 
 Deliberately plain (no curses, no extra dependencies): output lines are appended, so
 the chat also works through pipes, which is how the tests drive it. For the same
@@ -20,11 +23,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import mimetypes
+import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+import unicodedata
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +45,25 @@ from messenger.client import (
     NewMessage,
     Receipt,
     ReplyRef,
+    SearchResult,
+    Session,
     Typing,
     login,
 )
 
 HELP = (
     "commands: /open NAME  /reply N text  /edit N text  /delete N [me]  /react N emoji"
-    "  /unreact N emoji  /attach PATH [caption]  /save N [DIR]  /receipts [on|off]"
+    "  /unreact N emoji  /attach PATH [caption]  /save N [DIR]  /search words (alone: more)"
+    "  /receipts [on|off]  /sessions  /end-session ID|others  /password  /export PATH"
     "  /who  /help  /quit; any other line is sent to the open conversation"
 )
+# Results per /search page: a screenful.
+SEARCH_PAGE = 10
+# How hits are marked: bold on a terminal that shows it, brackets anywhere else.
+BOLD = ("\x1b[1m", "\x1b[0m")
+BRACKETS = ("[", "]")
+# The file /export writes when given a directory.
+EXPORT_NAME = "messenger-export.json"
 MARKS = {"sent": "✓ stored", "delivered": "✓✓ delivered", "read": "✓✓ read"}
 ORDER = ("sent", "delivered", "read")
 
@@ -66,6 +83,24 @@ def main(args: argparse.Namespace) -> int:
         return asyncio.run(Chat(args.url, args.user.lower(), args.state).run(password))
     except KeyboardInterrupt:
         return 130
+
+
+def supports_ansi(stream: Any = None) -> bool:
+    """Whether `stream` (standard output) is a terminal that shows ANSI bold; pipes,
+    `TERM=dumb` and `NO_COLOR` get plain brackets."""
+    stream = sys.stdout if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    if isatty is None or not isatty():
+        return False
+    return os.environ.get("TERM", "dumb") != "dumb" and not os.environ.get("NO_COLOR")
+
+
+@dataclass
+class SearchState:
+    """The last /search: its words and where its next page starts (None: no more)."""
+
+    query: str
+    next_before: int | None
 
 
 @dataclass
@@ -128,9 +163,13 @@ class Chat:
     messages: dict[int, Message] = field(default_factory=dict)  # the last shown, by id
     typing: TypingShown = field(default_factory=TypingShown)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    ansi: bool = field(default_factory=supports_ansi)  # how /search marks hits
+    searching: SearchState | None = None
+    lines: asyncio.StreamReader | None = None  # standard input, for /password's prompts
 
     async def run(self, password: str | None) -> int:
         lines = await _stdin_lines()
+        self.lines = lines
         if password is None:
             password = (await lines.readline()).decode().rstrip("\r\n")
         try:
@@ -197,8 +236,20 @@ class Chat:
             "/save": self._save,
             "/receipts": self._receipts,
         }
+        # Awaited before the next line is read: their output comes in one piece, and
+        # /password reads its own lines.
+        awaited: dict[str, Callable[[Client, str], Awaitable[None]]] = {
+            "/search": self._search,
+            "/sessions": self._sessions,
+            "/end-session": self._end_session,
+            "/password": self._password,
+            "/export": self._export,
+        }
         handler = handlers.get(name)
-        if handler is None:
+        waited = awaited.get(name)
+        if waited is not None:
+            await waited(client, arg)
+        elif handler is None:
             say(f"* {HELP}")
         else:
             handler(client, arg)
@@ -323,6 +374,133 @@ class Chat:
             say("! usage: /receipts [on|off]")
             return
         self._background(self._set_receipts(client, None if not choice else choice == "on"))
+
+    # -- search and the account (issue 26) -------------------------------------------
+
+    async def _search(self, client: Client, arg: str) -> None:
+        """`/search words`: the first page of results; `/search` alone: the next one."""
+        words = " ".join(arg.split())
+        if words:
+            state = SearchState(words, None)
+            before = None
+        elif self.searching is None:
+            say("! usage: /search words  (then /search alone for more)")
+            return
+        elif self.searching.next_before is None:
+            say(f'* no more results for "{self.searching.query}"')
+            return
+        else:
+            state, before = self.searching, self.searching.next_before
+        try:
+            page = await client.search(state.query, before=before, limit=SEARCH_PAGE)
+        except MessengerClientError as exc:
+            say(f"! search: {exc.message} ({exc.code})")
+            return
+        self.searching = state
+        state.next_before = page.next_before
+        if not page.results:
+            say(f'* no results for "{state.query}"')
+            return
+        count = len(page.results)
+        later = "" if before is None else " more"
+        say(f'* "{state.query}": {count}{later} result{"s" if count > 1 else ""}, newest first')
+        marks = BOLD if self.ansi else BRACKETS
+        for result in page.results:
+            number = self._remember(result.message)
+            say(render_result(result, number, self.me, marks))
+        if state.next_before is not None:
+            say("* more: /search")
+
+    async def _sessions(self, client: Client, arg: str) -> None:
+        found = await self._session_list(client)
+        if found is None:
+            return
+        say(f"* {len(found)} session{'s' if len(found) != 1 else ''}, newest first:")
+        for session in found:
+            say(render_session(session))
+
+    async def _session_list(self, client: Client) -> list[Session] | None:
+        try:
+            return await client.sessions()
+        except MessengerClientError as exc:
+            say(f"! sessions: {exc.message} ({exc.code})")
+            return None
+
+    async def _end_session(self, client: Client, arg: str) -> None:
+        """`/end-session ID` ends one other session; `/end-session others` all of them.
+        This one is refused: /quit leaves, and logging out is not asked for here."""
+        choice = arg.strip().lower()
+        if choice != "others" and not choice.isdigit():
+            say("! usage: /end-session ID|others  (IDs from /sessions)")
+            return
+        found = await self._session_list(client)
+        if found is None:
+            return
+        others = [s["id"] for s in found if not s["current"]]
+        if choice != "others":
+            wanted = int(choice)
+            if wanted not in others:
+                this = any(s["current"] and s["id"] == wanted for s in found)
+                say("! that is this session" if this else f"! no session {wanted} (see /sessions)")
+                return
+            others = [wanted]
+        ended = 0
+        for session_id in others:
+            try:
+                await client.end_session(session_id)
+                ended += 1
+            except MessengerClientError as exc:
+                if exc.code != "not_found":  # ended meanwhile: what was asked for
+                    say(f"! session {session_id} not ended: {exc.message} ({exc.code})")
+        if choice == "others":
+            say(f"* ended {ended} other session{'s' if ended != 1 else ''}")
+        elif ended:
+            say(f"* session {others[0]} ended")
+
+    async def _password(self, client: Client, arg: str) -> None:
+        """Ask for the current password and the new one twice, unechoed on a terminal."""
+        current = await self._prompt("* current password:")
+        if not current:
+            say("* password unchanged")
+            return
+        new = await self._prompt("* new password:")
+        again = await self._prompt("* new password again:")
+        if not new or new != again:
+            say("! the new passwords differ; password unchanged")
+            return
+        try:
+            await client.change_password(current, new)
+        except MessengerClientError as exc:
+            say(f"! password unchanged: {exc.message} ({exc.code})")
+            return
+        say("* password changed; your other sessions have ended")
+
+    async def _prompt(self, text: str) -> str:
+        """One line of standard input after `text` (empty at its end), not echoed."""
+        say(text)
+        if self.lines is None:
+            return ""
+        with _echo_off():
+            line = await self.lines.readline()
+        return line.decode(errors="replace").rstrip("\r\n")
+
+    async def _export(self, client: Client, arg: str) -> None:
+        """In the background: a large export takes a while, and chatting goes on."""
+        path = export_path(arg)
+        if path is not None:
+            say(f"* exporting to {path} ...")
+            self._background(self._write_export(client, path))
+
+    async def _write_export(self, client: Client, path: Path) -> None:
+        try:
+            done = await client.export(path)
+        except MessengerClientError as exc:
+            say(f"! export failed: {exc.message} ({exc.code})")
+            return
+        except OSError as exc:
+            say(f"! export failed: {exc.strerror or exc}")
+            return
+        say(f"* exported to {done.path} ({human_size(done.size)})")
 
     def _target(
         self, arg: str, usage: str, rest_required: bool = True
@@ -476,6 +654,74 @@ def render(message: Message, number: int, me: str, numbers: dict[int, int]) -> l
     return lines
 
 
+def render_result(
+    result: SearchResult, number: int, me: str, marks: tuple[str, str] = BRACKETS
+) -> str:
+    """A search result as one line: `#N who · time: snippet`, each hit between
+    `marks` (bold on and off, or brackets), the text made safe for a terminal."""
+    message = result.message
+    who = _name(message.sender, me)
+    if message.sender == me:
+        who += f" → {message.recipient}"
+    start, end = marks
+    snippet = "".join(
+        f"{start}{printable(text)}{end}" if hit else printable(text)
+        for text, hit in result.snippet.parts
+    )
+    return f"#{number} {who} · {local_time(message.sent_at)}: {snippet}"
+
+
+def render_session(session: Session) -> str:
+    """A session as one line for /sessions, its client's words made safe."""
+    this = " (this one)" if session["current"] else ""
+    where = printable(session["address"] or "address unknown")
+    agent = printable(session["user_agent"] or "unknown client")
+    return (
+        f"*   {session['id']}{this}: since {local_time(session['created_at'])},"
+        f" last used {local_time(session['last_used_at'])}, {where}, {agent}"
+    )
+
+
+def export_path(arg: str) -> Path | None:
+    """Where `/export ARG` writes: a new file, or `messenger-export.json` (numbered if
+    taken) in a directory; never over an existing file (None, said why)."""
+    parsed = _path_and_rest(arg)
+    if parsed is None or parsed[1]:
+        say("! usage: /export PATH  (quote a PATH with spaces)")
+        return None
+    path = Path(parsed[0]).expanduser()
+    if path.is_dir():
+        return free_path(path, EXPORT_NAME)
+    if path.exists():
+        say(f"! {path} exists; name a new file or a directory")
+        return None
+    if not path.parent.is_dir():
+        say(f"! no such directory: {path.parent}")
+        return None
+    return path
+
+
+def local_time(stamp: str) -> str:
+    """A server timestamp (ISO 8601, UTC) as local `YYYY-MM-DD HH:MM`; anything else
+    as it came, made safe."""
+    try:
+        return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return printable(stamp)
+
+
+def printable(text: str) -> str:
+    """`text` without control characters, so that what others wrote can neither break
+    the line nor drive the terminal (an ESC starts a command): line breaks and tabs
+    become spaces, other controls U+FFFD."""
+    if text.isprintable():
+        return text
+    return "".join(
+        " " if char in "\n\r\t" else "\ufffd" if unicodedata.category(char) == "Cc" else char
+        for char in text
+    )
+
+
 def human_size(size: int) -> str:
     """Bytes as people read them, in powers of 1000: `512 B`, `1.2 MB`, `25 MB`."""
     if size < 1000:
@@ -539,6 +785,25 @@ def _name(user: str, me: str) -> str:
 
 def say(text: str) -> None:
     print(text, flush=True)
+
+
+@contextlib.contextmanager
+def _echo_off() -> Iterator[None]:
+    """Like getpass: on a terminal, what is typed meanwhile is not shown."""
+    if sys.platform == "win32" or not sys.stdin.isatty():
+        yield
+        return
+    import termios
+
+    fd = sys.stdin.fileno()
+    before = termios.tcgetattr(fd)
+    quiet = list(before)
+    quiet[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSADRAIN, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, before)
 
 
 async def _stdin_lines() -> asyncio.StreamReader:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -389,3 +391,117 @@ def test_messages_show_their_files_and_saved_names_stay_in_their_directory(
     (tmp_path / "b.txt.part").write_text("x")  # a download in progress
     assert free_path(tmp_path, "a.txt").name == "a (1).txt"
     assert free_path(tmp_path, "b.txt").name == "b (1).txt"
+
+
+async def test_chat_searches_page_by_page_with_hits_marked(
+    server: RunningServer, http: Http, tmp_path: Path, terminals: list[Terminal]
+) -> None:
+    ann, bob = await accounts(http, "ann", "bob")
+    bob_device, _ = await connect_synced(server.url, bob)
+    for i in range(11):
+        assert (await bob_device.send(ann.username, f"lunch plan {i}", f"l{i}"))["ok"]
+    assert (await bob_device.send(ann.username, "the Café at noon", "c"))["ok"]
+    term = await logged_in(terminals, server.url, ann.username, tmp_path / "ann.state")
+    b, when = re.escape(bob.username), r"\d{4}-\d\d-\d\d \d\d:\d\d"
+    await term.type("/search")
+    await term.expect(r"^! usage: /search words")
+    await term.type(f"/open {bob.username}")
+    await term.expect(r"talking with ")
+    await term.type("my lunch too")
+    await term.expect(r"^#\d+ ✓ stored$")  # after the 12 messages of the backlog
+
+    await term.type("/search LUNCH")  # piped output: hits in brackets, never ANSI
+    await term.expect(r'^\* "LUNCH": 10 results, newest first$')
+    await term.expect(rf"^#(\d+) you → {b} · {when}: my \[lunch\] too$")
+    for i in range(10, 1, -1):
+        await term.expect(rf"^#\d+ {b} · {when}: \[lunch\] plan {i}$")
+    await term.expect(r"^\* more: /search$")
+    await term.type("/search")
+    await term.expect(r'^\* "LUNCH": 2 more results, newest first$')
+    last = await term.expect(rf"^#(\d+) {b} · {when}: \[lunch\] plan 1$")
+    await term.expect(rf"^#\d+ {b} · {when}: \[lunch\] plan 0$")
+    await term.type("/search")
+    await term.expect(r'^\* no more results for "LUNCH"$')
+    assert not any("\x1b" in line for line in term.lines)
+
+    await term.type("/search cafe   NOON")
+    await term.expect(r'^\* "cafe NOON": 1 result, newest first$')
+    await term.expect(rf"^#\d+ {b} · {when}: the \[Café\] at \[noon\]$")
+    await term.type("/search dinner")
+    await term.expect(r'^\* no results for "dinner"$')
+    await term.type("/search " + "x" * 257)
+    await term.expect(r"^! search: .*\(invalid\)$")
+    # A result has a number like any shown message: reply to it.
+    await term.type(f"/reply {last.group(1)} yes, plan 1")
+    await term.expect(r"^#\d+ ✓ stored$")
+
+    def from_ann() -> list[dict[str, Any]]:  # bob's own sends come back to him too
+        return [m for m in bob_device.messages() if m["from"] == ann.username]
+
+    await bob_device.wait_for(lambda: len(from_ann()) == 2)
+    [_, reply] = from_ann()  # after "my lunch too"
+    assert (reply["body"], reply["reply_to"]["excerpt"]) == ("yes, plan 1", "lunch plan 1")
+    assert await term.quit() == 0
+    await bob_device.disconnect()
+
+
+async def test_chat_lists_and_ends_sessions_changes_the_password_and_exports(
+    server: RunningServer, http: Http, tmp_path: Path, terminals: list[Terminal]
+) -> None:
+    ann, bob = await accounts(http, "ann", "bob")
+    term = await logged_in(terminals, server.url, ann.username, tmp_path / "ann.state")
+    await term.type("/sessions")  # ann.token (from `accounts`) and the chat's own
+    await term.expect(r"^\* 2 sessions, newest first:$")
+    mine = await term.expect(r"^\*   (\d+) \(this one\): since .*, last used .*, 127\.0\.0\.1, ")
+    other = await term.expect(r"^\*   (\d+): since ")
+    await term.type(f"/end-session {mine.group(1)}")
+    await term.expect(r"^! that is this session$")
+    await term.type("/end-session 999999999")
+    await term.expect(r"^! no session 999999999 \(see /sessions\)$")
+    await term.type("/end-session soon")
+    await term.expect(r"^! usage: /end-session ID\|others")
+    await term.type(f"/end-session {other.group(1)}")
+    await term.expect(rf"^\* session {other.group(1)} ended$")
+    status, _ = await http.request("GET", "/api/v1/sessions", token=ann.token)
+    assert status == 401
+    for _ in range(2):
+        assert (await http.login(ann.username))[0] == 201
+    await term.type("/end-session others")
+    await term.expect(r"^\* ended 2 other sessions$")
+    await term.type("/end-session others")
+    await term.expect(r"^\* ended 0 other sessions$")
+
+    for answers, said in [
+        (["wrong password", "a new secret", "a new secret"], r"password unchanged: .*bad_cred"),
+        ([PASSWORD, "a new secret", "another secret"], r"the new passwords differ"),
+        ([PASSWORD, "short", "short"], r"password unchanged: .*\(invalid\)"),
+        ([""], r"^\* password unchanged$"),
+    ]:
+        await term.type("/password")
+        await term.expect(r"^\* current password:$")
+        for answer in answers:
+            await term.type(answer)
+        await term.expect(said)
+    assert (await http.login(ann.username))[0] == 201  # unchanged so far
+    other_token = (await http.login(ann.username))[1]["token"]
+    await term.type("/password")
+    for answer in (PASSWORD, "a new secret", "a new secret"):
+        await term.type(answer)
+    await term.expect(r"^\* password changed; your other sessions have ended$")
+    assert (await http.request("GET", "/api/v1/sessions", token=other_token))[0] == 401
+    assert (await http.login(ann.username, "a new secret"))[0] == 201
+    assert all("a new secret" not in line for line in term.lines)  # piped: no echo to undo
+    await term.type(f"/open {bob.username}")
+    await term.type("still logged in")
+    await term.expect(r"^#1 ✓ stored$")
+
+    await term.type(f"/export {tmp_path}")
+    done = await term.expect(r"^\* exported to (.*) \([\d.]+ K?B\)$")
+    assert done.group(1) == str(tmp_path / "messenger-export.json")
+    exported = json.loads((tmp_path / "messenger-export.json").read_text())
+    assert [m["body"] for m in exported["messages"]] == ["still logged in"]
+    await term.type(f"/export {done.group(1)}")
+    await term.expect(r"^! .*messenger-export\.json exists; name a new file or a directory$")
+    await term.type(f"/export {tmp_path / 'missing' / 'x.json'}")
+    await term.expect(r"^! no such directory: ")
+    assert await term.quit() == 0

@@ -5,6 +5,13 @@ It imports only the standard library, aiohttp, python-socketio and
 See docs/client.md.
 """
 
+from messenger.client.accounts import (
+    change_password,
+    delete_account,
+    end_session,
+    export,
+    sessions,
+)
 from messenger.client.api import (
     conversations,
     login,
@@ -13,18 +20,21 @@ from messenger.client.api import (
     push_subscriptions,
     read_receipts,
     register,
+    search,
     set_read_receipts,
     subscribe_webhook,
     unsubscribe,
 )
 from messenger.client.core import Client
 from messenger.client.files import download, download_thumbnail, upload
+from messenger.client.snippets import Snippet, split_snippet
 from messenger.client.state import Outgoing
 from messenger.client.types import (
     TYPING_SHOWN_FOR,
     Attachment,
     Downloaded,
     Event,
+    Exported,
     Message,
     MessageUpdated,
     MessengerClientError,
@@ -32,6 +42,9 @@ from messenger.client.types import (
     PushSubscription,
     Receipt,
     ReplyRef,
+    SearchPage,
+    SearchResult,
+    Session,
     Typing,
     Uploaded,
 )
@@ -42,6 +55,7 @@ __all__ = [
     "Client",
     "Downloaded",
     "Event",
+    "Exported",
     "Message",
     "MessageUpdated",
     "MessengerClientError",
@@ -50,18 +64,29 @@ __all__ = [
     "PushSubscription",
     "Receipt",
     "ReplyRef",
+    "SearchPage",
+    "SearchResult",
+    "Session",
+    "Snippet",
     "Typing",
     "Uploaded",
+    "change_password",
     "conversations",
+    "delete_account",
     "download",
     "download_thumbnail",
+    "end_session",
+    "export",
     "login",
     "logout",
     "messages_page",
     "push_subscriptions",
     "read_receipts",
     "register",
+    "search",
+    "sessions",
     "set_read_receipts",
+    "split_snippet",
     "subscribe_webhook",
     "unsubscribe",
     "upload",

@@ -7,7 +7,7 @@ Plain functions over aiohttp, because logging in happens once, before any socket
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -15,10 +15,13 @@ from messenger.client.types import (
     Message,
     MessengerClientError,
     PushSubscription,
+    SearchPage,
+    parse_search_page,
     parse_subscription,
 )
 
 API = "/api/v1"
+SEARCH = f"{API}/search"
 SETTINGS = f"{API}/users/me/settings"
 SUBSCRIPTIONS = f"{API}/push/subscriptions"
 
@@ -129,3 +132,35 @@ async def unsubscribe(url: str, token: str, subscription_id: int) -> None:
     """Stop pushes to one of the user's subscriptions (made by any of their sessions);
     raises `not_found` if it is not theirs or already gone."""
     await _request("DELETE", url, f"{SUBSCRIPTIONS}/{int(subscription_id)}", token=token)
+
+
+def search_query(
+    query: str, with_: str | None, before: int | None, limit: int | None
+) -> dict[str, Any]:
+    """The search request's fields, as the socket event takes them (`query`, `with`,
+    `before`, `limit`; absent ones left out for the server's defaults)."""
+    fields: dict[str, Any] = {"query": query}
+    if with_ is not None:
+        fields["with"] = with_
+    if before is not None:
+        fields["before"] = int(before)
+    if limit is not None:
+        fields["limit"] = int(limit)
+    return fields
+
+
+async def search(
+    url: str,
+    token: str,
+    query: str,
+    with_: str | None = None,
+    before: int | None = None,
+    limit: int | None = None,
+) -> SearchPage:
+    """One page of the user's messages matching `query`, newest first, over HTTP
+    (`Client.search` uses the socket when it has one). Raises `invalid` for a query
+    the server refuses, `not_found` for an unknown `with_`."""
+    fields = search_query(query, with_, before, limit)
+    fields["q"] = fields.pop("query")
+    body = await _request("GET", url, f"{SEARCH}?{urlencode(fields, quote_via=quote)}", token=token)
+    return parse_search_page(body)

@@ -34,8 +34,11 @@ from typing import Any, TypeVar
 import socketio
 
 from messenger import protocol
+from messenger.client import accounts
 from messenger.client.api import push_subscriptions as list_subscriptions
 from messenger.client.api import read_receipts as get_read_receipts
+from messenger.client.api import search as search_http
+from messenger.client.api import search_query
 from messenger.client.api import set_read_receipts as put_read_receipts
 from messenger.client.api import subscribe_webhook as add_webhook
 from messenger.client.api import unsubscribe as remove_subscription
@@ -48,14 +51,19 @@ from messenger.client.stream import Stream
 from messenger.client.types import (
     Downloaded,
     Event,
+    Exported,
     Message,
     MessageUpdated,
     MessengerClientError,
     NewMessage,
     PushSubscription,
     Receipt,
+    SearchPage,
+    SearchResult,
+    Session,
     Typing,
     Uploaded,
+    parse_search_page,
     parse_typing,
 )
 
@@ -67,6 +75,7 @@ _CONNECTED = "__connected__"  # marks a new connection in the reader's queue
 MARK_BATCH = protocol.MARK_IDS_MAX
 # Upload failures that a later attempt may not meet: retried while the client is open.
 UPLOAD_RETRIED = frozenset({"unavailable", "internal", "rate_limited", "timeout"})
+SEARCH_PAGE_MAX = protocol.SEARCH_LIMIT_MAX
 
 
 class Client:
@@ -414,6 +423,35 @@ class Client:
         """Remove one of the user's subscriptions; raises `not_found` if there is none."""
         await remove_subscription(self.url, self._token, subscription_id)
 
+    # -- the account (HTTP) ----------------------------------------------------------
+
+    async def change_password(self, current: str, new: str) -> None:
+        """Replace the user's password. Every other session ends (their sockets are
+        dropped); this client's token stays valid and its connection stays up.
+        Raises `bad_credentials` for a wrong `current`, `invalid` for a refused `new`."""
+        await accounts.change_password(self.url, self._token, current, new)
+
+    async def sessions(self) -> list[Session]:
+        """The user's live sessions, newest first; `current` marks this client's."""
+        return await accounts.sessions(self.url, self._token)
+
+    async def end_session(self, session_id: int) -> None:
+        """End one of the user's sessions (its sockets are dropped); `not_found` if it
+        is not a live one of theirs. Ending this client's own session is a logout:
+        the client then stops with `unauthorized`."""
+        await accounts.end_session(self.url, self._token, session_id)
+
+    async def delete_account(self, password: str) -> None:
+        """Remove the account for good (`bad_credentials` for a wrong password). Every
+        session ends, this one too, so the client then stops with `unauthorized`; its
+        outbox keeps what was queued, which no one can send any more."""
+        await accounts.delete_account(self.url, self._token, password)
+
+    async def export(self, path: str | PathLike[str]) -> Exported:
+        """Stream everything the server keeps about the user (JSON) to `path`, through
+        a temporary file renamed once complete; returns where and how many bytes."""
+        return await accounts.export(self.url, self._token, path)
+
     # -- requests -----------------------------------------------------------------
 
     async def mark_read(self, ids: list[int]) -> int:
@@ -444,6 +482,58 @@ class Client:
             if not page or not answer["has_more"]:
                 return
             before = page[0].id
+
+    async def search(
+        self,
+        query: str,
+        with_: str | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+    ) -> SearchPage:
+        """One page of the user's messages (both directions) matching `query`, newest
+        first: every whitespace-separated term must occur, case and accents ignored.
+
+        `with_` keeps one conversation; `before` (a message id, `page.next_before`)
+        asks for older results; `limit` is 1 to 50 (the server's default, 20, if
+        None). Over the socket while connected, else over HTTP, so it works before
+        `open()` and during outages the server is reachable through. Raises `invalid`
+        (an empty or too long query, a bad limit, `with_` ourselves) or `not_found`
+        (an unknown `with_`).
+        """
+        fields = search_query(query, with_, before, limit)
+        if self._sio is None:
+            return await search_http(self.url, self._token, query, with_, before, limit)
+        try:
+            answer = await self._call(protocol.SEARCH, fields, self._call_timeout)
+        except MessengerClientError as exc:
+            if exc.code != "unavailable":
+                raise
+            # The socket went away under us: HTTP may still reach the server.
+            return await search_http(self.url, self._token, query, with_, before, limit)
+        return parse_search_page(answer)
+
+    async def search_all(
+        self,
+        query: str,
+        with_: str | None = None,
+        *,
+        max_results: int = 200,
+        page_size: int = SEARCH_PAGE_MAX,
+    ) -> AsyncIterator[SearchResult]:
+        """Every result of `query`, newest first, page after page (following
+        `before`), up to `max_results`: a common word in years of messages would
+        otherwise page through all of them. Raises like `search`."""
+        before: int | None = None
+        left = max_results
+        while left > 0:
+            page = await self.search(query, with_, before, min(page_size, left, SEARCH_PAGE_MAX))
+            for result in page.results[:left]:
+                yield result
+            left -= min(len(page.results), left)
+            following = page.next_before
+            if following is None or (before is not None and following >= before):
+                return  # the last page, or a server that does not move back: stop
+            before = following
 
     async def request(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Any client event of the protocol: waits for a connection, raises on `ok: false`."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 from messenger import protocol
+from messenger.client.snippets import Snippet
 from messenger.errors import ErrorCode
 
 # Answers that retrying cannot change: the message leaves the outbox and `send` raises.
@@ -329,3 +330,85 @@ class Downloaded:
     path: Path
     size: int
     sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """One message found by `search`, as it is now, and the piece of its body that
+    matched (`snippet.parts` gives the hits; render them as text, never as HTML)."""
+
+    message: Message
+    snippet: Snippet
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """One page of search results, newest first; `has_more` says an older page exists,
+    which `next_before` (the last result's id) asks for."""
+
+    results: tuple[SearchResult, ...]
+    has_more: bool
+
+    @property
+    def next_before(self) -> int | None:
+        """The `before` of the next page, or None when this is the last one."""
+        if not self.has_more or not self.results:
+            return None
+        return self.results[-1].message.id
+
+
+def parse_search_page(data: Any) -> SearchPage:
+    """A search answer (socket or HTTP), typed; MessengerClientError if it is not one."""
+    try:
+        found = data["results"]
+        if not isinstance(found, list):
+            raise TypeError("results is not a list")
+        results = tuple(
+            SearchResult(Message.from_dict(item["message"]), Snippet(str(item["snippet"])))
+            for item in found
+        )
+        return SearchPage(results, data["has_more"] is True)
+    except (KeyError, TypeError, ValueError):
+        raise MessengerClientError(
+            ErrorCode.INTERNAL.value, f"not a search answer: {data!r:.200}"
+        ) from None
+
+
+class Session(TypedDict):
+    """A live login of the user (`GET /api/v1/sessions`), as the server shows it.
+
+    `current` marks the session of the token that asked; `user_agent` and `address`
+    are what the server saw at login (None if it kept nothing).
+    """
+
+    id: int
+    created_at: str
+    last_used_at: str
+    user_agent: str | None
+    address: str | None
+    current: bool
+
+
+def parse_session(data: Any) -> Session:
+    """The documented fields of a session, typed; MessengerClientError if it is not one."""
+    try:
+        return {
+            "id": int(data["id"]),
+            "created_at": str(data["created_at"]),
+            "last_used_at": str(data["last_used_at"]),
+            "user_agent": _optional_str(data.get("user_agent")),
+            "address": _optional_str(data.get("address")),
+            "current": data.get("current") is True,
+        }
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise MessengerClientError(
+            ErrorCode.INTERNAL.value, f"not a session: {data!r:.200}"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Exported:
+    """The account's export written by `export`: where, and how many bytes."""
+
+    path: Path
+    size: int
