@@ -105,31 +105,32 @@ async def scenes(url: str, out: Path) -> None:
         # Ann's conversation: read (blue), delivered, stored.
         await bob.locator(f'[data-peer="{names["ann"]}"]').click()
         await send(bob, "Yes! 7 pm at the usual place.")
-        await expect(ann.locator("#messages .message[data-status=read]")).to_have_count(2)
+        await expect(ann.locator("#messages .message.mine[data-status=read]")).to_have_count(2)
         await bob.locator(".back").evaluate("el => el.click()")
         await send(ann, "Great, I'll book a table.")
-        await expect(ann.locator("#messages .message[data-status=delivered]")).to_have_count(1)
+        await expect(ann.locator("#messages .message.mine[data-status=delivered]")).to_have_count(1)
         await bob_context.set_offline(True)
         await expect(bob.locator("#banner")).to_be_visible()
         await send(ann, "Tell me if 7:30 works better.")
-        await expect(ann.locator("#messages .message[data-status=sent]")).to_have_count(1)
+        await expect(ann.locator("#messages .message.mine[data-status=sent]")).to_have_count(1)
         await ann.screenshot(path=out / "conversation.png")
 
         # Ann offline: the banner, and a message waiting in the outbox.
         await ann_context.set_offline(True)
         await expect(ann.locator("#banner")).to_be_visible()
         await send(ann, "See you then!")
-        await expect(ann.locator("#messages .message[data-status=pending]")).to_have_count(1)
+        await expect(ann.locator("#messages .message.mine[data-status=pending]")).to_have_count(1)
         await ann.screenshot(path=out / "offline.png")
 
         # A phone-sized window shows one pane at a time.
         await ann_context.set_offline(False)
         await expect(ann.locator("#banner")).to_be_hidden()
-        await expect(ann.locator("#messages .message[data-status=pending]")).to_have_count(0)
+        await expect(ann.locator("#messages .message.mine[data-status=pending]")).to_have_count(0)
         await ann.set_viewport_size({"width": 390, "height": 700})
         await ann.screenshot(path=out / "mobile.png")
         await ann.set_viewport_size(VIEWPORT)
         await lifecycle(ann, carol, names, out)
+        await search_and_account(ann, out)
         await browser.close()
     await carol.disconnect()
     await dave.disconnect()
@@ -168,6 +169,21 @@ async def lifecycle(ann: Page, carol: Device, names: dict[str, str], out: Path) 
     await theirs.locator(".menu-button").click()
     await expect(ann.locator(".message-menu")).to_be_visible()
     await ann.screenshot(path=out / "lifecycle.png")
+
+
+async def search_and_account(ann: Page, out: Path) -> None:
+    """Search results with their hits marked, then the account page."""
+    await ann.keyboard.press("Escape")  # the menu lifecycle() left open
+    await ann.locator("#search-input").fill("noodle")
+    await ann.locator("#search-input").press("Enter")
+    await expect(ann.locator("#search-list .search-result")).to_have_count(2)
+    await ann.screenshot(path=out / "search.png")
+    await ann.locator("#search-input").press("Escape")
+    await ann.locator("#settings summary").click()
+    await ann.locator("#account-open").click()
+    await expect(ann.locator("#sessions li.session")).to_have_count(2)
+    await ann.screenshot(path=out / "account.png")
+    await ann.locator("#account .dialog-close").click()
 
 
 if __name__ == "__main__":

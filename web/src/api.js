@@ -1,5 +1,5 @@
 // The HTTP API, same origin: accounts, sessions, the conversation list, settings, push
-// subscriptions.
+// subscriptions, the export of one's data.
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -9,7 +9,7 @@ export class ApiError extends Error {
   }
 }
 
-async function request(method, path, { body, token } = {}) {
+async function request(method, path, { body, token, file = false } = {}) {
   const headers = {};
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (token) headers.Authorization = `Bearer ${token}`;
@@ -26,6 +26,7 @@ async function request(method, path, { body, token } = {}) {
     throw new ApiError(0, "offline", "The server cannot be reached.");
   }
   if (response.status === 204) return null;
+  if (file && response.ok) return fileOf(response);
   let data = null;
   try {
     data = await response.json();
@@ -43,6 +44,27 @@ async function request(method, path, { body, token } = {}) {
   return data;
 }
 
+/** A file answer: its bytes and the name its Content-Disposition gives (or null). */
+async function fileOf(response) {
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const encoded = /filename\*\s*=\s*UTF-8''([^;]+)/i.exec(disposition);
+  const plain = /filename\s*=\s*"([^"]*)"|filename\s*=\s*([^;]+)/i.exec(disposition);
+  let name = null;
+  try {
+    if (encoded) name = decodeURIComponent(encoded[1].trim());
+  } catch {
+    // Not valid percent-encoding: the plain name, if any.
+  }
+  if (!name && plain) name = (plain[1] ?? plain[2]).trim();
+  let blob;
+  try {
+    blob = await response.blob();
+  } catch {
+    throw new ApiError(0, "offline", "The download was cut off.");
+  }
+  return { blob, name: name || null };
+}
+
 export const api = {
   register: (username, password) =>
     request("POST", "/api/v1/users", { body: { username, password } }),
@@ -52,6 +74,12 @@ export const api = {
   conversations: (token) => request("GET", "/api/v1/conversations", { token }),
   settings: (token) => request("GET", "/api/v1/users/me/settings", { token }),
   saveSettings: (token, body) => request("PUT", "/api/v1/users/me/settings", { token, body }),
+  changePassword: (token, current, next) =>
+    request("PUT", "/api/v1/users/me/password", { token, body: { current, new: next } }),
+  sessions: (token) => request("GET", "/api/v1/sessions", { token }),
+  endSession: (token, id) => request("DELETE", `/api/v1/sessions/${encodeURIComponent(id)}`, { token }),
+  deleteAccount: (token, password) => request("DELETE", "/api/v1/users/me", { token, body: { password } }),
+  exportData: (token) => request("GET", "/api/v1/users/me/export", { token, file: true }),
   vapidKey: () => request("GET", "/api/v1/push/vapid"),
   subscribePush: (token, body) => request("POST", "/api/v1/push/subscriptions", { token, body }),
   unsubscribePush: (token, id) =>

@@ -10,6 +10,7 @@
 //                  (files.js: IndexedDB; uploads.js: the upload)
 //   changes.js     after send: edit, delete, react
 //   settings.js    the user's settings (read receipts)
+//   search.js      searching our messages (`search`), a page at a time
 //   push.js        notifications on this browser (service worker, Web Push)
 //   typing.js      typing indicators, both ways
 // What happens across modules (a new connection, the end of a replay) is here.
@@ -21,6 +22,7 @@ import { History } from "./history.js";
 import { Outbox } from "./outbox.js";
 import { PushSetting } from "./push.js";
 import { Receipts } from "./receipts.js";
+import { Search } from "./search.js";
 import { Settings } from "./settings.js";
 import { storage } from "./storage.js";
 import { Store } from "./store.js";
@@ -50,6 +52,7 @@ export class Messenger {
     this.changes = new Changes(this);
     this.prefs = new Settings(this);
     this.push = new PushSetting(this);
+    this.search = new Search(this);
     this.typingOut = new TypingSender((to, state) => this.emitTyping(to, state));
     this.typingIn = new TypingWatcher(() => this.changed());
     this.connection.on("typing", (data) => this.onTyping(data));
@@ -231,6 +234,16 @@ export class Messenger {
 
   loadOlder(peer) {
     return this.history.loadOlder(peer);
+  }
+
+  /** Scrolls `peer`'s open conversation to message `id`, loading its page if needed. */
+  jumpTo(peer, id) {
+    return this.history.jumpTo(peer, id);
+  }
+
+  /** The next page of a gap a jump left in `peer`'s conversation. */
+  fillGap(peer, gap) {
+    return this.history.fillGap(peer, gap);
   }
 
   /** Queues a message; `replyTo`, a message we hold, makes it a reply; `chosen`: Files. */

@@ -34,6 +34,7 @@ export class History {
           const last = known || withDefaults(item.last_message);
           if (!conv.last_message || last.id >= conv.last_message.id) conv.last_message = last;
           conv.unread = messenger.isReading(item.with) ? 0 : item.unread;
+          conv.removed = item.removed === true; // the peer deleted their account
         }
         messenger.changed();
       } while (this.refreshAgain && !messenger.stopped);
@@ -45,48 +46,127 @@ export class History {
   }
 
   /** The newest page: on open, and after each reconnect (statuses may have moved). */
-  async loadNewest(peer) {
+  loadNewest(peer) {
     const messenger = this.messenger;
     const { store } = messenger;
     const thread = store.thread(peer);
-    if (thread.loading || !messenger.stream.synced) return;
-    thread.loading = true;
-    messenger.changed();
-    const answer = await messenger.connection.call("history", { with: peer, limit: PAGE });
-    thread.loading = false;
-    if (answer.ok) {
-      answer.messages.forEach((m) => store.addMessage(m, false));
-      if (!thread.loaded) {
-        thread.hasOlder = answer.has_more;
-        thread.oldest = answer.messages.length ? answer.messages[0].id : null;
+    if (thread.loading || !messenger.stream.synced) return thread.busy || Promise.resolve();
+    return this.exclusive(thread, async () => {
+      const answer = await messenger.connection.call("history", { with: peer, limit: PAGE });
+      if (answer.ok) {
+        answer.messages.forEach((m) => store.addMessage(m, false));
+        if (!thread.loaded) {
+          thread.hasOlder = answer.has_more;
+          thread.oldest = answer.messages.length ? answer.messages[0].id : null;
+        }
+        thread.loaded = true;
+      } else if (answer.error && answer.error.code === "not_found") {
+        thread.error = `There is no user called “${peer}”.`;
+        const conv = store.conversations.get(peer);
+        if (conv && !conv.last_message) store.conversations.delete(peer);
+      } else if (answer.error && !RETRYABLE.has(answer.error.code)) {
+        thread.error = answer.error.message;
       }
-      thread.loaded = true;
-    } else if (answer.error && answer.error.code === "not_found") {
-      thread.error = `There is no user called “${peer}”.`;
-      const conv = store.conversations.get(peer);
-      if (conv && !conv.last_message) store.conversations.delete(peer);
-    } else if (answer.error && !RETRYABLE.has(answer.error.code)) {
-      thread.error = answer.error.message;
-    }
-    messenger.afterApply();
+    });
   }
 
   /** Scroll-back: the page just older than the oldest message we hold. */
-  async loadOlder(peer) {
+  loadOlder(peer) {
     const messenger = this.messenger;
     const { store } = messenger;
     const thread = store.thread(peer);
-    if (thread.loading || !thread.hasOlder || thread.oldest === null || !messenger.stream.synced) return;
+    if (thread.loading || !thread.hasOlder || thread.oldest === null || !messenger.stream.synced) {
+      return Promise.resolve();
+    }
+    return this.exclusive(thread, async () => {
+      const page = { with: peer, before: thread.oldest, limit: PAGE };
+      const answer = await messenger.connection.call("history", page);
+      if (answer.ok) {
+        answer.messages.forEach((m) => store.addMessage(m, false));
+        thread.hasOlder = answer.has_more && answer.messages.length > 0;
+        if (answer.messages.length) thread.oldest = answer.messages[0].id;
+      }
+    });
+  }
+
+  /**
+   * Shows message `id` of `peer`'s conversation (a search result): `thread.target` asks
+   * the view to scroll to it. Older than what we hold, the page ending with it is
+   * loaded first; the messages between it and what we held are a gap, filled a page at
+   * a time when it comes into view (`fillGap`).
+   */
+  async jumpTo(peer, id) {
+    const messenger = this.messenger;
+    const { store } = messenger;
+    const thread = store.thread(peer);
+    thread.target = id;
+    messenger.changed();
+    while (thread.busy) await thread.busy;
+    if (!thread.loaded) await this.loadNewest(peer);
+    if (thread.target !== id || thread.ids.includes(id)) return;
+    if (!thread.loaded) {
+      thread.target = null; // not connected (or not yet synced): nothing to page through
+      messenger.changes.say("The conversation cannot be loaded now: try again in a moment.");
+      return;
+    }
+    let failed = null;
+    if (thread.oldest !== null && id < thread.oldest) {
+      await this.exclusive(thread, async () => {
+        const answer = await messenger.connection.call("history", { with: peer, before: id + 1, limit: PAGE });
+        if (!answer.ok) failed = answer.error || {};
+        if (!answer.ok || !answer.messages.length) return;
+        const held = thread.oldest;
+        answer.messages.forEach((m) => store.addMessage(m, false));
+        thread.oldest = answer.messages[0].id;
+        thread.hasOlder = answer.has_more;
+        const last = answer.messages[answer.messages.length - 1].id;
+        if (last < held) thread.gaps.push({ after: last, before: held });
+      });
+    }
+    if (thread.target === id && !thread.ids.includes(id)) {
+      thread.target = null; // deleted since it was found, or not reachable now
+      messenger.changes.say(
+        !failed
+          ? "That message is no longer there."
+          : failed.code === "offline"
+            ? "You are offline: try again when you are connected."
+            : failed.message || "The conversation cannot be loaded now.",
+      );
+    }
+  }
+
+  /** The next page of a gap left by `jumpTo`; it closes once it reaches what we held. */
+  fillGap(peer, gap) {
+    const messenger = this.messenger;
+    const { store } = messenger;
+    const thread = store.thread(peer);
+    if (thread.loading || !thread.gaps.includes(gap) || !messenger.stream.synced) return Promise.resolve();
+    return this.exclusive(thread, async () => {
+      const answer = await messenger.connection.call("history", { with: peer, after: gap.after, limit: PAGE });
+      if (!answer.ok) return;
+      answer.messages.forEach((m) => store.addMessage(m, false));
+      const last = answer.messages.length ? answer.messages[answer.messages.length - 1].id : null;
+      if (last === null || last >= gap.before || !answer.has_more) {
+        thread.gaps = thread.gaps.filter((g) => g !== gap);
+      } else gap.after = last;
+    });
+  }
+
+  /** One history call at a time per thread: `thread.busy` is the one running. */
+  async exclusive(thread, work) {
+    const messenger = this.messenger;
     thread.loading = true;
     messenger.changed();
-    const page = { with: peer, before: thread.oldest, limit: PAGE };
-    const answer = await messenger.connection.call("history", page);
-    thread.loading = false;
-    if (answer.ok) {
-      answer.messages.forEach((m) => store.addMessage(m, false));
-      thread.hasOlder = answer.has_more && answer.messages.length > 0;
-      if (answer.messages.length) thread.oldest = answer.messages[0].id;
-    }
+    const running = (async () => {
+      try {
+        await work();
+      } finally {
+        thread.loading = false;
+        thread.busy = null;
+      }
+    })();
+    thread.busy = running;
+    await running;
     messenger.afterApply();
   }
 }

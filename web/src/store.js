@@ -11,7 +11,7 @@ export class Store {
     this.messenger = messenger;
     this.messages = new Map(); // id -> Message (one object per id, updated in place)
     this.threads = new Map(); // peer -> {ids, oldest, hasOlder, loaded, loading, error}
-    this.conversations = new Map(); // peer -> {with, last_message, unread}
+    this.conversations = new Map(); // peer -> {with, last_message, unread, removed}
   }
 
   peerOf(m) {
@@ -23,7 +23,18 @@ export class Store {
     if (!thread) {
       // `oldest`: where scroll-back continues, the oldest id of the history pages we
       // loaded; older ids may be held already (an undelivered backlog), not the gap.
-      thread = { ids: [], oldest: null, hasOlder: false, loaded: false, loading: false, error: null };
+      // `gaps`: [{after, before}] ids not loaded between a search result's page and
+      // what was held (history.js `jumpTo`); `target`: the id the view scrolls to.
+      thread = {
+        ids: [],
+        oldest: null,
+        hasOlder: false,
+        loaded: false,
+        loading: false,
+        error: null,
+        gaps: [],
+        target: null,
+      };
       this.threads.set(peer, thread);
     }
     return thread;
@@ -32,7 +43,7 @@ export class Store {
   conversation(peer) {
     let conv = this.conversations.get(peer);
     if (!conv) {
-      conv = { with: peer, last_message: null, unread: 0 };
+      conv = { with: peer, last_message: null, unread: 0, removed: false };
       this.conversations.set(peer, conv);
     }
     return conv;

@@ -2,7 +2,9 @@
 // through `h` (text only, never HTML); the message list reuses one element per message
 // (bubble.js) so ticks, edits and reactions change in place and the scroll position holds.
 // Files: the composer's tray (tray.js), a bubble's files (attachments.js), the full-size
-// image (viewer.js), all fetched with the token (media.js).
+// image (viewer.js), all fetched with the token (media.js). The search box and its
+// results (results.js), the account page (account.js).
+import { AccountDialog } from "./account.js";
 import { ApiError, api } from "./api.js";
 import { drawFiles, releaseFiles } from "./attachments.js";
 import { TOMBSTONE, createBubble, nameFor, setTick, tick, time, updateBubble } from "./bubble.js";
@@ -11,6 +13,7 @@ import { h, replaceChildren } from "./dom.js";
 import { REACTIONS, excerpt, filesLabel } from "./lifecycle.js";
 import { Media } from "./media.js";
 import { MessageMenu } from "./menu.js";
+import { SearchBox } from "./results.js";
 import { storage } from "./storage.js";
 import { FileTray } from "./tray.js";
 import { ImageViewer } from "./viewer.js";
@@ -109,6 +112,9 @@ class AppView {
       () => this.onFilesChosen(),
       (text) => this.messenger.changes.say(text),
     );
+    this.searchBox = new SearchBox(this.messenger.search, session.username, (peer, id) => this.openAt(peer, id));
+    this.account = new AccountDialog(this.messenger, (notice) => this.leave(notice));
+    this.gapRows = new WeakMap(); // a gap of a thread (history.js) -> its row
     this.files = {
       media: this.media,
       viewer: this.viewer,
@@ -124,6 +130,17 @@ class AppView {
     this.detach();
     storage.setSession(null);
     showLogin(this.root, reason);
+  }
+
+  /** Log out, or the account was deleted: this browser forgets the user, then the login. */
+  async leave(notice) {
+    if (this.ended) return;
+    this.ended = true;
+    this.detach();
+    await this.messenger.logout();
+    storage.setSession(null);
+    history.replaceState(null, "", location.pathname);
+    showLogin(this.root, notice);
   }
 
   build(session) {
@@ -161,13 +178,7 @@ class AppView {
     this.peerInput.addEventListener("input", () => this.peerInput.setCustomValidity(""));
 
     const logout = h("button", { class: "link", type: "button", id: "logout" }, "Log out");
-    logout.addEventListener("click", async () => {
-      this.detach();
-      await this.messenger.logout();
-      storage.setSession(null);
-      history.replaceState(null, "", location.pathname);
-      showLogin(this.root);
-    });
+    logout.addEventListener("click", () => this.leave(""));
     const sidebar = h(
       "aside",
       { class: "sidebar" },
@@ -177,12 +188,20 @@ class AppView {
         h("div", { class: "me" }, this.status, h("span", { class: "me-name", id: "me" }, session.username)),
         logout,
       ),
+      this.searchBox.form,
       newChat,
       this.list,
+      this.searchBox.panel,
       this.buildSettings(),
     );
 
     this.title = h("h2", { class: "thread-title", id: "thread-title" });
+    this.removedMark = h("span", { class: "removed-mark", id: "thread-removed", hidden: true }, "(deleted account)");
+    this.removedNote = h(
+      "p",
+      { class: "removed-note", id: "removed-note", hidden: true },
+      "This account was deleted: you can read your conversation, but not write to it.",
+    );
     const back = h("button", { class: "back", type: "button", "aria-label": "Back to conversations" }, "‹");
     back.addEventListener("click", () => {
       this.setMode(null);
@@ -195,6 +214,7 @@ class AppView {
       if (this.messages.scrollTop < 80 && this.messenger.openPeer) {
         this.messenger.loadOlder(this.messenger.openPeer);
       }
+      this.fillVisibleGap();
     });
     this.messages.addEventListener("click", (event) => this.onMessageClick(event));
     this.older = h("button", { type: "button", class: "older", id: "older" }, "Load older messages");
@@ -247,13 +267,14 @@ class AppView {
     this.thread = h(
       "section",
       { class: "thread", "aria-labelledby": "thread-title" },
-      h("header", { class: "thread-head" }, back, this.title),
+      h("header", { class: "thread-head" }, back, this.title, this.removedMark),
       this.threadError,
       this.messages,
       this.typingLine,
       this.notice,
       this.modeBar,
       this.tray.list,
+      this.removedNote,
       this.composer,
     );
     this.stopDrops = this.tray.watchDrops(this.thread, () => !this.isEditing());
@@ -271,6 +292,7 @@ class AppView {
         sidebar,
         h("main", { class: "pane" }, this.thread, this.empty),
         this.viewer.el,
+        this.account.el,
       ),
     );
 
@@ -289,6 +311,8 @@ class AppView {
   detach() {
     this.stopDrops();
     this.viewer.close();
+    this.account.close();
+    this.searchBox.stop();
     for (const item of this.items.values()) releaseFiles(item);
     this.items.clear();
     window.removeEventListener("hashchange", this.onHash);
@@ -324,6 +348,12 @@ class AppView {
     this.body.focus();
   }
 
+  /** A search result: its conversation, scrolled to the message (loaded first if old). */
+  openAt(peer, id) {
+    this.open(peer);
+    this.messenger.jumpTo(peer, id);
+  }
+
   scheduleRender() {
     if (this.renderQueued) return;
     this.renderQueued = true;
@@ -340,6 +370,8 @@ class AppView {
     document.body.classList.toggle("thread-open", Boolean(m.openPeer));
     this.renderBanner();
     this.renderSettings();
+    this.searchBox.render(m.openPeer);
+    this.list.hidden = this.searchBox.open;
     this.renderConversations();
     this.thread.hidden = !m.openPeer;
     this.empty.hidden = Boolean(m.openPeer);
@@ -380,7 +412,7 @@ class AppView {
           dataset: { peer: conv.with },
           "aria-current": conv.with === m.openPeer ? "true" : null,
         },
-        h("span", { class: "peer" }, conv.with),
+        h("span", { class: "peer" }, conv.with, conv.removed ? h("span", { class: "removed-mark" }, " (deleted account)") : null),
         last ? h("span", { class: "when" }, time(last.sent_at)) : null,
         preview(conv, last, mine, m.isTyping(conv.with)),
         conv.unread > 0
@@ -399,6 +431,7 @@ class AppView {
     const peer = m.openPeer;
     const thread = m.thread(peer);
     this.title.textContent = peer;
+    this.renderRemoved(m.conversations.get(peer));
     this.threadError.textContent = thread.error || "";
     this.threadError.hidden = !thread.error;
     this.typingLine.hidden = !m.isTyping(peer);
@@ -416,7 +449,11 @@ class AppView {
     const topBefore = scroller.scrollTop;
 
     const wanted = [];
-    for (const id of thread.ids) wanted.push(this.messageItem(m.messages.get(id)));
+    const gaps = new Map(thread.gaps.map((gap) => [gap.after, gap]));
+    for (const id of thread.ids) {
+      wanted.push(this.messageItem(m.messages.get(id)));
+      if (gaps.has(id)) wanted.push(this.gapItem(gaps.get(id), thread.loading));
+    }
     for (const item of m.outbox) if (item.to === peer) wanted.push(this.outboxItem(item));
     const seen = new Set(wanted.map((w) => w.key));
     for (const [key, item] of this.items) {
@@ -446,8 +483,63 @@ class AppView {
       // Older messages came in above: keep the same messages in view.
       scroller.scrollTop = topBefore + (scroller.scrollHeight - heightBefore);
     }
+    this.revealTarget(thread);
     if (thread.hasOlder && !thread.loading && scroller.scrollHeight <= scroller.clientHeight) {
       m.loadOlder(peer); // the screen is not full yet
+    }
+    this.fillVisibleGap();
+  }
+
+  /** A peer who deleted their account: marked, and the composer off. */
+  renderRemoved(conv) {
+    const removed = Boolean(conv && conv.removed);
+    this.removedMark.hidden = !removed;
+    this.removedNote.hidden = !removed;
+    this.body.disabled = removed;
+    this.sendButton.disabled = removed;
+    this.tray.button.disabled = removed;
+  }
+
+  /** The message a search result named, once it is on screen: centred and flashed. */
+  revealTarget(thread) {
+    if (thread.target === null) return;
+    const el = this.messages.querySelector(`.message[data-id="${thread.target}"]`);
+    if (!el) return;
+    thread.target = null;
+    this.stickToBottom = false;
+    el.scrollIntoView({ block: "center" });
+    this.flash(el, 2500);
+  }
+
+  /** Messages not loaded between a search result's page and the rest: a row to load them. */
+  gapItem(gap, loading) {
+    let el = this.gapRows.get(gap);
+    if (!el) {
+      const button = h("button", { type: "button", class: "link" }, "Load newer messages");
+      button.addEventListener("click", () => this.messenger.fillGap(this.messenger.openPeer, gap));
+      el = h("li", { class: "gap-row" }, button);
+      this.gapRows.set(gap, el);
+    }
+    el.firstChild.textContent = loading ? "Loading…" : "Load newer messages";
+    return { key: gap, el };
+  }
+
+  /** A gap row in view loads its next page (one at a time; the render after checks again). */
+  fillVisibleGap() {
+    const m = this.messenger;
+    const peer = m.openPeer;
+    if (!peer) return;
+    const thread = m.thread(peer);
+    if (thread.loading || !thread.gaps.length) return;
+    const view = this.messages.getBoundingClientRect();
+    for (const gap of thread.gaps) {
+      const row = this.gapRows.get(gap);
+      if (!row || !row.isConnected) continue;
+      const at = row.getBoundingClientRect();
+      if (at.bottom >= view.top - 200 && at.top <= view.bottom + 200) {
+        m.fillGap(peer, gap);
+        return;
+      }
     }
   }
 
@@ -551,8 +643,12 @@ class AppView {
     const el = this.messages.querySelector(`.message[data-id="${id}"]`);
     if (!el) return;
     el.scrollIntoView({ block: "center", behavior: "smooth" });
+    this.flash(el, 1200);
+  }
+
+  flash(el, ms) {
     el.classList.add("flash");
-    setTimeout(() => el.classList.remove("flash"), 1200);
+    setTimeout(() => el.classList.remove("flash"), ms);
   }
 
   /** The composer writes a new message, a reply, or an edit of one of ours. */
@@ -658,7 +754,14 @@ class AppView {
       h("label", { class: "setting" }, this.notificationPreview, " Show sender and text in notifications"),
       this.notificationsHint,
       this.notificationsError,
+      this.accountButton(),
     );
+  }
+
+  accountButton() {
+    const button = h("button", { type: "button", class: "account-open", id: "account-open" }, "Account and sessions…");
+    button.addEventListener("click", () => this.account.open());
+    return button;
   }
 
   renderSettings() {
