@@ -222,13 +222,18 @@ def _sqlite_ids(
     conn: Connection, scope: Scope, terms: Terms, before: int | None, want: int
 ) -> list[int]:
     params = {**scope.params(), "watermark": _watermark(conn), "before": before or 2**63 - 1}
+    # Every term is a substring of a matching document: SQLite checks that much
+    # itself (instr), so only those rows come back to be checked whole.
+    contains = []
+    for index, term in enumerate(terms):
+        params[f"term{index}"] = term
+        contains.append(f"instr(d.folded, :term{index}) > 0")
+    clauses = {"scope": scope.sql(), "visible": _visible(), "contains": " AND ".join(contains)}
     if _scope_size(conn, scope, SCAN_MAX + 1) <= SCAN_MAX:
-        found = _matching(
-            conn, _SCOPE_SCAN.format(scope=scope.sql(), visible=_visible()), params, terms
-        )
+        found = _matching(conn, _SCOPE_SCAN.format(**clauses), params, terms)
     else:
-        found = _matching(conn, _FRESH.format(scope=scope.sql(), visible=_visible()), params, terms)
-        found += _through_fts(conn, scope, terms, params, want)
+        found = _matching(conn, _FRESH.format(**clauses), params, terms)
+        found += _through_fts(conn, clauses, terms, params, want)
     return sorted(set(found), reverse=True)[:want]
 
 
@@ -236,7 +241,7 @@ def _sqlite_ids(
 _SCOPE_SCAN = (
     "SELECT d.message_id, d.folded FROM messages m "
     "CROSS JOIN search_documents d ON d.message_id = m.id "
-    "WHERE {scope} AND m.id < :before AND {visible}"
+    "WHERE {scope} AND m.id < :before AND {contains} AND {visible}"
 )
 # What FTS5 does not (rightly) hold: documents past the watermark, and indexed ones
 # changed since, whose FTS5 entries still hold the old text. Both are what changed
@@ -245,12 +250,14 @@ _SCOPE_SCAN = (
 _FRESH = (
     "SELECT d.message_id, d.folded FROM search_documents d "
     "CROSS JOIN messages m ON m.id = d.message_id "
-    "WHERE d.message_id > :watermark AND d.message_id < :before AND {scope} AND {visible} "
+    "WHERE d.message_id > :watermark AND d.message_id < :before AND {contains} "
+    "AND {scope} AND {visible} "
     "UNION ALL "
     "SELECT d.message_id, d.folded FROM search_retired r "
     "CROSS JOIN search_documents d ON d.message_id = r.message_id "
     "CROSS JOIN messages m ON m.id = d.message_id "
-    "WHERE r.message_id <= :watermark AND r.message_id < :before AND {scope} AND {visible}"
+    "WHERE r.message_id <= :watermark AND r.message_id < :before AND {contains} "
+    "AND {scope} AND {visible}"
 )
 
 
@@ -260,7 +267,7 @@ def _matching(conn: Connection, sql: str, params: dict[str, Any], terms: Terms) 
 
 
 def _through_fts(
-    conn: Connection, scope: Scope, terms: Terms, params: dict[str, Any], want: int
+    conn: Connection, clauses: dict[str, str], terms: Terms, params: dict[str, Any], want: int
 ) -> list[int]:
     """Up to about `want` matching ids at or below the watermark, newest first: FTS5
     proposes candidates in id order, the current document decides (an entry may still
@@ -270,8 +277,8 @@ def _through_fts(
         f"SELECT f.rowid, d.folded FROM {table} f "
         "CROSS JOIN search_documents d ON d.message_id = f.rowid "
         "CROSS JOIN messages m ON m.id = f.rowid "
-        f"WHERE f.{table} MATCH :match AND f.rowid < :cursor AND {scope.sql()} "
-        f"AND {_visible()} ORDER BY f.rowid DESC LIMIT :chunk"
+        f"WHERE f.{table} MATCH :match AND f.rowid < :cursor AND {clauses['contains']} "
+        f"AND {clauses['scope']} AND {clauses['visible']} ORDER BY f.rowid DESC LIMIT :chunk"
     )
     found: list[int] = []
     cursor = min(params["before"], params["watermark"] + 1)
