@@ -16,11 +16,22 @@ from bench import attachments as attachments_scenario
 from bench import cluster as cluster_scenario
 from bench import live as live_scenario
 from bench import report, scenarios, servers
+from bench import search as search_scenario
 from bench.progress import Progress
 
 # `cluster` needs PostgreSQL: without it in --db it is skipped (about 2 minutes with it).
 # `attachments` runs on SQLite whatever --db says (about 15 seconds).
-SCENARIOS = ("live", "sweep", "offline", "history", "connections", "cluster", "attachments")
+# `search` seeds a million messages per database (about 5 minutes a database).
+SCENARIOS = (
+    "live",
+    "sweep",
+    "offline",
+    "history",
+    "connections",
+    "cluster",
+    "attachments",
+    "search",
+)
 DBS = ("sqlite", "postgresql")
 
 
@@ -75,6 +86,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="`cluster` also runs two nodes with each pair on one node (default: yes)",
     )
+    p.add_argument(
+        "--search-messages",
+        type=int,
+        help="messages stored for `search` (default 1,000,000; --quick 20,000)",
+    )
+    p.add_argument(
+        "--search-queries", type=int, help="measured queries per kind and database in `search`"
+    )
     return p.parse_args(argv)
 
 
@@ -120,11 +139,16 @@ def _steps(s: scenarios.Settings, chosen: tuple[str, ...]) -> int:
         "connections": 1 + n,
         "cluster": cluster_scenario.steps(s) if "postgresql" in s.dbs else 0,
         "attachments": attachments_scenario.steps(s),
+        "search": search_scenario.steps(s),
     }
     return sum(counts[c] for c in chosen)
 
 
-def run(s: scenarios.Settings, chosen: tuple[str, ...]) -> dict[str, Any]:
+def run(
+    s: scenarios.Settings,
+    chosen: tuple[str, ...],
+    search: search_scenario.SearchSettings | None = None,
+) -> dict[str, Any]:
     if "sweep" in chosen and "live" not in chosen:
         chosen = ("live", *chosen)  # the sweep's rates are fractions of the live peak
     progress = Progress(_steps(s, chosen))
@@ -144,6 +168,9 @@ def run(s: scenarios.Settings, chosen: tuple[str, ...]) -> dict[str, Any]:
         "connections": lambda: scenarios.connections(s, progress),
         "cluster": lambda: cluster_scenario.cluster(s, progress),
         "attachments": lambda: attachments_scenario.attachments(s, progress),
+        "search": lambda: search_scenario.search(
+            s, search or search_scenario.SearchSettings(), progress
+        ),
     }
     for name, job in jobs.items():
         if name not in chosen:
@@ -174,15 +201,19 @@ def main(argv: list[str] | None = None) -> int:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         try:
-            results = run(settings_for(args, workdir.resolve()), chosen)
+            search = search_scenario.settings_for(
+                args.search_messages, args.search_queries, args.quick
+            )
+            results = run(settings_for(args, workdir.resolve()), chosen, search)
         except KeyboardInterrupt:
             print("\ninterrupted: servers stopped", file=sys.stderr)
             return 130
         finally:
             servers.kill_all()
-    print(report.markdown(results))
+    text = report.markdown(results) + search_scenario.markdown(results)
+    print(text)
     if args.markdown:
-        args.markdown.write_text(report.markdown(results))
+        args.markdown.write_text(text)
     if args.json:
         report.write_json(results, args.json)
     if args.plot and not report.plot(results, args.plot):
