@@ -19,6 +19,9 @@ left to merge, with no other FTS5 writes meanwhile, and only then checkpoints th
 **PostgreSQL.** GIN indexes over the message body folded in SQL (`messenger_fold`:
 `lower(unaccent(...))`): a `simple` tsvector for short terms and `pg_trgm` for long
 ones, kept up to date by PostgreSQL itself; nothing here writes them.
+
+On both, a scope of up to SCAN_MAX messages is read whole (SQLite checks each term
+with `instr` first); a larger one goes through the indexes.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from messenger.text_search import Terms, fold, fts5_string, matches, trigrams
 # Documents read per FTS5 query while looking for a page of answers.
 CANDIDATE_CHUNK: Final = 200
 # A scope (a user's messages, or one conversation) this small is searched by reading
-# its documents: FTS5 would walk every user's entries of a common term to find the
-# few that are the caller's.
+# it whole, on both databases: an index of everyone's text would walk every user's
+# entries of a common term to find the few that are the caller's.
 SCAN_MAX: Final = 10_000
 # Retired texts taken out of FTS5 per transaction, and documents indexed per catch-up.
 RETIRE_CHUNK: Final = 2_000
@@ -306,7 +309,7 @@ def _scope_size(conn: Connection, scope: Scope, cap: int) -> int:
     params = {**scope.params(), "cap": cap}
     return sum(
         conn.execute(
-            text(f"SELECT count(*) FROM (SELECT 1 FROM messages WHERE {half} LIMIT :cap)"),
+            text(f"SELECT count(*) FROM (SELECT 1 FROM messages WHERE {half} LIMIT :cap) AS half"),
             params,
         ).scalar_one()
         for half in halves
@@ -325,8 +328,8 @@ def _postgresql_ids(
     conn: Connection, scope: Scope, terms: Terms, before: int | None, want: int
 ) -> list[int]:
     params: dict[str, Any] = {**scope.params(), "want": want, "before": before or 2**63 - 1}
-    conditions = [scope.sql(), _visible(), "m.id < :before"]
     # The terms as typed, folded by PostgreSQL like the bodies its indexes hold.
+    conditions = []
     for index, term in enumerate(terms.long):
         params[f"like{index}"] = "%" + _like_escaped(terms.as_typed(term)) + "%"
         conditions.append(f"messenger_fold(m.body) LIKE messenger_fold(:like{index})")
@@ -337,18 +340,21 @@ def _postgresql_ids(
             "to_tsvector('simple'::regconfig, messenger_fold(m.body)) "
             "@@ to_tsquery('simple'::regconfig, messenger_fold(:tsquery))"
         )
-    # A generic plan (asyncpg prepares statements) cannot see that a pattern is rare or
-    # common, and walks the trigram index of every message; a plan per query can.
-    conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
-    rows = conn.execute(
-        text(
-            "SELECT m.id FROM messages m WHERE "
-            + " AND ".join(conditions)
-            + " ORDER BY m.id DESC LIMIT :want"
-        ),
-        params,
-    )
-    return [mid for (mid,) in rows]
+    matching = " AND ".join(conditions)
+    if _scope_size(conn, scope, SCAN_MAX + 1) <= SCAN_MAX:
+        # As on SQLite: a small scope is read whole. Left to itself, the planner ANDs
+        # a common trigram's posting list (most of the table) with the user's rows.
+        sql = (
+            "WITH m AS MATERIALIZED (SELECT m.id, m.body FROM messages m "
+            f"WHERE {scope.sql()} AND m.id < :before AND {_visible()}) "
+            f"SELECT m.id FROM m WHERE {matching} ORDER BY m.id DESC LIMIT :want"
+        )
+    else:
+        sql = (
+            f"SELECT m.id FROM messages m WHERE {scope.sql()} AND {_visible()} "
+            f"AND m.id < :before AND {matching} ORDER BY m.id DESC LIMIT :want"
+        )
+    return [mid for (mid,) in conn.execute(text(sql), params)]
 
 
 def _like_escaped(term: str) -> str:
