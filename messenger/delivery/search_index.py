@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # of the writer's thread.
 MERGE_PAGES: Final = 64
 # Catch-up chunks per round: the rest waits a round (the scan covers it meanwhile).
-CATCH_UP_ROUNDS: Final = 20
+CATCH_UP_ROUNDS: Final = 200
 
 
 class SearchIndexer:

@@ -40,9 +40,10 @@ CANDIDATE_CHUNK: Final = 200
 # it whole, on both databases: an index of everyone's text would walk every user's
 # entries of a common term to find the few that are the caller's.
 SCAN_MAX: Final = 10_000
-# Retired texts taken out of FTS5 per transaction, and documents indexed per catch-up.
-RETIRE_CHUNK: Final = 2_000
-CATCH_UP_CHUNK: Final = 5_000
+# Retired texts taken out of FTS5 per transaction, and documents indexed per catch-up:
+# each transaction holds the writer's thread, so they stay a few milliseconds long.
+RETIRE_CHUNK: Final = 256
+CATCH_UP_CHUNK: Final = 256
 FTS_TABLES: Final = ("search_words", "search_trigrams")
 
 
