@@ -5,7 +5,8 @@ Every round, in this order: take retired texts out of FTS5 (their messages were 
 or deleted), index the documents past the watermark, and, if something was taken out,
 merge each FTS5 table in small steps until no merge is left, then checkpoint and
 truncate the WAL (G10). Every step is a short write transaction of its own, so the
-writer's batches run between them; nothing else writes FTS5 while a merge runs, which
+writer's batches run between them, and commits without an fsync of its own (the index
+is derived: `Database.write_derived`); nothing else writes FTS5 while a merge runs, which
 is what lets it finish.
 
 On PostgreSQL there is nothing to do: its GIN indexes follow the table.
@@ -59,13 +60,13 @@ class SearchIndexer:
     async def run(self) -> None:
         """One round (see the module's docstring)."""
         removed = 0
-        while taken := await self._db.write(take_out_retired):
+        while taken := await self._db.write_derived(take_out_retired):
             removed += taken
         for _ in range(CATCH_UP_ROUNDS):
-            if await self._db.write(catch_up) < CATCH_UP_CHUNK:
+            if await self._db.write_derived(catch_up) < CATCH_UP_CHUNK:
                 break
         steps = 0
-        while not await self._db.write(merge_step, MERGE_PAGES):
+        while not await self._db.write_derived(merge_step, MERGE_PAGES):
             steps += 1
         self._metrics.search_unindexed.set(await self._db.read(unindexed_count))
         if removed or steps:

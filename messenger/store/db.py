@@ -71,6 +71,14 @@ class Database(ABC):
     ) -> T:
         """`work(conn, ...)` in a write transaction of its own, committed on return."""
 
+    async def write_derived(
+        self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Like `write`, for data derived from what is already committed (the search
+        index), which a lost commit only delays: on SQLite its commit does not wait
+        for an fsync (see `SqliteDatabase`)."""
+        return await self.write(work, *args, **kwargs)
+
     @abstractmethod
     async def write_batch(
         self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -142,6 +150,7 @@ class SqliteDatabase(Database):
             SQLITE_READ_THREADS, thread_name_prefix="sqlite-reader"
         )
         self._write_conn: Connection | None = None  # touched only on the writer thread
+        self._synchronous = synchronous
 
     async def read(
         self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -161,6 +170,31 @@ class SqliteDatabase(Database):
 
     # SQLite has one writer: the batches share the writer thread and its connection.
     write_batch = write
+
+    async def write_derived(
+        self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """On the writer's thread with `synchronous=NORMAL`: the commit appends to the
+        WAL without an fsync, which the next batch's commit makes for it too (the WAL
+        is written in order). A power cut may lose only such trailing commits, and WAL
+        stays consistent at NORMAL; derived work lost is done again."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._write_thread, partial(self._write_derived_here, partial(work, **kwargs), *args)
+        )
+
+    def _write_derived_here(self, work: Callable[..., T], *args: Any) -> T:
+        if self._write_conn is None:
+            self._write_conn = self._writer_engine.connect()
+        raw = self._write_conn.connection.dbapi_connection
+        assert raw is not None
+        raw.execute("PRAGMA synchronous=NORMAL")
+        try:
+            return self._write_here(work, *args)
+        finally:
+            # The connection the work ran on (or a new one, which connects at the
+            # configured level anyway) goes back to the batches' level.
+            raw.execute(f"PRAGMA synchronous={self._synchronous}")
 
     def _read_here(self, work: Callable[..., T], *args: Any) -> T:
         with self._reader_engine.connect() as conn:
