@@ -23,7 +23,7 @@ from messenger.config import Settings
 from messenger.store.migrate import upgrade
 from tests.processes import ServeGroup
 from tests.push_support import FakePushService, WebhookReceiver
-from tests.support import Http, RunningServer, Servers, start_server
+from tests.support import Http, RunningServer, Scene, Servers, start_server, two_way_scene
 
 PG_ADMIN_DSN = os.environ.get("MESSENGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 PG_HOST_URL = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
@@ -137,6 +137,14 @@ async def server(settings: Settings) -> AsyncIterator[RunningServer]:
     running = await start_server(settings)
     yield running
     await running.stop()
+
+
+@pytest.fixture
+async def scene(server: RunningServer, http: Http) -> AsyncIterator[Scene]:
+    """ann and bob, both connected, one message each way stored and still `sent`."""
+    running = await two_way_scene(server, http)
+    yield running
+    await running.close()
 
 
 @pytest.fixture

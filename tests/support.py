@@ -7,6 +7,7 @@ import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -14,6 +15,7 @@ import aiohttp
 import socketio
 from aiohttp import web
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from messenger.config import Settings
@@ -314,6 +316,12 @@ STREAM_QUERIES = {
     " ORDER BY user_id, seq",
     "blocks": "SELECT blocker_id, blocked_id FROM blocks ORDER BY blocker_id, blocked_id",
 }
+
+
+def database_files(database_url: str) -> list[Path]:
+    """A SQLite database's file and its WAL, those that exist (G10 tests grep them)."""
+    path = Path(make_url(database_url).database or "")
+    return [p for p in (path, Path(f"{path}-wal")) if p.exists()]
 
 
 async def sql(url: str, *statements: str) -> list[tuple[Any, ...]]:

@@ -5,7 +5,6 @@ emit the reserved names "connect" and "disconnect"."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,12 +14,10 @@ from tests.support import (
     STREAM_QUERIES,
     Device,
     Http,
-    RunningServer,
     Scene,
     Snapshot,
     read_tables,
     start_server,
-    two_way_scene,
 )
 
 NOBODY = "nobody@example.com"
@@ -32,15 +29,6 @@ SNAPSHOT_QUERIES = {**STREAM_QUERIES, "messages": "SELECT * FROM messages ORDER 
 async def snapshot(database_url: str) -> Snapshot:
     """All rows of the tables G8 protects, read through a separate engine."""
     return await read_tables(database_url, SNAPSHOT_QUERIES)
-
-
-@pytest.fixture
-async def scene(server: RunningServer, http: Http) -> AsyncIterator[Scene]:
-    """Ann and bob, one message each way stored, bob connected (the bad client); ann's
-    message to bob is still "sent"."""
-    scene = await two_way_scene(server, http)
-    yield scene
-    await scene.close()
 
 
 # A case: (payload given to Device.call, expected error code). `None` is no payload;

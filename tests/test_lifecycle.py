@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from messenger.config import Settings
 from messenger.delivery import typing as typing_module
@@ -20,20 +17,13 @@ from tests.support import (
     Account,
     Device,
     Http,
-    RunningServer,
     Scene,
     connect_synced,
+    database_files,
     sql,
     start_server,
     two_way_scene,
 )
-
-
-@pytest.fixture
-async def scene(server: RunningServer, http: Http) -> AsyncIterator[Scene]:
-    running = await two_way_scene(server, http)
-    yield running
-    await running.close()
 
 
 def updates(device: Device, change: str | None = None) -> list[dict[str, Any]]:
@@ -278,11 +268,6 @@ async def test_a_device_offline_during_changes_converges(scene: Scene, http: Htt
 
 
 # -- gone means gone (G10) ----------------------------------------------------------------
-
-
-def database_files(database_url: str) -> list[Path]:
-    path = Path(make_url(database_url).database or "")
-    return [p for p in (path, Path(f"{path}-wal")) if p.exists()]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

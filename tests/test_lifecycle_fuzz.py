@@ -11,7 +11,6 @@ there (3.10), by its first text only while it still holds it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
@@ -24,7 +23,7 @@ from hypothesis import strategies as st
 
 from messenger.store import search as search_store
 from messenger.text_search import fold, matches, split_query
-from tests.support import Account, Device, Http, RunningServer, Scene, two_way_scene
+from tests.support import Account, Device, Http, Scene
 from tests.test_fuzz import FUZZ_SETTINGS, Bridge, fuzz, report
 
 EMOJIS = ("👍", "🎉", "❤️")
@@ -97,13 +96,6 @@ operations = st.lists(
     min_size=1,
     max_size=12,
 )
-
-
-@pytest.fixture
-async def scene(server: RunningServer, http: Http) -> AsyncIterator[Scene]:
-    running = await two_way_scene(server, http)
-    yield running
-    await running.close()
 
 
 async def history(url: str, reader: Account, peer: str) -> dict[int, dict[str, Any]]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,17 +23,11 @@ from tests.support import (
     Http,
     RunningServer,
     Scene,
+    database_files,
     sql,
     start_server,
     two_way_scene,
 )
-
-
-@pytest.fixture
-async def scene(server: RunningServer, http: Http) -> AsyncIterator[Scene]:
-    running = await two_way_scene(server, http)
-    yield running
-    await running.close()
 
 
 @pytest.fixture(params=["scan", "index"])
@@ -244,11 +236,6 @@ async def test_bad_searches_are_invalid(scene: Scene, http: Http) -> None:
 
 
 # -- gone from the files (G10) --------------------------------------------------------------
-
-
-def database_files(database_url: str) -> list[Path]:
-    path = Path(make_url(database_url).database or "")
-    return [p for p in (path, Path(f"{path}-wal")) if p.exists()]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -7,7 +7,8 @@ its send is answered. Two FTS5 tables index those documents (external content):
 `search_trigrams` for terms of three characters or more anywhere (CJK text, parts of
 words). The FTS tables are fed by the indexer (`delivery.search_index`), not by the
 batch: the documents past `search_state.watermark` are searched by a scan, the rest
-through FTS5. That keeps FTS5 work off the send path and in large pieces.
+through FTS5. That keeps FTS5 work off the send path, in small transactions between
+the batches.
 
 Deleted and edited text must leave the index's files (G10). SQLite 3.40's FTS5 has no
 `secure-delete`: a delete only adds a marker, and the old entries stay in their
