@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from messenger.errors import not_found
+from messenger.errors import invalid, not_found
 from messenger.store.db import Database
 from messenger.store.users import usernames, users_by_names
 from messenger.wire import UserRef
@@ -35,6 +35,13 @@ class Directory:
         if username not in found:
             raise not_found(f"no user {username!r}")
         return found[username]
+
+    async def other_user(self, user: UserRef, username: str) -> UserRef:
+        """The user named, who must be someone else than `user` (`invalid` if not):
+        the other party of a send, a history, a search, a block."""
+        if username == user.username:
+            raise invalid("that is you: name another user")
+        return await self.resolve(username)
 
     async def resolve_many(self, names: Iterable[str]) -> dict[str, UserRef]:
         """The existing users among `names`; unknown names are left out."""

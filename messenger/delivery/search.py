@@ -10,7 +10,6 @@ import time
 from sqlalchemy import Connection, RowMapping
 
 from messenger.directory import Directory
-from messenger.errors import invalid
 from messenger.metrics import Metrics
 from messenger.protocol import SearchQuery
 from messenger.store.db import Database
@@ -40,9 +39,7 @@ class Search:
     async def search(self, user: UserRef, query: SearchQuery) -> SearchAnswer:
         peer_id: int | None = None
         if query.with_user is not None:
-            if query.with_user == user.username:
-                raise invalid("that is you: name another user")
-            peer_id = (await self._directory.resolve(query.with_user)).id
+            peer_id = (await self._directory.other_user(user, query.with_user)).id
         scope = Scope(user.id, peer_id)
         started = time.perf_counter()
         ids, rows, extras = await self._db.read(

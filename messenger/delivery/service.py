@@ -163,7 +163,7 @@ class Delivery:
         unknown or the sender itself. The key is looked up only when a check fails,
         so new sends cost no extra read (the writer catches repeats that pass)."""
         try:
-            recipient = await self._peer(sender, command.to)
+            recipient = await self._directory.other_user(sender, command.to)
         except MessengerError as exc:
             if exc.code not in (ErrorCode.INVALID, ErrorCode.NOT_FOUND):
                 raise
@@ -193,7 +193,7 @@ class Delivery:
 
     async def typing(self, sid: str, user: UserRef, command: TypingCommand) -> None:
         """Tell `to`'s devices that the user is (or stopped) typing (3.7)."""
-        to = await self._peer(user, command.to)
+        to = await self._directory.other_user(user, command.to)
         await self._typing.update(sid, user, to, command.state)
 
     async def settings(self, user: UserRef) -> SettingsAnswer:
@@ -208,7 +208,7 @@ class Delivery:
         return self._writer.submit_mark(user, ids, status)
 
     async def history(self, user: UserRef, query: HistoryQuery) -> HistoryAnswer:
-        peer = await self._peer(user, query.with_user)
+        peer = await self._directory.other_user(user, query.with_user)
         rows, extras = await self._db.read(
             with_extras,
             conversation_page,
@@ -269,11 +269,11 @@ class Delivery:
         return fitting_count(entries, self._answer_bytes)
 
     async def block(self, user: UserRef, username: str) -> None:
-        target = await self._peer(user, username)
+        target = await self._directory.other_user(user, username)
         await self._db.write(add_block, user.id, target.id, utc_now())
 
     async def unblock(self, user: UserRef, username: str) -> None:
-        target = await self._peer(user, username)
+        target = await self._directory.other_user(user, username)
         await self._db.write(remove_block, user.id, target.id)
 
     async def presence(self, user: UserRef, usernames: list[str]) -> PresenceAnswer:
@@ -315,11 +315,6 @@ class Delivery:
             }
             for row in rows
         ]
-
-    async def _peer(self, user: UserRef, username: str) -> UserRef:
-        if username == user.username:
-            raise invalid("that is you: name another user")
-        return await self._directory.resolve(username)
 
 
 def _optional_cursor(value: Any, head: int) -> int | None:

@@ -194,22 +194,24 @@ class Scope:
     user_id: int
     peer_id: int | None
 
-    def sql(self, alias: str = "m") -> str:
+    def sql(self) -> str:
+        """The condition on `messages m` (parameters `me`, `peer`)."""
         if self.peer_id is None:
-            return f"({alias}.sender_id = :me OR {alias}.recipient_id = :me)"
+            return "(m.sender_id = :me OR m.recipient_id = :me)"
         return (
-            f"(({alias}.sender_id = :me AND {alias}.recipient_id = :peer) OR "
-            f"({alias}.sender_id = :peer AND {alias}.recipient_id = :me))"
+            "((m.sender_id = :me AND m.recipient_id = :peer) OR "
+            "(m.sender_id = :peer AND m.recipient_id = :me))"
         )
 
     def params(self) -> dict[str, Any]:
         return {"me": self.user_id, "peer": self.peer_id}
 
 
-def _visible(alias: str = "m") -> str:
+def _visible() -> str:
+    """Not deleted for everyone, nor by the caller (`me`) for themselves."""
     return (
-        f"{alias}.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM hidden_messages h "
-        f"WHERE h.user_id = :me AND h.message_id = {alias}.id)"
+        "m.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM hidden_messages h "
+        "WHERE h.user_id = :me AND h.message_id = m.id)"
     )
 
 
