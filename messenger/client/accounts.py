@@ -8,15 +8,14 @@ messages costs a chunk of memory, not its size.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import IO
 
 import aiohttp
 
 from messenger.client.api import API, _request
+from messenger.client.files import remove_partial, write_body
 from messenger.client.types import (
     Exported,
     MessengerClientError,
@@ -28,8 +27,6 @@ PASSWORD = f"{API}/users/me/password"
 ME = f"{API}/users/me"
 SESSIONS = f"{API}/sessions"
 EXPORT = f"{API}/users/me/export"
-# Bytes read from the response per write to the file.
-CHUNK = 64 * 1024
 # No total limit: a large export takes as long as it takes. A stalled one does not.
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
 
@@ -78,39 +75,21 @@ async def export(url: str, token: str, path: str | os.PathLike[str]) -> Exported
         tempfile.mkstemp, prefix=f".{target.name}.", suffix=".part", dir=target.parent
     )
     partial = Path(name)
+    os.close(fd)  # reopened by `write_body`, keeping the owner-only mode
     try:
-        handle: IO[bytes] = os.fdopen(fd, "wb")
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=TIMEOUT) as session,
-                session.get(url.rstrip("/") + EXPORT, headers=headers) as resp,
-            ):
-                if resp.status != 200:
-                    json = resp.content_type == "application/json"
-                    raise MessengerClientError.from_answer(await resp.json() if json else None)
-                size = 0
-                async for chunk in resp.content.iter_chunked(CHUNK):
-                    size += len(chunk)
-                    await asyncio.to_thread(handle.write, chunk)
-            await asyncio.to_thread(_flush, handle)
-        finally:
-            handle.close()
+        async with (
+            aiohttp.ClientSession(timeout=TIMEOUT) as session,
+            session.get(url.rstrip("/") + EXPORT, headers=headers) as resp,
+        ):
+            if resp.status != 200:
+                json = resp.content_type == "application/json"
+                raise MessengerClientError.from_answer(await resp.json() if json else None)
+            size, _ = await write_body(resp, partial)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        await asyncio.to_thread(_remove, partial)
+        await asyncio.to_thread(remove_partial, partial)
         raise MessengerClientError("unavailable", f"cannot reach {url}: {exc}") from exc
     except BaseException:
-        await asyncio.to_thread(_remove, partial)
+        await asyncio.to_thread(remove_partial, partial)
         raise
     await asyncio.to_thread(os.replace, partial, target)
     return Exported(target, size)
-
-
-def _flush(handle: IO[bytes]) -> None:
-    """On disk before the rename makes it the file."""
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()

@@ -116,15 +116,15 @@ async def _download(url: str, token: str, where: str, path: Path) -> Downloaded:
                 answer = await resp.json() if resp.content_type == "application/json" else None
                 raise MessengerClientError.from_answer(answer)
             expected = resp.headers.get("ETag", "").removeprefix("W/").strip('"')
-            size, digest = await _write(resp, partial)
+            size, digest = await write_body(resp, partial)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        await asyncio.to_thread(_remove, partial)
+        await asyncio.to_thread(remove_partial, partial)
         raise MessengerClientError("unavailable", f"cannot reach {url}: {exc}") from exc
     except BaseException:
-        await asyncio.to_thread(_remove, partial)
+        await asyncio.to_thread(remove_partial, partial)
         raise
     if expected and digest != expected:
-        await asyncio.to_thread(_remove, partial)
+        await asyncio.to_thread(remove_partial, partial)
         raise MessengerClientError(
             "internal", f"the download does not match its SHA-256 ({digest} != {expected})"
         )
@@ -132,8 +132,10 @@ async def _download(url: str, token: str, where: str, path: Path) -> Downloaded:
     return Downloaded(path, size, digest)
 
 
-async def _write(resp: aiohttp.ClientResponse, partial: Path) -> tuple[int, str]:
-    """Stream the body into `partial` (file calls on a thread); its size and SHA-256."""
+async def write_body(resp: aiohttp.ClientResponse, partial: Path) -> tuple[int, str]:
+    """Stream the body into `partial` (file calls on a thread; an existing file keeps
+    its permissions), flushed to disk; its size and SHA-256. Downloads and the account
+    export write through here."""
     digest = hashlib.sha256()
     size = 0
     handle = await asyncio.to_thread(open, partial, "wb")
@@ -155,6 +157,6 @@ def _flush(handle: IO[bytes]) -> None:
     os.fsync(handle.fileno())
 
 
-def _remove(path: Path) -> None:
+def remove_partial(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
