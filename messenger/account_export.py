@@ -10,8 +10,10 @@ secrets, no password hash.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any
+
+from sqlalchemy import RowMapping
 
 from messenger.store.db import Database
 from messenger.store.exports import (
@@ -98,24 +100,24 @@ class _Pieces:
         return text
 
 
-async def _blocked(db: Database, user_id: int) -> AsyncIterator[Iterable[Any]]:
+async def _keyset_pages(
+    db: Database, read: Callable[..., list[RowMapping]], user_id: int, key: str
+) -> AsyncIterator[list[RowMapping]]:
+    """`read`'s pages of the user's rows, each after the last one's `key`, until empty."""
     after = 0
-    while True:
-        rows = await db.read(blocked_page, user_id, after, PAGE)
-        if not rows:
-            return
+    while rows := await db.read(read, user_id, after, PAGE):
+        yield rows
+        after = rows[-1][key]
+
+
+async def _blocked(db: Database, user_id: int) -> AsyncIterator[Iterable[Any]]:
+    async for rows in _keyset_pages(db, blocked_page, user_id, "blocked_id"):
         yield [row["username"] for row in rows]
-        after = rows[-1]["blocked_id"]
 
 
 async def _uploads(db: Database, user_id: int) -> AsyncIterator[Iterable[Any]]:
-    after = 0
-    while True:
-        rows = await db.read(uploads_page, user_id, after, PAGE)
-        if not rows:
-            return
+    async for rows in _keyset_pages(db, uploads_page, user_id, "id"):
         yield [{**row, "created_at": format_time(row["created_at"])} for row in rows]
-        after = rows[-1]["id"]
 
 
 async def _messages(db: Database, user_id: int) -> AsyncIterator[Iterable[Any]]:
