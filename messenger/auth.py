@@ -18,10 +18,9 @@ from sqlalchemy.exc import IntegrityError
 from messenger.errors import ErrorCode, MessengerError, forbidden
 from messenger.hashing import HashPool
 from messenger.ratelimit import Throttled
-from messenger.store.accounts import user_by_id
 from messenger.store.db import Database
 from messenger.store.tokens import insert_token, live_token, live_token_ids, revoke_token
-from messenger.store.users import insert_user, replace_password_hash, user_by_name
+from messenger.store.users import insert_user, replace_password_hash, user_by_id, user_by_name
 from messenger.token_use import TokenUse
 from messenger.wire import UserRef, utc_now
 

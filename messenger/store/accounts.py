@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import cache
-from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -36,6 +35,7 @@ from messenger.store.models import (
     users,
 )
 from messenger.store.sized_statements import _padded
+from messenger.store.tokens import is_live
 
 # What a session shows of itself (never its hash).
 _SESSION_COLUMNS = (
@@ -47,14 +47,6 @@ _SESSION_COLUMNS = (
 )
 
 
-def _live(now: datetime) -> Any:
-    return tokens.c.revoked_at.is_(None) & (tokens.c.expires_at > now)
-
-
-def user_by_id(conn: Connection, user_id: int) -> RowMapping | None:
-    return conn.execute(select(users).where(users.c.id == user_id)).mappings().one_or_none()
-
-
 # -- sessions ----------------------------------------------------------------------------
 
 
@@ -62,7 +54,7 @@ def live_sessions(conn: Connection, user_id: int, now: datetime, limit: int) -> 
     """The user's sessions that still work, newest first (by the tokens index)."""
     statement = (
         select(*_SESSION_COLUMNS)
-        .where(tokens.c.user_id == user_id, _live(now))
+        .where(tokens.c.user_id == user_id, is_live(now))
         .order_by(tokens.c.id.desc())
         .limit(limit)
     )
@@ -74,7 +66,7 @@ def end_session(conn: Connection, user_id: int, token_id: int, now: datetime) ->
     False when it is not one (another user's included)."""
     ended = conn.execute(
         update(tokens)
-        .where(tokens.c.id == token_id, tokens.c.user_id == user_id, _live(now))
+        .where(tokens.c.id == token_id, tokens.c.user_id == user_id, is_live(now))
         .values(revoked_at=now)
     ).rowcount
     if not ended:
@@ -193,7 +185,9 @@ def remove_account(conn: Connection, user_id: int, now: datetime) -> list[int] |
         return None
     live = list(
         conn.execute(
-            select(tokens.c.id).where(tokens.c.user_id == user_id, _live(now)).order_by(tokens.c.id)
+            select(tokens.c.id)
+            .where(tokens.c.user_id == user_id, is_live(now))
+            .order_by(tokens.c.id)
         ).scalars()
     )
     conn.execute(delete(push_subscriptions).where(push_subscriptions.c.user_id == user_id))
@@ -233,7 +227,7 @@ def accounts_page(conn: Connection, after_id: int, limit: int, now: datetime) ->
     """Accounts after an id, in id order, with how many live sessions each has."""
     sessions = (
         select(func.count())
-        .where(tokens.c.user_id == users.c.id, _live(now))
+        .where(tokens.c.user_id == users.c.id, is_live(now))
         .scalar_subquery()
         .label("sessions")
     )

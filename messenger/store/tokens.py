@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, RowMapping, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    RowMapping,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 
 from messenger.store.models import push_subscriptions, tokens, users
 
@@ -66,14 +75,18 @@ def revoke_token(conn: Connection, token_id: int, now: datetime) -> None:
     conn.execute(delete(push_subscriptions).where(push_subscriptions.c.token_id == token_id))
 
 
+def is_live(now: datetime) -> ColumnElement[bool]:
+    """A token that still works at `now`: not revoked, not expired."""
+    return tokens.c.revoked_at.is_(None) & (tokens.c.expires_at > now)
+
+
 def live_token_ids(conn: Connection, token_ids: Sequence[int], now: datetime) -> set[int]:
     result = conn.execute(
         select(tokens.c.id)
         .join(users, users.c.id == tokens.c.user_id)
         .where(
             tokens.c.id.in_(token_ids),
-            tokens.c.revoked_at.is_(None),
-            tokens.c.expires_at > now,
+            is_live(now),
             users.c.disabled_at.is_(None),
             users.c.deleted_at.is_(None),
         )

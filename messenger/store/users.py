@@ -26,6 +26,10 @@ def user_by_name(conn: Connection, username: str) -> RowMapping | None:
     return result.mappings().one_or_none()
 
 
+def user_by_id(conn: Connection, user_id: int) -> RowMapping | None:
+    return conn.execute(select(users).where(users.c.id == user_id)).mappings().one_or_none()
+
+
 def replace_password_hash(conn: Connection, user_id: int, old: str, new: str) -> None:
     """A rehash at the current cost, only over the hash just verified: a concurrent
     change of password wins."""
