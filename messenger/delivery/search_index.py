@@ -22,10 +22,11 @@ from messenger.periodic import Periodic
 from messenger.store.db import Database
 from messenger.store.search import (
     CATCH_UP_CHUNK,
+    IndexWork,
     catch_up,
+    index_work,
     merge_step,
     take_out_retired,
-    unindexed_count,
 )
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 MERGE_PAGES: Final = 64
 # Catch-up chunks per round: the rest waits a round (the scan covers it meanwhile).
 CATCH_UP_ROUNDS: Final = 200
+NOTHING_TO_DO: Final = IndexWork(retired=0, unindexed=0, purge_pending=False)
 
 
 class SearchIndexer:
@@ -58,7 +60,16 @@ class SearchIndexer:
         await self.run()
 
     async def run(self) -> None:
-        """One round (see the module's docstring)."""
+        """One round (see the module's docstring); a read alone when nothing waits."""
+        work = await self._db.read(index_work)
+        if work != NOTHING_TO_DO:
+            await self._index()
+            work = await self._db.read(index_work)
+        self._metrics.search_unindexed.set(work.unindexed)
+        if self._checkpoint_owed:
+            self._checkpoint_owed = not await self._db.erase_freed_text()
+
+    async def _index(self) -> None:
         removed = 0
         while taken := await self._db.write_derived(take_out_retired):
             removed += taken
@@ -68,11 +79,8 @@ class SearchIndexer:
         steps = 0
         while not await self._db.write_derived(merge_step, MERGE_PAGES):
             steps += 1
-        self._metrics.search_unindexed.set(await self._db.read(unindexed_count))
         if removed or steps:
             log.info("search index: %d texts removed, merged in %d steps", removed, steps)
             self._metrics.search_removed.inc(removed)
             self._metrics.search_merge_steps.inc(steps)
             self._checkpoint_owed = True
-        if self._checkpoint_owed:
-            self._checkpoint_owed = not await self._db.erase_freed_text()

@@ -99,14 +99,23 @@ def _watermark(conn: Connection) -> int:
 # --- the indexer (SQLite) -------------------------------------------------------------
 
 
-def unindexed_count(conn: Connection) -> int:
-    """Documents past the watermark: what searches still scan."""
-    return int(
-        conn.exec_driver_sql(
-            "SELECT count(*) FROM search_documents "
-            "WHERE message_id > (SELECT watermark FROM search_state)"
-        ).scalar_one()
-    )
+@dataclass(frozen=True)
+class IndexWork:
+    """What the indexer has to do: retired texts to take out, documents past the
+    watermark (what searches scan meanwhile), and whether a merge is pending."""
+
+    retired: int
+    unindexed: int
+    purge_pending: bool
+
+
+def index_work(conn: Connection) -> IndexWork:
+    retired, unindexed, purge = conn.exec_driver_sql(
+        "SELECT (SELECT count(*) FROM search_retired), "
+        "(SELECT count(*) FROM search_documents WHERE message_id > s.watermark), "
+        "s.purge_pending FROM search_state s"
+    ).one()
+    return IndexWork(int(retired), int(unindexed), bool(purge))
 
 
 def take_out_retired(conn: Connection) -> int:
