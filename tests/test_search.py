@@ -23,6 +23,7 @@ from tests.support import (
     Http,
     RunningServer,
     Scene,
+    Servers,
     database_files,
     sql,
     start_server,
@@ -233,6 +234,26 @@ async def test_bad_searches_are_invalid(scene: Scene, http: Http) -> None:
         assert status == 400 and body["error"]["code"] == "invalid", (query, body)
     status, body = await http.request("GET", "/api/v1/search?q=ok")
     assert status == 401, body
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_two_nodes_find_what_the_other_committed(servers: Servers) -> None:
+    """Several nodes share PostgreSQL: a send, an edit and a delete answered by one
+    node are what a search on the other finds at once (the index is SQL's)."""
+    a, b = await servers.start(), await servers.start()
+    ann, bob = await asyncio.gather(Http(a.url).account("ann"), Http(b.url).account("bob"))
+    on_a = await Device(a.url).connect(ann.token)
+    on_b = await Device(b.url).connect(bob.token)
+    await asyncio.gather(on_a.wait_synced(), on_b.wait_synced())
+    ids = await send_all(on_a, bob.username, ["quartz before", "quartz doomed"], "n")
+    assert found_bodies(await search(on_b, "quartz")) == ["quartz doomed", "quartz before"]
+    edited = await on_a.call("edit", {"id": ids[0], "body": "onyx after", "client_id": "e"})
+    deleted = await on_a.call("delete", {"id": ids[1], "for": "everyone"})
+    assert edited["ok"] and deleted["ok"], (edited, deleted)
+    assert found_bodies(await search(on_b, "quartz")) == []
+    assert found_bodies(await search(on_b, "onyx")) == ["onyx after"]
+    await on_a.disconnect()
+    await on_b.disconnect()
 
 
 # -- gone from the files (G10) --------------------------------------------------------------
