@@ -273,11 +273,14 @@ async def test_a_poll_after_the_ping_timeout_is_refused(
     server: RunningServer, client: aiohttp.ClientSession
 ) -> None:
     """The suites' check: nothing sent for ping_interval + ping_timeout, then a GET.
-    python-engineio answered it with the PING until its service task came by."""
+    python-engineio answered it with the PING until its service task came by. The
+    session is forgotten at its deadline, before any request: a gone client sends
+    none, and no service task sweeps the table here."""
     eio = server.node.sio.eio
     eio.ping_interval, eio.ping_timeout = 0.2, 1.0
     session = await open_session(client, server.url)
     await asyncio.sleep(eio.ping_interval + eio.ping_timeout + 0.5)
+    assert sid_of(session) not in eio.sockets
     assert (await poll(client, session))[0] == 400
 
 

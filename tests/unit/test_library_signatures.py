@@ -58,7 +58,6 @@ OVERRIDDEN: dict[str, str] = {
     "engineio.async_server.AsyncServer.attach": "(self, app, engineio_path='engine.io')",
     "engineio.async_server.AsyncServer.create_queue": "(self, *args, **kwargs)",
     "engineio.async_server.AsyncServer.handle_request": "(self, *args, **kwargs)",
-    "engineio.async_socket.AsyncSocket._send_ping": "(self)",
     "engineio.async_socket.AsyncSocket._websocket_handler": "(self, ws)",
     "engineio.async_socket.AsyncSocket.check_ping_timeout": "(self)",
     "engineio.async_socket.AsyncSocket.close": "(self, wait=True, abort=False, reason=None)",
@@ -104,7 +103,6 @@ CALLED: dict[str, str] = {
     "engineio.async_server.AsyncServer._cors_allowed_origins": "(self, environ)",
     "engineio.async_server.AsyncServer._generate_sid_cookie": "(self, sid, attributes)",
     "engineio.async_server.AsyncServer._make_response": "(self, response_dict, environ)",
-    "engineio.async_server.AsyncServer._service_task": "(self)",
     # Called as _trigger_event("connect", sid, environ, run_async=False).
     "engineio.async_server.AsyncServer._trigger_event": "(self, event, *args, **kwargs)",
     "engineio.async_server.AsyncServer._unauthorized": "(self, message=None)",
@@ -115,7 +113,7 @@ CALLED: dict[str, str] = {
 # Attributes our code reads or sets on library objects that their documentation does
 # not promise: (what they are on, names). Checked on real instances made here.
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    # The engine server: its driver table, sessions, settings and service task.
+    # The engine server: its driver table, sessions and settings.
     "engineio.AsyncServer": (
         "_async",
         "sockets",
@@ -129,8 +127,6 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
         "ping_interval_grace_period",
         "ping_timeout",
         "reason",
-        "service_task_handle",
-        "start_service_task",
     ),
     # A session: its send queue and state flags, set by our code as well as read.
     "engineio.async_socket.AsyncSocket": (

@@ -36,6 +36,9 @@ What each class corrects (the library's behaviour -> the protocol's):
 - a missing PONG is seen when the service task passes (every ping_timeout /
   sessions), and the CLOSE it sends is dropped -> closed at the deadline, a waiting
   GET answered CLOSE, a later request 400
+- a task per session sleeps until its next PING, and the service task wakes once
+  per session every ping_timeout -> one timer per server sends the PINGs that are
+  due (heartbeat); each transport's own deadline notices a missing PONG
 - the upgrade's NOOP for the GET is queued, and reaches the websocket when no GET
   waits -> given to the waiting GET only
 - a GET during the upgrade is answered NOOP at once -> held 100 ms, then NOOP, or
@@ -64,8 +67,8 @@ or set.
 transport/overrides/engine_server.py (`ConformantEngineServer`, engineio `AsyncServer`)
 - `_handle_connect` override: the handshake, rewritten (see above); it repeats
   the library's with `_upgrades`, `_trigger_event`, `_unauthorized`,
-  `_generate_sid_cookie`, `_service_task`, `start_service_task`,
-  `service_task_handle`, `generate_id`, `cookie`, `sockets`
+  `_generate_sid_cookie`, `generate_id`, `cookie`, `sockets` (and does not start
+  the library's service task: heartbeat)
 - `_ok`, `_method_not_found` overrides: `ok` for a POST; 400 for other methods
 - `handle_request`, `attach` overrides: the routing above
 - `_async["translate_request"]`: the environ, read before the library reads it
@@ -77,7 +80,8 @@ transport/overrides/engine_server.py (`ConformantEngineServer`, engineio `AsyncS
 
 transport/overrides/engine_socket.py (`ConformantSocket`, engineio `AsyncSocket`)
 - `handle_get_request`, `handle_post_request`, `close`, `schedule_ping`,
-  `_send_ping`, `check_ping_timeout`, `_websocket_handler` overrides (see above)
+  `check_ping_timeout`, `_websocket_handler` overrides (see above); the next PING
+  waits in the server's `PingWheel` (heartbeat) instead of a task per session
 - `queue`, `connected`, `upgrading`, `upgraded`, `closing`, `closed`,
   `last_ping`, `upgrade_protocols`, `server`: the session's state, read and set
 - `server._bad_request`: the 400 answers

@@ -24,12 +24,22 @@ from messenger.transport.overrides.engine_socket import (
     ContentTooLarge,
     asks_for_websocket,
 )
+from messenger.transport.overrides.heartbeat import TICK_SECONDS, PingWheel
 
 
 class ConformantEngineServer(engineio.AsyncServer):  # type: ignore[misc]
     """An Engine.IO server as the protocol's reference server behaves."""
 
-    start_service_task: bool
+    _ping_wheel: PingWheel | None = None
+
+    @property
+    def ping_wheel(self) -> PingWheel:
+        """Where sessions wait for their next PING (heartbeat); made on first use,
+        inside the running loop."""
+        if self._ping_wheel is None:
+            # A PING may go out up to a tick late: a small share of the interval.
+            self._ping_wheel = PingWheel(min(TICK_SECONDS, self.ping_interval / 10))
+        return self._ping_wheel
 
     def attach(self, app: Any, engineio_path: str = "engine.io") -> None:
         super().attach(app, engineio_path)
@@ -121,11 +131,8 @@ class ConformantEngineServer(engineio.AsyncServer):  # type: ignore[misc]
         """python-engineio's handshake, with two corrections: it announces
         `int(seconds) * 1000` as the ping interval (0 below a second), and it makes
         every session a plain `AsyncSocket`. A session becomes a `ConformantSocket`
-        after its `connect` event, unless a handler gave it a class of its own."""
-        if self.start_service_task:
-            self.start_service_task = False
-            self.service_task_handle = self.start_background_task(self._service_task)
-
+        after its `connect` event, unless a handler gave it a class of its own. And
+        one change: the library's service task is not started (heartbeat says why)."""
         sid = self.generate_id()
         s = AsyncSocket(self, sid)
         self.sockets[sid] = s
@@ -145,7 +152,7 @@ class ConformantEngineServer(engineio.AsyncServer):  # type: ignore[misc]
 
         ret = await self._trigger_event("connect", sid, environ, run_async=False)
         if ret is not None and ret is not True:
-            del self.sockets[sid]
+            self.sockets.pop(sid, None)  # a handler may have closed it already
             self.logger.warning("Application rejected connection")
             return self._unauthorized(ret or None)
         if type(s) is AsyncSocket:

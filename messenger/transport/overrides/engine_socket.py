@@ -69,6 +69,7 @@ class ConformantSocket(AsyncSocket):  # type: ignore[misc]
     upgraded: bool
     closing: bool
     closed: bool
+    last_ping: float | None  # when the PING that awaits its PONG went out (time.time())
     # Set while a long-poll GET waits; its result ends that GET: the packets to
     # answer with, or None for a 400 (the session moved to its websocket).
     _poll_end: asyncio.Future[list[Any] | None] | None = None
@@ -203,6 +204,10 @@ class ConformantSocket(AsyncSocket):  # type: ignore[misc]
         if not ending:
             return
         self._stop_pong_timer()
+        # python-engineio forgets a closed session when a request, or its service
+        # task (not run here), comes across it; a gone client sends no request.
+        if self.server.sockets.get(self.sid) is self:
+            del self.server.sockets[self.sid]
         if abort and not self.upgraded:
             # python-engineio leaves a waiting GET to time out. The reference ends
             # it: with NOOP when the client sent CLOSE, with CLOSE otherwise.
@@ -212,25 +217,39 @@ class ConformantSocket(AsyncSocket):  # type: ignore[misc]
     # -- heartbeat --------------------------------------------------------------------
 
     def schedule_ping(self) -> None:
+        # python-engineio starts a task that sleeps `ping_interval` and sends the PING;
+        # here the session waits in the server's PingWheel (heartbeat) instead.
         if self.last_ping:  # the start, or a PONG: no answer is awaited any more
             self._pong_deadline = None
             self._stop_pong_timer()
-        super().schedule_ping()
+            self.last_ping = None
+            self.server.ping_wheel.add(self, self.server.ping_interval)
 
-    async def _send_ping(self) -> None:
-        await asyncio.sleep(self.server.ping_interval)
+    def ping_due(self) -> None:
+        """The PING is due (called by the PingWheel): sent now, or by a task when it
+        must queue."""
         if self.closing or self.closed:
             return
-        loop = asyncio.get_running_loop()
         self.last_ping = time.time()
+        loop = asyncio.get_running_loop()
         self._pong_deadline = deadline = loop.time() + self.server.ping_timeout
+        if not self._write_ping():
+            task = asyncio.ensure_future(self._queue_ping(deadline))
+            _tasks.add(task)
+            task.add_done_callback(_tasks.discard)
+
+    def _write_ping(self) -> bool:
+        """Whether the PING could be written without queueing (LeanSocket can)."""
+        return False
+
+    async def _queue_ping(self, deadline: float) -> None:
         await self.send(packet.Packet(packet.PING))
         if not self.upgraded and self._pong_deadline == deadline and not self.closed:
-            # python-engineio notices a missing PONG when its service task passes
-            # by (every ping_timeout / sessions seconds) or a packet is sent; a
-            # polling session is closed when the timeout runs out. (A websocket's
-            # reads time out on their own.)
-            self._pong_timer = loop.call_at(deadline, self._pong_overdue)
+            # python-engineio notices a missing PONG when its service task (not run
+            # here, see heartbeat) passes by or a packet is sent; a polling session
+            # is closed when the timeout runs out. (A websocket's reads time out on
+            # their own.)
+            self._pong_timer = asyncio.get_running_loop().call_at(deadline, self._pong_overdue)
 
     def _pong_overdue(self) -> None:
         self._pong_timer = None

@@ -53,6 +53,18 @@ class LeanSocket(GuardedSocket):
         if not await self.check_ping_timeout():
             return
         # Read after the check, which may close the session (and so wait).
+        transport = self._direct_transport()
+        if transport is not None:
+            # Nothing queued and little unread: no budget to check here (the common
+            # case, kept cheap); what this adds is counted at the next queued send.
+            transport.write(websocket_frame(pkt.encode()))
+        elif not self._over_budget_with(pkt):
+            await self.queue.put(pkt)  # behind what is queued: order holds
+            shed_data(pkt)
+
+    def _direct_transport(self) -> asyncio.Transport | None:
+        """The transport, when a frame may be written to it at once: nothing queued
+        or being written ahead of it, and little the kernel has not taken."""
         transport = self._frames
         if (
             transport is not None
@@ -61,12 +73,15 @@ class LeanSocket(GuardedSocket):
             and not transport.is_closing()
             and transport.get_write_buffer_size() <= DIRECT_WRITE_LIMIT
         ):
-            # Nothing queued and little unread: no budget to check here (the common
-            # case, kept cheap); what this adds is counted at the next queued send.
-            transport.write(websocket_frame(pkt.encode()))
-        elif not self._over_budget_with(pkt):
-            await self.queue.put(pkt)  # behind what is queued: order holds
-            shed_data(pkt)
+            return transport
+        return None
+
+    def _write_ping(self) -> bool:
+        transport = self._direct_transport()
+        if transport is None:
+            return False
+        transport.write(PING_FRAME)
+        return True
 
     async def _websocket_handler(self, ws: Any) -> None:
         transport: asyncio.Transport | None = getattr(ws, "transport", None)
@@ -101,6 +116,11 @@ class LeanSocket(GuardedSocket):
             if data is None or len(data) > limit:
                 return
             watchdog.heard()
+            if data == PONG:
+                # What receive() does with a PONG, without decoding a packet: most
+                # of what an idle session ever reads.
+                self.schedule_ping()
+                continue
             try:
                 pkt = packet.Packet(encoded_packet=data)
             except Exception:  # ValueError mostly; RecursionError for deep JSON
@@ -145,6 +165,7 @@ class LeanSocket(GuardedSocket):
 
 # Bytes the kernel has not taken yet, past which packets wait in the queue instead.
 DIRECT_WRITE_LIMIT = 64 * 1024
+PONG = "3"  # an Engine.IO PONG, as a text frame carries it
 
 
 def websocket_frame(payload: str | bytes) -> bytes:
@@ -186,3 +207,6 @@ class _Watchdog:
 
     def stop(self) -> None:
         self._timer.cancel()
+
+
+PING_FRAME = websocket_frame("2")  # an Engine.IO PING
