@@ -50,12 +50,22 @@ class ConformantEngineServer(engineio.AsyncServer):  # type: ignore[misc]
             app.router.add_route("*", path, self.handle_request)
 
     async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        answer = await self._conformant_answer(*args, **kwargs)
+        if answer is not None:
+            return answer
+        # The library reads the request again into an environ of its own: ours is
+        # not kept beside it for as long as a websocket lasts.
+        return await super().handle_request(*args, **kwargs)
+
+    async def _conformant_answer(self, *args: Any, **kwargs: Any) -> Any:
+        """The answer where the reference's differs from python-engineio's, or None
+        to let the library answer."""
         translate = self._async["translate_request"]
         environ = translate(*args, **kwargs)
         if inspect.isawaitable(environ):
             environ = await environ
         if not self._origin_allowed(environ):
-            return await super().handle_request(*args, **kwargs)  # which refuses it
+            return None  # the library refuses it
         query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
         transport = query.get("transport", [None])[0]
         if transport is None:
@@ -70,7 +80,7 @@ class ConformantEngineServer(engineio.AsyncServer):  # type: ignore[misc]
             or "j" in query  # JSONP: the library's own path
             or transport not in self.transports
         ):
-            return await super().handle_request(*args, **kwargs)
+            return None
         method = environ["REQUEST_METHOD"]
         if method == "GET" and socket.upgraded and asks_for_websocket(environ, ["websocket"]):
             # python-engineio answers 400 to the handshake; the reference accepts
@@ -78,7 +88,7 @@ class ConformantEngineServer(engineio.AsyncServer):  # type: ignore[misc]
             return await self.refuse_websocket(environ)
         if method == "POST" and not socket.upgraded and transport == "polling":
             return await self._make_response(await self._receive_post(socket, environ), environ)
-        return await super().handle_request(*args, **kwargs)
+        return None
 
     async def _receive_post(self, socket: ConformantSocket, environ: Any) -> Any:
         """python-engineio's POST answer, without its two faults: on an error it
