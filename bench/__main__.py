@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import tempfile
@@ -73,7 +74,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--window", type=int, help="unanswered sends allowed per sender")
     p.add_argument("--duration", type=float, help="seconds per live run (warm-up included)")
     p.add_argument("--rounds", type=int, help="alternating relay/messenger live runs per db")
-    p.add_argument("--connections", type=int, help="idle sockets in `connections`")
+    p.add_argument(
+        "--connections",
+        type=int,
+        help="idle sockets asked for in `connections` (default 100,000; --quick 2,000)",
+    )
+    p.add_argument(
+        "--idle-seconds",
+        type=float,
+        help="`connections`: window for the server's idle CPU (default 60; --quick 10)",
+    )
+    p.add_argument(
+        "--storm",
+        type=int,
+        help="`connections`: held sockets reset and reconnected at once (default 10,000)",
+    )
+    p.add_argument(
+        "--connect-concurrency",
+        type=int,
+        help="`connections`: connection attempts in flight, over all holder processes "
+        "(default 128, the servers' accept backlog)",
+    )
     p.add_argument("--history-messages", type=int, help="conversation size in `history`")
     p.add_argument(
         "--attachment-transfers",
@@ -94,7 +115,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--search-queries", type=int, help="measured queries per kind and database in `search`"
     )
-    return p.parse_args(argv)
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="live and sweep: the server under test (messenger or the relay, all its "
+        "threads) on CPU 0, the load-generator processes on CPU 1. PostgreSQL is not "
+        "ours to pin: it runs wherever the kernel puts it",
+    )
+    args = p.parse_args(argv)
+    if args.pin and not {servers.SERVER_CPU, servers.LOADGEN_CPU} <= os.sched_getaffinity(0):
+        p.error("--pin needs CPUs 0 and 1")
+    return args
 
 
 def settings_for(args: argparse.Namespace, workdir: Path) -> scenarios.Settings:
@@ -110,9 +141,10 @@ def settings_for(args: argparse.Namespace, workdir: Path) -> scenarios.Settings:
             offline_sizes=(2_000,),
             history_messages=20_000,
             history_pages=200,
-            connections=500,
-            connection_users=5,
-            connection_procs=2,
+            connections=2_000,
+            connection_users=20,
+            idle_seconds=10.0,
+            storm=1_000,
         )
     overrides = {
         "workers": args.workers,
@@ -121,9 +153,13 @@ def settings_for(args: argparse.Namespace, workdir: Path) -> scenarios.Settings:
         "duration": args.duration,
         "rounds": args.rounds,
         "connections": args.connections,
+        "idle_seconds": args.idle_seconds,
+        "storm": args.storm,
+        "connect_concurrency": args.connect_concurrency,
         "history_messages": args.history_messages,
         "attachment_transfers": args.attachment_transfers,
         "cluster_split": args.cluster_split,
+        "pin": args.pin,
     }
     fields = {k: v for k, v in overrides.items() if v is not None}
     return scenarios.Settings(**{**base.__dict__, **fields})
@@ -133,7 +169,8 @@ def _steps(s: scenarios.Settings, chosen: tuple[str, ...]) -> int:
     n = len(s.dbs)
     counts = {
         "live": 2 * n * s.rounds,
-        "sweep": n * (2 * len(s.sweep_fractions) + 1) + (2 if "sqlite" in s.dbs else 0),
+        # + one fsync probe per bench run, + synchronous=NORMAL on SQLite
+        "sweep": n * (2 * len(s.sweep_fractions) + 1) + 1 + (1 if "sqlite" in s.dbs else 0),
         "offline": 2 * n * len(s.offline_sizes),
         "history": 2 * n,
         "connections": 1 + n,
@@ -155,6 +192,7 @@ def run(
     results: dict[str, Any] = {
         "machine": report.machine(),
         "settings": {k: str(v) for k, v in s.__dict__.items()},
+        "pinned": s.pin,
     }
     t0 = time.monotonic()
 

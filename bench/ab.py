@@ -64,6 +64,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             metavar="NAME=VALUE",
             help=f"environment for {side}'s server (repeatable)",
         )
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="both servers on CPU 0, the load generator on CPU 1 (PostgreSQL unpinned)",
+    )
     p.add_argument("--json", type=Path, help="write every round's row here")
     return p.parse_args(argv)
 
@@ -87,7 +92,7 @@ def _round(
     before = writer_stats.scrape(server.url)
     # As in `live`: on PostgreSQL the database's CPU counts as the server's too.
     database_cpu = servers.postgres_cpu_seconds if args.db == "postgresql" else None
-    row = drive(server, _spec(args, server), peers, args.workers, database_cpu)
+    row = drive(server, _spec(args, server), peers, args.workers, database_cpu, pin=args.pin)
     return {**row, "writer": writer_stats.since(before, server.url)}
 
 
@@ -138,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                         name=f"messenger-{low}",
                         env=_env(getattr(args, f"{low}_env")),
                         root=getattr(args, f"{low}_root"),
+                        pin=args.pin,
                     )
                 )
             )

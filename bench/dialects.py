@@ -6,7 +6,6 @@ messenger are driven by identical client code and measured the same way.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,10 +40,3 @@ class Dialect:
 RELAY = Dialect("relay", "privateMessage", "receivedMessage", waits_for_synced=False)
 MESSENGER = Dialect("messenger", "send", "new_message", waits_for_synced=True)
 DIALECTS = {d.kind: d for d in (RELAY, MESSENGER)}
-
-
-def quiet_clients() -> None:
-    """python-engineio's client logs an error for every socket closed at shutdown
-    ("packet queue is empty"): with thousands of sockets that buries the progress bar."""
-    for name in ("engineio.client", "socketio.client"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -3,7 +3,8 @@
 With `synchronous=FULL` every write batch waits for one fsync of the WAL before any
 of its messages is acknowledged or pushed, so the disk's slowest fsyncs are a floor
 under messenger's tail latency that no server code can lower. On a shared virtual
-disk they vary from run to run: the sweep reports them beside its latencies.
+disk they vary from run to run: the sweep reports them beside its latencies, and
+counts one fsync in the floor it judges every database's latency against (bench.floor).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import psutil
 
 from bench import loadgen
 from bench.loadgen import LoadSpec, Peer
-from bench.servers import Server
+from bench.servers import LOADGEN_CPU, Server
 from bench.stats import WorkerResult, merge, summarize
 
 
@@ -28,13 +28,18 @@ def drive(
     workers: int,
     extra_cpu: Callable[[], float] | None = None,
     meters: dict[str, Callable[[], float]] | None = None,
+    pin: bool = False,
 ) -> dict[str, Any]:
     """One timed run: msgs/s, latency percentiles and who used the CPU.
 
     `meters` are further CPU counters (another node, Redis) sampled over the same
     window; each becomes `<name>_cpu_pct` and counts as server-side CPU per message.
+    `pin` puts the workers on LOADGEN_CPU; the server must have been started pinned
+    too (bench.servers.start), or the row's `pinned` would be half true.
     """
-    run = loadgen.launch(spec, peers, workers)
+    if pin != server.pinned:
+        raise ValueError(f"pin={pin} but {server.name} was started with pin={server.pinned}")
+    run = loadgen.launch(spec, peers, workers, frozenset({LOADGEN_CPU}) if pin else None)
     try:
         _wait_ready(run, workers, spec.connect_timeout + 30)
         start = time.monotonic() + 0.3
@@ -46,7 +51,7 @@ def drive(
         results = _collect(run, workers, spec.duration + spec.drain + 60)
     finally:
         loadgen.stop(run)
-    return _row(spec, workers, merge(results), cpu, tuple(meters or ()))
+    return {**_row(spec, workers, merge(results), cpu, tuple(meters or ())), "pinned": pin}
 
 
 def _wait_ready(run: loadgen.Run, workers: int, timeout: float) -> None:

@@ -1,107 +1,241 @@
-"""Many idle sockets, held open by several processes, to weigh a connection's memory.
+"""Idle sockets held by `python -m bench.holder` processes, driven from the parent.
 
-Each process raises its RLIMIT_NOFILE to the hard limit, connects its share of
-sockets (websocket only), reports how many it holds, and closes them all when the
-parent says so (or when its time runs out).
+One process holds at most `per_process` sockets (a process may have 20,000
+descriptors here, and that limit cannot be raised), each from its own loopback
+source address (127.0.0.2, .3, ...), so no address runs out of its ~28,000
+ephemeral ports. The processes get their sockets' auths round-robin, so every user
+has sockets in each, and run each command together: the parent sends it to all of
+them, then waits for every answer.
 """
 
 from __future__ import annotations
 
-import asyncio
-import multiprocessing as mp
+import json
+import math
 import queue
-import resource
+import subprocess
+import sys
+import threading
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
 
-import aiohttp
-import socketio
+import psutil
 
-from bench.dialects import quiet_clients
-
-CONNECT_CONCURRENCY = 64
-# messenger's connect rate falls as sockets pile up: 10,000 can take minutes on a
-# shared machine.
-CONNECT_BUDGET = 600.0
+# Long enough for the slowest phase of the largest run; a holder that dies is
+# noticed at once instead.
+ANSWER_BUDGET = 3600.0
 
 
-async def _hold(
-    url: str, auths: list[dict[str, Any]], ready: Any, release: Any, hold_for: float
-) -> None:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        clients = [
-            socketio.AsyncClient(reconnection=False, handle_sigint=False, http_session=http)
-            for _ in auths
-        ]
-        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+@dataclass
+class Phase:
+    """What a `connect` or a `reconnect` did, over all processes."""
 
-        async def one(client: socketio.AsyncClient, auth: dict[str, Any]) -> bool:
-            async with gate:
-                try:
-                    await client.connect(url, auth=auth, transports=["websocket"], wait_timeout=60)
-                    return True
-                except Exception:  # a refused socket is counted, not fatal
-                    return False
+    ok: int = 0
+    refused: int = 0
+    rejected: int = 0
+    failed: int = 0
+    timeouts: int = 0
+    seconds: float = 0.0
+    ms: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    ping_interval: float | None = None
 
-        try:
-            done = await asyncio.gather(*(one(c, a) for c, a in zip(clients, auths, strict=True)))
-            ready.put(sum(done))
-            await asyncio.to_thread(release.wait, hold_for)
-        finally:
-            await asyncio.gather(
-                *(asyncio.wait_for(c.disconnect(), 10) for c in clients if c.connected),
-                return_exceptions=True,
+    def add(self, answer: dict[str, Any]) -> None:
+        self.ok += answer["ok"]
+        self.refused += answer["refused"]
+        self.rejected += answer["rejected"]
+        self.failed += answer["failed"]
+        self.timeouts += answer["timeout"]
+        self.ms.extend(answer["ms"])
+        for error, count in answer["errors"].items():
+            self.errors[error] = self.errors.get(error, 0) + count
+        self.ping_interval = self.ping_interval or answer["ping_interval"]
+
+    @property
+    def not_ok(self) -> int:
+        return self.refused + self.rejected + self.failed + self.timeouts
+
+
+@dataclass
+class Counts:
+    held: int
+    pings: int
+    dropped: int
+
+
+class _Process:
+    """One holder process and the thread that reads its answers."""
+
+    def __init__(self, spec: dict[str, Any], log_path: Path) -> None:
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.holder"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                cwd=Path(__file__).resolve().parent.parent,
             )
+        self.log_path = log_path
+        self.answers: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.send(spec)
+
+    def _read(self) -> None:
+        stdout: IO[bytes] | None = self.proc.stdout
+        assert stdout is not None
+        for line in stdout:
+            self.answers.put(json.loads(line))
+        self.answers.put(None)
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def answer(self, budget: float) -> dict[str, Any]:
+        try:
+            answer = self.answers.get(timeout=budget)
+        except queue.Empty:
+            answer = None
+        if answer is None:
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"holder {self.proc.pid} did not answer:\n{tail}")
+        return answer
+
+    def close(self) -> None:
+        """Ask the process to reset its sockets and exit (`stop` waits for it)."""
+        if self.proc.poll() is None:
+            try:
+                self.send({"do": "close"})
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
 
 
-def _holder(
-    url: str, auths: list[dict[str, Any]], ready: Any, release: Any, hold_for: float
-) -> None:
-    quiet_clients()
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    try:
-        asyncio.run(_hold(url, auths, ready, release, hold_for))
-    except BaseException:  # the parent sees a short count instead
-        ready.put(0)
-
-
-class IdleSockets:
-    """Context manager: `count` sockets held open by `procs` processes."""
+class Holders:
+    """Context manager: processes ready to hold one socket per auth to `url`, with
+    `concurrency` connection attempts in flight at most, split among them."""
 
     def __init__(
-        self, url: str, auths: list[dict[str, Any]], procs: int, hold_for: float = 900.0
+        self,
+        url: str,
+        auths: list[dict[str, Any]],
+        *,
+        waits_for_synced: bool,
+        logdir: Path,
+        per_process: int = 18_000,
+        concurrency: int = 128,
+        timeout: float = 30.0,
     ) -> None:
-        ctx = mp.get_context("spawn")
-        self.ready, self.release = ctx.Queue(), ctx.Event()
-        self.procs = [
-            ctx.Process(
-                target=_holder,
-                daemon=True,
-                args=(url, auths[i::procs], self.ready, self.release, hold_for),
-            )
-            for i in range(procs)
+        parts = urlsplit(url)
+        count = max(1, math.ceil(len(auths) / per_process))
+        self.concurrency = max(1, math.ceil(concurrency / count))  # per process
+        self.specs = [
+            {
+                "host": parts.hostname,
+                "port": parts.port,
+                "source": f"127.0.0.{2 + i}",
+                "auths": auths[i::count],
+                "waits_for_synced": waits_for_synced,
+                "concurrency": self.concurrency,
+                "timeout": timeout,
+            }
+            for i in range(count)
         ]
-        self.connected = 0
-        self.seconds = 0.0
+        self.logdir = logdir
+        self.procs: list[_Process] = []
 
-    def __enter__(self) -> IdleSockets:
-        t0 = time.monotonic()
-        deadline = t0 + CONNECT_BUDGET
-        for proc in self.procs:
-            proc.start()
-        for _ in self.procs:
-            try:
-                self.connected += self.ready.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-        self.seconds = time.monotonic() - t0
+    def __enter__(self) -> Holders:
+        try:
+            for i, spec in enumerate(self.specs):
+                self.procs.append(_Process(spec, self.logdir / f"holder-{i}.log"))
+            self._all([{}] * len(self.procs), send=False)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.release.set()
         for proc in self.procs:
-            proc.join(timeout=20)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=2)
+            proc.close()
+        for proc in self.procs:
+            proc.stop()
+
+    def _all(self, requests: list[dict[str, Any]], send: bool = True) -> list[dict[str, Any]]:
+        """Send each process its request (all first), then wait for every answer."""
+        if send:
+            for proc, request in zip(self.procs, requests, strict=True):
+                proc.send(request)
+        deadline = time.monotonic() + ANSWER_BUDGET
+        return [proc.answer(max(1.0, deadline - time.monotonic())) for proc in self.procs]
+
+    def _phase(self, do: str) -> Phase:
+        phase = Phase()
+        t0 = time.monotonic()
+        for answer in self._all([{"do": do}] * len(self.procs)):
+            phase.add(answer)
+        phase.seconds = time.monotonic() - t0
+        return phase
+
+    def connect(self) -> Phase:
+        """Open every socket, each tried once."""
+        return self._phase("connect")
+
+    def counts(self) -> Counts:
+        answers = self._all([{"do": "count"}] * len(self.procs))
+        return Counts(
+            held=sum(a["held"] for a in answers),
+            pings=sum(a["pings"] for a in answers),
+            dropped=sum(a["dropped"] for a in answers),
+        )
+
+    def abort(self, count: int) -> int:
+        """Reset `count` held sockets at once, spread over the processes in proportion
+        to what each holds; returns how many were reset."""
+        held = [a["held"] for a in self._all([{"do": "count"}] * len(self.procs))]
+        total = sum(held)
+        shares = [count * h // total if total else 0 for h in held]
+        for i in sorted(range(len(held)), key=lambda i: -held[i]):
+            if sum(shares) >= min(count, total):
+                break
+            shares[i] += min(held[i] - shares[i], min(count, total) - sum(shares))
+        answers = self._all([{"do": "abort", "count": n} for n in shares])
+        return sum(a["aborted"] for a in answers)
+
+    def reconnect(self) -> Phase:
+        """Open again the sockets `abort` reset, with their last cursors."""
+        return self._phase("reconnect")
+
+    def in_flight(self) -> int:
+        """Connection attempts in flight at most, over all processes."""
+        return self.concurrency * len(self.procs)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the holder processes have used so far."""
+        total = 0.0
+        for proc in self.procs:
+            try:
+                times = psutil.Process(proc.proc.pid).cpu_times()
+            except psutil.Error:
+                continue
+            total += float(times.user + times.system)
+        return total
+
+    def rss(self) -> int:
+        """Resident memory of the holder processes, in bytes: what the load costs."""
+        total = 0
+        for proc in self.procs:
+            try:
+                total += int(psutil.Process(proc.proc.pid).memory_info().rss)
+            except psutil.Error:
+                continue
+        return total

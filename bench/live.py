@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from bench import accounts, disk, servers, writer_stats
+from bench import accounts, disk, floor, servers, writer_stats
 from bench.driver import drive
 from bench.loadgen import LoadSpec, Peer
 from bench.progress import Progress
@@ -67,9 +66,8 @@ class _Pair:
         self.messenger_peers = _messenger_pairs(s, messenger)
 
     def run_relay(self, rate: float | None = None) -> dict[str, Any]:
-        return drive(
-            self.relay, _spec(self.s, self.relay, "relay", rate), self.relay_peers, self.s.workers
-        )
+        spec = _spec(self.s, self.relay, "relay", rate)
+        return drive(self.relay, spec, self.relay_peers, self.s.workers, pin=self.s.pin)
 
     def run_messenger(self, rate: float | None = None) -> dict[str, Any]:
         return _drive_messenger(self.s, self.messenger, self.messenger_peers, self.db, rate)
@@ -80,68 +78,72 @@ def _drive_messenger(
 ) -> dict[str, Any]:
     """One run against messenger, with what its writer did meanwhile (bench.writer_stats)."""
     before = writer_stats.scrape(server.url)
-    row = drive(server, _spec(s, server, "messenger", rate), peers, s.workers, _extra_cpu(db))
+    spec = _spec(s, server, "messenger", rate)
+    row = drive(server, spec, peers, s.workers, _extra_cpu(db), pin=s.pin)
     return {**row, "writer": writer_stats.since(before, server.url)}
 
 
 def live(s: Settings, progress: Progress, sweep: bool) -> tuple[Rows, Rows, Rows]:
-    """Per database: alternating closed-loop rounds, then (optionally) the sweep; on
-    SQLite the sweep also separates the disk's share of the latency (`_disk_share`)."""
+    """Per database: alternating closed-loop rounds, then (optionally) the sweep, each
+    rate judged against the floor (bench.floor); on SQLite the sweep also separates
+    the disk's share of the latency (`_disk_share`)."""
     rows: Rows = []
     curve: Rows = []
-    fsyncs: Rows = []
+    # One probe per bench run, before any server of ours runs, reused by every db.
+    fsyncs: Rows = [_fsync_probe(s, progress)] if sweep else []
     for db in s.dbs:
         with (
             servers.database(db, s.workdir) as url,
-            servers.running(servers.start_relay(s.workdir)) as relay,
-            servers.running(servers.start_messenger(s.workdir, url)) as messenger,
+            servers.running(servers.start_relay(s.workdir, pin=s.pin)) as relay,
+            servers.running(servers.start_messenger(s.workdir, url, pin=s.pin)) as messenger,
         ):
             pair = _Pair(s, relay, messenger, db)
             relay_row, messenger_row = _rounds(pair, progress)
             rows += [relay_row, messenger_row]
             if sweep:
                 curve += _sweep(
-                    pair, progress, relay_row["msgs_per_s"], messenger_row["msgs_per_s"]
+                    pair,
+                    progress,
+                    relay_row["msgs_per_s"],
+                    messenger_row["msgs_per_s"],
+                    fsyncs[0],
                 )
         if sweep and db == "sqlite":
-            more_curve, disk_row = _disk_share(s, progress, messenger_row["msgs_per_s"])
-            curve += more_curve
-            fsyncs.append(disk_row)
+            curve.append(_disk_share(s, progress, messenger_row["msgs_per_s"]))
     return rows, curve, fsyncs
 
 
 DISK_PROBE_S = 10.0
 
 
-def _disk_share(
-    s: Settings, progress: Progress, messenger_peak: float
-) -> tuple[Rows, dict[str, Any]]:
-    """At half the peak, messenger with `synchronous=NORMAL` (the WAL is not fsynced
-    at each commit, so the disk's slow fsyncs stop adding to the tail), then the
-    disk's own fsync latency in the directory the SQLite files are in."""
+def _fsync_probe(s: Settings, progress: Progress) -> dict[str, Any]:
+    """The disk's own fsync latency, with none of our servers running, in the bench
+    workdir: the SQLite files are made under it. PostgreSQL's WAL is not ours to
+    probe, so its floor uses this same probe: on this machine its data directory is
+    on the same disk as the workdir (see docs/dev/performance-log.md, "How to run")."""
+    with progress.step(f"sweep: fsync latency in the workdir ({DISK_PROBE_S:.0f} s)"):
+        fsyncs = disk.fsync_latency(s.workdir, DISK_PROBE_S)
+    return {"db": ",".join(s.dbs), "directory": str(s.workdir), **fsyncs}
+
+
+def _disk_share(s: Settings, progress: Progress, messenger_peak: float) -> dict[str, Any]:
+    """At half the peak, messenger with `synchronous=NORMAL`: the WAL is not fsynced
+    at each commit, so the disk's slow fsyncs stop adding to the tail."""
     rate = max(1.0, round(0.5 * messenger_peak))
     normal = {"MESSENGER_SQLITE_SYNCHRONOUS": "NORMAL"}
     with servers.database("sqlite", s.workdir) as url:
-        with servers.running(servers.start_messenger(s.workdir, url, env=normal)) as server:
+        started = servers.start_messenger(s.workdir, url, env=normal, pin=s.pin)
+        with servers.running(started) as server:
             peers = _messenger_pairs(s, server)
             with progress.step(f"sweep sqlite: synchronous=NORMAL at {rate:.0f}/s"):
                 row = _drive_messenger(s, server, peers, "sqlite", rate)
-        # With the server stopped: the disk alone.
-        directory = _sqlite_directory(url)
-        with progress.step(f"sweep sqlite: fsync latency ({DISK_PROBE_S:.0f} s)"):
-            fsyncs = disk.fsync_latency(directory, DISK_PROBE_S)
-    curve_row = {
+    return {
         "target": "messenger",
         "db": "sqlite",
         "series": "messenger on sqlite, synchronous=NORMAL",
         "fraction_of_own_peak": 0.5,
         **row,
     }
-    return [curve_row], {"db": "sqlite", "directory": str(directory), **fsyncs}
-
-
-def _sqlite_directory(url: str) -> Path:
-    return Path(url.split(":///", 1)[1]).parent
 
 
 def _rounds(pair: _Pair, progress: Progress) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -178,34 +180,39 @@ def _rounds(pair: _Pair, progress: Progress) -> tuple[dict[str, Any], dict[str, 
     return relay_row, messenger_row
 
 
-def _sweep(pair: _Pair, progress: Progress, relay_peak: float, messenger_peak: float) -> Rows:
-    """Both servers at the same offered rates (fractions of messenger's peak), then the
+def _sweep(
+    pair: _Pair,
+    progress: Progress,
+    relay_peak: float,
+    messenger_peak: float,
+    fsync: dict[str, Any],
+) -> Rows:
+    """Both servers at the same offered rates (fractions of messenger's peak), each
+    messenger row judged against the relay's row at its rate plus one fsync, then the
     relay at half its own peak, for the "p99 at half the peak rate" comparison."""
     out: Rows = []
     for fraction in pair.s.sweep_fractions:
         rate = max(1.0, round(fraction * messenger_peak))
         with progress.step(f"sweep {pair.db}: messenger at {rate:.0f}/s"):
             row = pair.run_messenger(rate)
-        out.append(
-            {
-                "target": "messenger",
-                "db": pair.db,
-                "series": f"messenger on {pair.db}",
-                "fraction_of_own_peak": fraction,
-                **row,
-            }
-        )
+        messenger_row = {
+            "target": "messenger",
+            "db": pair.db,
+            "series": f"messenger on {pair.db}",
+            "fraction_of_own_peak": fraction,
+            **row,
+        }
         with progress.step(f"sweep {pair.db}: relay at {rate:.0f}/s"):
             row = pair.run_relay(rate)
-        out.append(
-            {
-                "target": "relay",
-                "db": "-",
-                "series": f"relay (beside {pair.db})",
-                "fraction_of_own_peak": None,
-                **row,
-            }
-        )
+        relay_row = {
+            "target": "relay",
+            "db": "-",
+            "series": f"relay (beside {pair.db})",
+            "fraction_of_own_peak": None,
+            **row,
+        }
+        messenger_row.update(floor.floor_fields(messenger_row["push"], relay_row["push"], fsync))
+        out += [messenger_row, relay_row]
     rate = max(1.0, round(0.5 * relay_peak))
     with progress.step(f"sweep {pair.db}: relay at {rate:.0f}/s (half its peak)"):
         row = pair.run_relay(rate)

@@ -345,9 +345,13 @@ def worker_process(
     go: Any,
     start_at: Any,
     results: Any,
+    cpus: frozenset[int] | None = None,
 ) -> None:
-    """Entry point of one load-generator process; puts its WorkerResult on `results`."""
+    """Entry point of one load-generator process; puts its WorkerResult on `results`.
+    With `cpus`, the process (and the threads it starts) runs on those cores only."""
     try:
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
         result = asyncio.run(_worker_main(spec, peers, worker_id, ready, go, start_at))
     except BaseException as exc:  # reported to the parent, not lost
         result = WorkerResult(failure=f"{type(exc).__name__}: {exc}")
@@ -368,8 +372,14 @@ class Run:
     results: Any
 
 
-def launch(spec: LoadSpec, peers: list[tuple[Peer, Peer]], workers: int) -> Run:
-    """Start `workers` processes with the pairs dealt round-robin among them."""
+def launch(
+    spec: LoadSpec,
+    peers: list[tuple[Peer, Peer]],
+    workers: int,
+    cpus: frozenset[int] | None = None,
+) -> Run:
+    """Start `workers` processes with the pairs dealt round-robin among them, on the
+    cores in `cpus` if given (`--pin`)."""
     ctx = mp.get_context("spawn")
     ready, results = ctx.Queue(), ctx.Queue()
     go, start_at = ctx.Event(), ctx.Value("d", 0.0)
@@ -379,7 +389,7 @@ def launch(spec: LoadSpec, peers: list[tuple[Peer, Peer]], workers: int) -> Run:
         proc = ctx.Process(
             target=worker_process,
             daemon=True,
-            args=(spec, share, worker_id, ready, go, start_at, results),
+            args=(spec, share, worker_id, ready, go, start_at, results, cpus),
         )
         proc.start()
         procs.append(proc)

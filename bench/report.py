@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench import floor
+
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on: they mean little without it."""
@@ -91,10 +93,17 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         if row.get("fraction_of_own_peak") == 0.5:
             key = "_".join(row["series"].replace("(", "").replace(")", "").split())
             out[f"p99_at_half_peak_ms__{key}"] = row["push"]["p99_ms"]
+    worst = floor.max_vs_floor(results.get("sweep", []))
+    if worst:
+        out["latency_vs_floor_max"] = worst
+    if "pinned" in results:
+        out["pinned"] = results["pinned"]
     return out
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, bool):  # before int: a bool is an int
+        return "yes" if value else "no"
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:,.1f}" if value >= 100 else f"{value:g}"
     if isinstance(value, int):
@@ -166,7 +175,8 @@ TABLES: list[tuple[str, str, list[tuple[str, str]]]] = [
     ),
     (
         "disk",
-        "the disk under the SQLite files: 8 KiB append + fsync, every 2 ms",
+        "the disk under the bench workdir (the floor's fsync for every database): "
+        "8 KiB append + fsync, every 2 ms",
         [
             ("fsyncs", "fsyncs"),
             ("p50 ms", "p50_ms"),
@@ -205,16 +215,42 @@ TABLES: list[tuple[str, str, list[tuple[str, str]]]] = [
     ),
     (
         "connections",
-        "idle connections",
+        "idle connections (held of wanted: the rest refused at the server's descriptor "
+        "limit or cap; idle CPU % of one core; storm: resets, the server's time and CPU "
+        "per socket until quiet again, then reconnects, timed to `synced` on messenger, "
+        "to CONNECT's answer on the relay)",
         [
             ("target", "target"),
             ("db", "db"),
+            ("wanted", "wanted"),
             ("sockets", "sockets"),
-            ("connect s", "connect_s"),
+            ("refused", "refused"),
+            ("failed", "connect_failed"),
+            ("server nofile", "server_nofile"),
+            ("node cap", "node_cap"),
+            ("in flight", "connect_in_flight"),
+            ("backlog overflows", "listen_overflows"),
+            ("accept s", "accept_s"),
+            ("connects/s", "connects_per_s"),
+            ("connect p99 ms", "accept_p99_ms"),
             ("server CPU ms/connect", "connect_cpu_ms"),
             ("RSS before MB", "rss_before_mb"),
             ("RSS after MB", "rss_after_mb"),
             ("KB/conn", "kb_per_conn"),
+            ("idle s", "idle_s"),
+            ("idle CPU %", "idle_cpu_pct"),
+            ("idle CPU % per 1k", "idle_cpu_pct_per_1k"),
+            ("pings", "idle_pings"),
+            ("storm", "storm"),
+            ("reset s", "storm_release_s"),
+            ("reset CPU ms", "storm_reset_cpu_ms"),
+            ("storm p50 ms", "storm_p50_ms"),
+            ("storm p99 ms", "storm_p99_ms"),
+            ("storm max ms", "storm_max_ms"),
+            ("storm s", "storm_s"),
+            ("storm failed", "storm_failed"),
+            ("storm overflows", "storm_listen_overflows"),
+            ("p99 vs relay", "storm_vs_relay_p99"),
         ],
     ),
     (
@@ -260,18 +296,62 @@ TABLES: list[tuple[str, str, list[tuple[str, str]]]] = [
 ]
 
 
+# Messenger's sweep rows against the floor at their rate (bench.floor).
+FLOOR = [
+    ("db", "db"),
+    ("of peak", "fraction_of_own_peak"),
+    ("offered/s", "offered_per_s"),
+    ("push p50 ms", "push.p50_ms"),
+    ("floor p50 ms", "floor_p50_ms"),
+    ("p50 / floor", "vs_floor_p50"),
+    ("push p99 ms", "push.p99_ms"),
+    ("floor p99 ms", "floor_p99_ms"),
+    ("p99 / floor", "vs_floor_p99"),
+    ("vs floor", "vs_floor"),
+    ("pinned", "pinned"),
+]
+
+
+def _floor_part(results: dict[str, Any]) -> list[str]:
+    rows = [r for r in results.get("sweep", []) if "vs_floor" in r]
+    if not rows:
+        return []
+    title = (
+        "### sweep latency vs the floor (relay at the same rate + one fsync: "
+        "p50 + 1 ms, p99 x 2; goal <= 1)"
+    )
+    return [f"{title}\n\n" + _table(FLOOR, rows)]
+
+
+def _headline_rows(head: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per number; a per-database dict (latency_vs_floor_max) gives one per db."""
+    rows: list[dict[str, Any]] = []
+    for key, value in head.items():
+        if key == "latency_vs_floor_max":
+            for db, worst in value.items():
+                shown = (
+                    f"{_fmt(worst['vs_floor'])} at {_fmt(worst['offered_per_s'])}/s"
+                    f" ({worst['fraction_of_own_peak']} of peak)"
+                )
+                rows.append({"metric": f"{key}.{db}", "value": shown})
+        else:
+            rows.append({"metric": key, "value": value})
+    return rows
+
+
 def markdown(results: dict[str, Any]) -> str:
     """All result tables, in the order the scenarios ran, then the headline numbers."""
-    parts = [
-        f"### {title}\n\n" + _table(columns, results[key])
-        for key, title, columns in TABLES
-        if results.get(key)
-    ]
+    parts: list[str] = []
+    for key, title, columns in TABLES:
+        if results.get(key):
+            parts.append(f"### {title}\n\n" + _table(columns, results[key]))
+        if key == "sweep":
+            parts += _floor_part(results)
     for name, error in results.get("failures", {}).items():
         parts.append(f"**{name} failed:** `{error}`")
     head = headline(results)
     if head:
-        rows = [{"metric": k, "value": v} for k, v in head.items()]
+        rows = _headline_rows(head)
         parts.append("### headline\n\n" + _table([("metric", "metric"), ("value", "value")], rows))
     return "\n\n".join(parts) + "\n"
 

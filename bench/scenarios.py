@@ -7,6 +7,8 @@ never slows another. `live` and the rate sweep are in bench/live.py.
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,12 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from bench import accounts, servers
-from bench.idle import IdleSockets
+from bench.idle import Holders
 from bench.loadgen import Peer
 from bench.probes import history_pages, offline_drain
 from bench.progress import Progress
 from bench.seed import STATUS_READ, STATUS_SENT, SeedPlan, seed
 from bench.servers import Server
+from bench.stats import summarize
+from bench.storm import listen_overflows, reconnect_storm
+
+# Seconds between the last connect and weighing the server.
+SETTLE = 3.0
+NODE_CAP = re.compile(r"connection caps: (\d+) open on the node")
 
 
 @dataclass(frozen=True)
@@ -38,15 +46,28 @@ class Settings:
     sweep_fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9, 1.1)
     sweep_duration: float = 6.0
     sweep_window: int = 64
+    # `--pin`: servers under test on CPU 0, load generators on CPU 1 (live and sweep).
+    pin: bool = False
     # `cluster`: also run two nodes with each pair on one node (besides one node, and
     # two nodes with every message crossing).
     cluster_split: bool = True
     offline_sizes: tuple[int, ...] = (10_000, 100_000)
     history_messages: int = 1_000_000
     history_pages: int = 2_000
-    connections: int = 10_000
-    connection_users: int = 50
-    connection_procs: int = 4
+    # `connections`: sockets asked for (a node holds what its descriptor limit allows,
+    # the rest are refused and counted), from holder processes of at most
+    # `sockets_per_holder` each, with `connect_concurrency` attempts in flight over all
+    # of them: no more than the servers' accept backlog (128), which would otherwise
+    # overflow and leave the kernel's SYN retry timer (1 s, 3 s, ...) in the latencies.
+    connections: int = 100_000
+    connection_users: int = 100
+    sockets_per_holder: int = 18_000
+    connect_concurrency: int = 128
+    connect_timeout: float = 30.0
+    # Server CPU at idle over this window (python-engineio pings every 25 s: at
+    # least two pings' worth), then a reconnect storm of `storm` held sockets.
+    idle_seconds: float = 60.0
+    storm: int = 10_000
     # `attachments`: transfers per server and direction (alternating), of one file
     # of `attachment_mib` MiB.
     attachment_transfers: int = 16
@@ -108,12 +129,13 @@ def history(s: Settings, progress: Progress) -> list[dict[str, Any]]:
 
 
 def connections(s: Settings, progress: Progress) -> list[dict[str, Any]]:
-    """`connections` idle sockets: server RSS per connection, relay and messenger."""
+    """`connections` idle sockets, relay then messenger: what a node holds, how fast it
+    accepts, memory and CPU per idle socket, and a reconnect storm."""
     rows = []
     with progress.step(f"connections: {s.connections:,} on relay"):
         with servers.running(servers.start_relay(s.workdir)) as relay:
             auths = [p.auth for p in accounts.relay_peers(s.connections, prefix="idle")]
-            rows.append({"target": "relay", "db": "-", **_hold(s, relay, auths)})
+            rows.append({"target": "relay", "db": "-", **_hold(s, relay, auths, False)})
     for db in s.dbs:
         with (
             servers.database(db, s.workdir) as url,
@@ -122,24 +144,109 @@ def connections(s: Settings, progress: Progress) -> list[dict[str, Any]]:
             with servers.running(servers.start_messenger(s.workdir, url)) as server:
                 users = accounts.messenger_peers(server.url, s.connection_users, prefix="idle")
                 auths = [users[i % len(users)].auth for i in range(s.connections)]
-                rows.append({"target": "messenger", "db": db, **_hold(s, server, auths)})
+                row = _hold(s, server, auths, True)
+                rows.append({"target": "messenger", "db": db, **row})
+    relay_p99 = rows[0]["storm_p99_ms"]
+    for row in rows[1:]:
+        p99 = row["storm_p99_ms"]
+        ok = math.isfinite(p99) and math.isfinite(relay_p99) and relay_p99 > 0
+        row["storm_vs_relay_p99"] = round(p99 / relay_p99, 2) if ok else None
     return rows
 
 
-def _hold(s: Settings, server: Server, auths: list[dict[str, Any]]) -> dict[str, Any]:
+def _hold(
+    s: Settings, server: Server, auths: list[dict[str, Any]], waits_for_synced: bool
+) -> dict[str, Any]:
+    """One socket per auth to `server`: the fill, its weight, the idle window, the
+    storm; the row's fields."""
+    nofile = descriptor_limit(server.proc.pid)
     rss0, cpu0 = server.rss(), server.cpu_seconds()
-    with IdleSockets(server.url, auths, s.connection_procs) as idle:
-        cpu1 = server.cpu_seconds()
-        time.sleep(3)  # let the server settle (buffers, tasks) before weighing it
-        rss1 = server.rss()
-    per = (rss1 - rss0) / idle.connected if idle.connected else 0.0
-    cpu_per = 1000 * (cpu1 - cpu0) / idle.connected if idle.connected else 0.0
+    with Holders(
+        server.url,
+        auths,
+        waits_for_synced=waits_for_synced,
+        logdir=s.workdir,
+        per_process=s.sockets_per_holder,
+        concurrency=s.connect_concurrency,
+        timeout=s.connect_timeout,
+    ) as holders:
+        overflows = listen_overflows()
+        fill = holders.connect()
+        cpu1, overflows = server.cpu_seconds(), listen_overflows() - overflows
+        time.sleep(SETTLE)  # let the server settle (buffers, tasks) before weighing it
+        rss1, holders_rss = server.rss(), holders.rss()
+        held = fill.ok
+        idle = _idle(s, server, holders, held)
+        count = min(s.storm, holders.counts().held)
+        storm = reconnect_storm(server, holders, count, idle["idle_cpu_pct"] / 100)
+    accepted = summarize(fill.ms)
     return {
-        "connect_cpu_ms": round(cpu_per, 2),
-        "sockets": idle.connected,
         "wanted": len(auths),
-        "connect_s": round(idle.seconds, 1),
+        "sockets": held,
+        "refused": fill.refused,
+        "connect_failed": fill.rejected + fill.failed + fill.timeouts,
+        "connect_errors": fill.errors,
+        "server_nofile": nofile,
+        "node_cap": node_cap(server),
+        "holders": len(holders.procs),
+        "connect_in_flight": holders.in_flight(),
+        "listen_overflows": overflows,
+        "accept_s": round(fill.seconds, 1),
+        "connects_per_s": round(held / fill.seconds, 1) if fill.seconds else None,
+        "accept_p50_ms": accepted["p50_ms"],
+        "accept_p99_ms": accepted["p99_ms"],
+        "connect_cpu_ms": round(1000 * (cpu1 - cpu0) / held, 2) if held else None,
         "rss_before_mb": round(rss0 / 2**20, 1),
         "rss_after_mb": round(rss1 / 2**20, 1),
-        "kb_per_conn": round(per / 1024, 1),
+        "kb_per_conn": round((rss1 - rss0) / held / 1024, 1) if held else None,
+        "holders_rss_mb": round(holders_rss / 2**20, 1),
+        "ping_interval_s": fill.ping_interval,
+        **idle,
+        **storm,
     }
+
+
+def _idle(s: Settings, server: Server, holders: Holders, held: int) -> dict[str, Any]:
+    """Server CPU over `idle_seconds` with every socket idle (heartbeats only)."""
+    before = holders.counts()
+    cpu0, gen0, t0 = server.cpu_seconds(), holders.cpu_seconds(), time.monotonic()
+    time.sleep(s.idle_seconds)
+    cpu, gen = server.cpu_seconds() - cpu0, holders.cpu_seconds() - gen0
+    window = time.monotonic() - t0
+    after = holders.counts()
+    pct = 100 * cpu / window
+    return {
+        "idle_s": round(window, 1),
+        "idle_cpu_pct": round(pct, 2),
+        "idle_cpu_pct_per_1k": round(pct * 1000 / held, 3) if held else None,
+        "idle_pings": after.pings - before.pings,
+        "idle_dropped": after.dropped - before.dropped,
+        "holders_cpu_pct": round(100 * gen / window, 2),
+    }
+
+
+def descriptor_limit(pid: int) -> int | None:
+    """The soft "Max open files" of a process, as /proc shows it."""
+    try:
+        text = Path(f"/proc/{pid}/limits").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("Max open files"):
+            soft = line.split()[3]
+            return int(soft) if soft.isdigit() else None
+    return None
+
+
+def node_cap(server: Server) -> int | None:
+    """The connection cap messenger logs at start (`connection caps: N open on the
+    node`); None for the relay, which has none."""
+    try:
+        with open(server.log_path, errors="replace") as log:
+            for line, _ in zip(log, range(500), strict=False):
+                found = NODE_CAP.search(line)
+                if found:
+                    return int(found.group(1))
+    except OSError:
+        return None
+    return None

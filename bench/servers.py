@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import os
 import signal
 import socket
@@ -27,6 +28,10 @@ import psutil
 HOST = "127.0.0.1"
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 _LIVE: set[subprocess.Popen[bytes]] = set()
+# `--pin`: the server under test (all its threads) on one core, the load generator on
+# the other, so neither steals the other's core. PostgreSQL and Redis are not pinned.
+SERVER_CPU = 0
+LOADGEN_CPU = 1
 
 
 def free_port() -> int:
@@ -62,6 +67,7 @@ class Server:
     url: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    pinned: bool = False  # runs on SERVER_CPU only (`--pin`)
     ps: psutil.Process = field(init=False)
 
     def __post_init__(self) -> None:
@@ -93,6 +99,14 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _prepare_child(pin: bool) -> None:
+    """Runs in the child before exec: the affinity set here holds for every thread
+    and process the server starts later."""
+    _raise_nofile()
+    if pin:
+        os.sched_setaffinity(0, {SERVER_CPU})
+
+
 async def _wait_healthy(server: Server, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:
@@ -117,9 +131,11 @@ def start(
     env: dict[str, str] | None = None,
     timeout: float = 60.0,
     root: Path | None = None,
+    pin: bool = False,
 ) -> Server:
     """Start `python -m ...args` and return once GET /healthz answers 200. The code
-    is this checkout's, or that of `root` (another checkout: `bench.ab`)."""
+    is this checkout's, or that of `root` (another checkout: `bench.ab`); with `pin`,
+    on SERVER_CPU only."""
     port = free_port()
     log_path = workdir / f"{name}-{port}.log"
     full_env = {**os.environ, **(env or {})}
@@ -136,16 +152,16 @@ def start(
             stderr=subprocess.STDOUT,
             env=full_env,
             start_new_session=True,
-            preexec_fn=_raise_nofile,
+            preexec_fn=functools.partial(_prepare_child, pin),
         )
     _LIVE.add(proc)
-    server = Server(name, f"http://{HOST}:{port}", proc, log_path)
+    server = Server(name, f"http://{HOST}:{port}", proc, log_path, pinned=pin)
     asyncio.run(_wait_healthy(server, timeout))
     return server
 
 
-def start_relay(workdir: Path) -> Server:
-    return start("relay", ["bench.relay", "--host", HOST], workdir)
+def start_relay(workdir: Path, pin: bool = False) -> Server:
+    return start("relay", ["bench.relay", "--host", HOST], workdir, pin=pin)
 
 
 def start_messenger(
@@ -156,6 +172,7 @@ def start_messenger(
     name: str = "messenger",
     env: dict[str, str] | None = None,
     root: Path | None = None,
+    pin: bool = False,
 ) -> Server:
     args = ["messenger", "serve", "--host", HOST, "--database-url", database_url]
     if not migrate:
@@ -177,7 +194,8 @@ def start_messenger(
         "MESSENGER_MAX_PENDING_SESSIONS": "0",
         "MESSENGER_LOG_FORMAT": "text",
     }
-    return start(name, args, workdir, env={**base, **(env or {})}, timeout=120.0, root=root)
+    env = {**base, **(env or {})}
+    return start(name, args, workdir, env=env, timeout=120.0, root=root, pin=pin)
 
 
 def start_redis(workdir: Path, timeout: float = 10.0) -> Server:
