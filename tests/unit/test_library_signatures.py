@@ -70,6 +70,12 @@ OVERRIDDEN: dict[str, str] = {
     "engineio.base_server.BaseServer._method_not_found": "(self)",
     "engineio.base_server.BaseServer._ok": "(self, packets=None, headers=None, jsonp_index=None)",
     "socketio.async_pubsub_manager.AsyncPubSubManager._handle_emit": "(self, message)",
+    "socketio.base_manager.BaseManager.__init__": "(self)",
+    "socketio.base_manager.BaseManager.basic_disconnect": "(self, sid, namespace, **kwargs)",
+    "socketio.base_manager.BaseManager.basic_enter_room": (
+        "(self, sid, namespace, room, eio_sid=None)"
+    ),
+    "socketio.base_manager.BaseManager.basic_leave_room": "(self, sid, namespace, room)",
     "socketio.async_redis_manager.AsyncRedisManager.__init__": (
         "(self, url='redis://localhost:6379/0', channel='socketio', write_only=False,"
         " logger=None, json=None, redis_options=None)"
@@ -156,6 +162,8 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     ),
     # The Redis manager: the id its own messages carry.
     "socketio.AsyncRedisManager": ("host_id",),
+    # A manager's tables, which IndexedManager's disconnect clears as the library's does.
+    "socketio.AsyncManager": ("rooms", "callbacks", "pending_connect", "pending_disconnect"),
     # An aiohttp request: the connection's protocol (engineio_tracking wraps its transport).
     "aiohttp.web.Request": ("_protocol",),
     "aiohttp.base_protocol.BaseProtocol": ("transport",),
@@ -366,6 +374,7 @@ def library_objects() -> dict[str, Any]:
         "socketio.AsyncServer": socketio.AsyncServer(async_mode="aiohttp"),
         # Makes its Redis client without connecting.
         "socketio.AsyncRedisManager": socketio.AsyncRedisManager("redis://127.0.0.1:1/0"),
+        "socketio.AsyncManager": socketio.AsyncManager(),
         "aiohttp.web.Request": make_mocked_request("GET", "/"),
         # __slots__ classes: their slots are their attributes.
         "aiohttp.base_protocol.BaseProtocol": BaseProtocol,

@@ -137,6 +137,14 @@ strict checks it uses are transport/packets.py's)
 - `json` (class attribute) replaced: the codec built once
 - `data_is_binary` (classmethod), `decode` overrides
 
+transport/overrides/rooms.py (`IndexedManager`, socketio `AsyncManager`; a node's
+manager, and the base of `NamespaceRedisManager`)
+- `__init__`, `basic_enter_room`, `basic_leave_room`, `basic_disconnect` overrides:
+  each session's rooms indexed, so a disconnect leaves them without copying and
+  searching the namespace's whole room table
+- `rooms`, `callbacks`, `pending_connect`, `pending_disconnect`: the tables a
+  disconnect clears
+
 transport/overrides/redis_manager.py (`NamespaceRedisManager`, socketio
 `AsyncRedisManager`; the base of cluster/bus.py's `ClusterManager`, which overrides
 `__init__` and otherwise uses only its public hook, `on_foreign_emit`)

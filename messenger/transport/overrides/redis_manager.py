@@ -13,11 +13,14 @@ from typing import Any
 
 import socketio
 
+from messenger.transport.overrides.rooms import IndexedManager
 
-class NamespaceRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+
+class NamespaceRedisManager(IndexedManager, socketio.AsyncRedisManager):  # type: ignore[misc]
     """AsyncRedisManager that hands `namespace`'s messages from other nodes to
     `on_foreign_emit`; its own messages in that namespace are dropped (this node
-    delivered them before publishing), and every other namespace is left as it was."""
+    delivered them before publishing), and every other namespace is left as it was.
+    Its rooms are indexed as a single node's are (rooms)."""
 
     def __init__(self, url: str, channel: str, namespace: str) -> None:
         super().__init__(url, channel=channel)

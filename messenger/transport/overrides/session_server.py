@@ -18,6 +18,7 @@ from engineio.async_socket import AsyncSocket
 from messenger.transport.overrides.engine_socket import ConformantSocket
 from messenger.transport.overrides.engineio_server import GuardedEngineServer, Response
 from messenger.transport.overrides.engineio_tracking import track_websockets
+from messenger.transport.overrides.rooms import IndexedManager
 from messenger.transport.overrides.socketio_server import ConformantServer
 
 # Socket.IO packet types BINARY_EVENT and BINARY_ACK, as the first character.
@@ -45,6 +46,8 @@ class SessionServer(ConformantServer):
     eio: GuardedEngineServer
 
     def __init__(self, coalesce: bool = True, **kwargs: Any) -> None:
+        if kwargs.get("client_manager") is None:  # one node: its rooms indexed (rooms)
+            kwargs["client_manager"] = IndexedManager()
         super().__init__(**kwargs)
         self._transports = track_websockets(self.eio, coalesce=coalesce)
 
