@@ -107,7 +107,8 @@ of transport/server.py's `TextOnlyServer`, which overrides `__init__` and
 
 transport/overrides/engineio_server.py (`GuardedEngineServer`, engineio `AsyncServer`)
 - `_handle_connect` override: handshakes admitted by the session caps
-- `create_queue` override: every session's queue counts its bytes
+- `create_queue` override: every session's queue counts its bytes (a `CountingQueue`,
+  asyncio's queue interface as the library uses it, made lazily)
 
 transport/overrides/guarded_socket.py (`GuardedSocket`, engineio `AsyncSocket`; every
 session, whatever `lean_websocket` says)
@@ -120,7 +121,8 @@ session, whatever `lean_websocket` says)
 
 transport/overrides/engineio_socket.py (`LeanSocket`, a `GuardedSocket`; only with
 `lean_websocket` on, as MESSENGER_LEAN_WEBSOCKET=0 turns it off)
-- `send`, `_websocket_handler` overrides: the websocket loops and direct frame writes
+- `send`, `_websocket_handler` overrides: the websocket loops and direct frame writes;
+  the writer task runs only while packets are queued (uncompressed sessions)
 - `ws._sock` (the aiohttp `WebSocketResponse`, for `compress`) of the driver's
   websocket wrapper
 

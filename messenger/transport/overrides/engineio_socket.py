@@ -14,9 +14,11 @@ and replaces the loops around it:
   timeout per frame;
 - a packet sent while nothing is queued and the kernel takes what it is given is
   written at once as a websocket frame (the transport gathers a loop pass's frames
-  into one `send()`, see engineio_tracking); otherwise it joins the queue, which the
-  writer task drains as before, so order holds and a client that reads slowly
-  backs packets up in the queue, where the live hub's bounds see them.
+  into one `send()`, see engineio_tracking); otherwise it joins the queue, which a
+  writer task drains, so order holds and a client that reads slowly backs packets
+  up in the queue, where the live hub's bounds see them. The writer task is started
+  by a put and ends when the queue is empty: an idle session keeps no task, nor
+  (CountingQueue) any deque, waiting.
 
 Sessions that start on long polling and upgrade keep the library's own path, and so
 do compressed (permessage-deflate) sessions, whose frames aiohttp must deflate. The
@@ -43,6 +45,10 @@ class LeanSocket(GuardedSocket):
 
     _frames: asyncio.Transport | None = None  # set while frames may be written at once
     _writer_busy = False
+    # The task writing queued packets, if one runs, and the websocket it writes to
+    # while the writer is started on demand (uncompressed sessions).
+    _writer: asyncio.Task[None] | None = None
+    _lazy_ws: Any = None
 
     async def send(self, pkt: packet.Packet) -> None:
         if self._overflowed:
@@ -94,17 +100,33 @@ class LeanSocket(GuardedSocket):
         self.upgraded = True
         response = getattr(ws, "_sock", None)  # the aiohttp WebSocketResponse
         if response is not None and not response.compress:
+            # Frames are written at once; the writer runs only while packets queue.
             self._frames = transport
-        writer = asyncio.ensure_future(self._write_all(ws))
+            self._lazy_ws = ws
+            self.queue.on_put = self._wake_writer
+            self._wake_writer()  # the handshake's OPEN is queued already
+        else:
+            # aiohttp deflates each frame: every packet goes through the writer.
+            self._writer = asyncio.ensure_future(self._write_all(ws))
         watchdog = _Watchdog(transport, self.server.ping_interval + self.server.ping_timeout)
         try:
             await self._read_all(ws, watchdog)
         finally:
             watchdog.stop()
             self._frames = None
-        await self.queue.put(None)  # wakes the writer, which ends
-        await writer
+            self._lazy_ws = None
+            self.queue.on_put = None
+        writer = self._writer
+        if writer is not None:
+            await self.queue.put(None)  # wakes the writer, which ends
+            await writer
+        else:
+            await ws.close()
         await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+
+    def _wake_writer(self) -> None:
+        if self._writer is None and self._lazy_ws is not None and not self.queue.empty():
+            self._writer = asyncio.ensure_future(self._write_queued(self._lazy_ws))
 
     async def _read_all(self, ws: Any, watchdog: _Watchdog) -> None:
         limit = self.server.max_http_buffer_size
@@ -145,6 +167,8 @@ class LeanSocket(GuardedSocket):
                 return  # the client's CLOSE: the websocket closes too
 
     async def _write_all(self, ws: Any) -> None:
+        """Write what is queued, for as long as the session lasts (compressed
+        websockets, whose frames aiohttp must deflate)."""
         try:
             while True:
                 self._writer_busy = False
@@ -161,6 +185,30 @@ class LeanSocket(GuardedSocket):
             log.debug("engine.io session %s: write ended: %r", self.sid, exc)
         self._in_flight = 0
         await ws.close()
+
+    async def _write_queued(self, ws: Any) -> None:
+        """Write what is queued, then end: started by a put (`_wake_writer`), so an
+        idle session keeps no task waiting. Direct writes wait while it runs, so
+        order holds; the end marker (None) closes the websocket, as `_write_all`."""
+        ended = False
+        try:
+            while not self.queue.empty():
+                self._writer_busy = True
+                packets = await self.poll()
+                if not packets:
+                    ended = True
+                    break
+                self._in_flight = 0  # as in _write_all
+                await ws.send(packets[0].encode())
+        except Exception as exc:  # the connection is gone: nothing more to write
+            log.debug("engine.io session %s: write ended: %r", self.sid, exc)
+            ended = True
+        finally:
+            self._writer_busy = False
+            self._in_flight = 0
+            self._writer = None
+        if ended:
+            await ws.close()
 
 
 # Bytes the kernel has not taken yet, past which packets wait in the queue instead.

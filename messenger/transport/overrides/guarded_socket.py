@@ -18,6 +18,8 @@ log, and those rate limited per client address.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -57,27 +59,110 @@ def packet_size(pkt: Any) -> int:
     return len(encoded)
 
 
-class CountingQueue(asyncio.Queue[Any]):
+class CountingQueue:
     """A session's send queue that keeps the encoded bytes and the number of the
-    packets it holds, as they enter and leave (whoever puts or takes them)."""
+    packets it holds, as they enter and leave (whoever puts or takes them).
+
+    The part of `asyncio.Queue`'s interface that python-engineio and the overrides
+    use, unbounded. asyncio's queue makes four deques as it is made (items, getters,
+    putters, its join event's waiters); on the lean websocket path most sessions never
+    queue a packet nor wait on their queue, so here each is made on first use.
+    """
+
+    __slots__ = (
+        "_done",
+        "_getters",
+        "_items",
+        "_unfinished",
+        "on_put",
+        "queued_bytes",
+        "queued_packets",
+    )
 
     def __init__(self, maxsize: int = 0) -> None:
+        if maxsize:
+            raise ValueError("a session's queue is bounded by bytes, not by packets")
         self.queued_bytes = 0
         self.queued_packets = 0
-        super().__init__(maxsize)
+        self._items: collections.deque[Any] | None = None
+        self._getters: collections.deque[asyncio.Future[None]] | None = None
+        self._unfinished = 0  # put and not yet marked task_done, as asyncio's queue
+        self._done: asyncio.Event | None = None  # made by the first join() that waits
+        # Called after each put, whoever puts: a writer that runs only while there is
+        # something queued starts here (LeanSocket).
+        self.on_put: Callable[[], None] | None = None
 
-    def _put(self, item: Any) -> None:
-        super()._put(item)
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: Any) -> None:
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
         if item is not None:
             self.queued_bytes += packet_size(item)
             self.queued_packets += 1
+        self._unfinished += 1
+        if self._done is not None:
+            self._done.clear()
+        self._wake_getter()
+        if self.on_put is not None:
+            self.on_put()
 
-    def _get(self) -> Any:
-        item = super()._get()
+    async def put(self, item: Any) -> None:
+        self.put_nowait(item)
+
+    def get_nowait(self) -> Any:
+        items = self._items
+        if not items:
+            raise asyncio.QueueEmpty
+        item = items.popleft()
+        if not items:
+            self._items = None  # most sessions queue only their OPEN packet, ever
         if item is not None:
             self.queued_bytes -= packet_size(item)
             self.queued_packets -= 1
         return item
+
+    async def get(self) -> Any:
+        while not self._items:
+            if self._getters is None:
+                self._getters = collections.deque()
+            getter = asyncio.get_running_loop().create_future()
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._getters.remove(getter)
+                if self._items and not getter.cancelled():
+                    self._wake_getter()  # it was woken for an item: pass it on
+                raise
+        return self.get_nowait()
+
+    def task_done(self) -> None:
+        if self._unfinished <= 0:
+            raise ValueError("task_done() called too many times")
+        self._unfinished -= 1
+        if self._unfinished == 0 and self._done is not None:
+            self._done.set()
+
+    async def join(self) -> None:
+        if self._unfinished > 0:
+            if self._done is None:
+                self._done = asyncio.Event()
+            await self._done.wait()
+
+    def _wake_getter(self) -> None:
+        while self._getters:
+            getter = self._getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+                return
 
 
 class GuardedSocket(ConformantSocket):
@@ -86,7 +171,7 @@ class GuardedSocket(ConformantSocket):
 
     sid: str
     server: Any
-    queue: asyncio.Queue[Any]
+    queue: CountingQueue
     connected: bool
     upgraded: bool
     closed: bool
