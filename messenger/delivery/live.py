@@ -108,6 +108,9 @@ class LiveHub:
         self._metrics = metrics
         self._by_sid: dict[str, LiveConnection] = {}
         self._by_user: dict[int, dict[str, LiveConnection]] = {}
+        # Connections by the token they authenticated with: a revocation, and the
+        # maintenance sweep of dead tokens, look up tokens, not every connection.
+        self._by_token: dict[int, dict[str, LiveConnection]] = {}
         # The highest cursor this node has heard of, per user with local connections.
         self._known_head: dict[int, int] = {}
         # Heads read at the previous resync tick (see `resync`).
@@ -121,6 +124,7 @@ class LiveHub:
         if conn.user.id not in self._by_user and self._on_users_changed is not None:
             self._on_users_changed()
         self._by_user.setdefault(conn.user.id, {})[conn.sid] = conn
+        self._by_token.setdefault(conn.token_id, {})[conn.sid] = conn
         self._known_head[conn.user.id] = max(head, self._known_head.get(conn.user.id, 0))
         self._metrics.connections.inc()
         self._start_catch_up(conn)
@@ -130,6 +134,10 @@ class LiveHub:
         if conn is None:
             return None
         self._metrics.connections.dec()
+        same_token = self._by_token.get(conn.token_id, {})
+        same_token.pop(sid, None)
+        if not same_token:
+            self._by_token.pop(conn.token_id, None)
         peers = self._by_user.get(conn.user.id, {})
         peers.pop(sid, None)
         if not peers:
@@ -156,11 +164,12 @@ class LiveHub:
         """Users with at least one connection on this node."""
         return list(self._by_user)
 
-    def connections(self) -> list[LiveConnection]:
-        return list(self._by_sid.values())
-
     def connections_of_token(self, token_id: int) -> list[LiveConnection]:
-        return [conn for conn in self._by_sid.values() if conn.token_id == token_id]
+        return list(self._by_token.get(token_id, {}).values())
+
+    def token_ids(self) -> list[int]:
+        """The tokens this node's connections authenticated with."""
+        return list(self._by_token)
 
     async def close(self) -> None:
         for conn in list(self._by_sid.values()):

@@ -64,14 +64,13 @@ class Maintenance:
             await self._freed_text.erase_freed_text()
 
     async def _drop_dead_tokens(self) -> None:
-        conns = self._hub.connections()
-        if not conns:
-            return
-        token_ids = sorted({conn.token_id for conn in conns})
+        token_ids = sorted(self._hub.token_ids())
         live: set[int] = set()
         for start in range(0, len(token_ids), TOKEN_CHUNK):
             live |= await self._tokens.live_tokens(token_ids[start : start + TOKEN_CHUNK])
-        for conn in conns:
-            if conn.token_id not in live:
+        for token_id in token_ids:
+            if token_id in live:
+                continue
+            for conn in self._hub.connections_of_token(token_id):
                 log.info("dropping sid=%s: its token expired or was revoked", conn.sid)
                 await self._pusher.disconnect(conn.sid)
