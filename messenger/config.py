@@ -69,6 +69,12 @@ class Settings:
     # Seconds an Engine.IO session may stay open without a connection to the
     # namespace, from its opening or from the end of its connection (a logout).
     connect_timeout: float = 10.0
+    # The Engine.IO heartbeat: a PING every `ping_interval` seconds, and a session
+    # closed when `ping_timeout` more pass without its PONG (on a websocket: without
+    # anything heard). The handshake announces both, so clients follow them. Each
+    # PING and PONG costs the node CPU: most of what many idle sockets cost.
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
     # Engine.IO sessions not (yet) connected to the namespace, per client address and
     # on the whole node; a handshake beyond either is refused. 0 means no cap.
     max_pending_sessions_per_address: int = 64
@@ -377,6 +383,12 @@ RULES: dict[str, Rule] = {
     ),
     "connect_timeout": Rule(
         "MESSENGER_CONNECT_TIMEOUT", _finite, _number_in(0.1, 3600), "seconds from 0.1 to 3600"
+    ),
+    "ping_interval": Rule(
+        "MESSENGER_PING_INTERVAL", _finite, _number_in(1, 3600), "seconds from 1 to 3600"
+    ),
+    "ping_timeout": Rule(
+        "MESSENGER_PING_TIMEOUT", _finite, _number_in(1, 600), "seconds from 1 to 600"
     ),
     "max_pending_sessions_per_address": Rule(
         "MESSENGER_MAX_PENDING_SESSIONS_PER_ADDRESS",

@@ -81,6 +81,8 @@ class Node:
             max_pending_sessions=settings.max_pending_sessions,
             addresses=ClientAddresses(settings.trusted_proxies),
             lean_websocket=settings.lean_websocket,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
             async_mode="aiohttp",
             client_manager=manager,
             cors_allowed_origins=engineio_origin_check(settings.cors_origins),

@@ -32,6 +32,7 @@ from tests.support import (
     port_of,
     raw_engineio_session,
     start_server,
+    websocket_url,
 )
 
 PING, PONG = "2", "3"
@@ -86,6 +87,33 @@ async def test_a_client_that_answers_pings_is_kept(
         await raw_session.send_str(PONG)
         pings += 1
     assert len(server.node.sio.eio.sockets) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # the transport's heartbeat, not the store's
+async def test_the_heartbeat_follows_the_settings(settings: Settings) -> None:
+    """MESSENGER_PING_INTERVAL / _TIMEOUT: announced in the handshake, and the PINGs
+    come at that interval (each after the PONG before it), not the library's 25 s."""
+    server = await start_server(settings.replace(ping_interval=1.0, ping_timeout=2.0))
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(websocket_url(server.url))
+            opened = await ws.receive(timeout=5)
+            announced = json.loads(opened.data[1:])
+            assert (announced["pingInterval"], announced["pingTimeout"]) == (1000, 2000)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            gaps = []
+            for _ in range(3):
+                frame = await ws.receive(timeout=5)
+                assert frame.type == aiohttp.WSMsgType.TEXT and frame.data == PING, frame
+                gaps.append(loop.time() - started)
+                started = loop.time()
+                await ws.send_str(PONG)
+            # Each PING an interval after the last PONG, up to the wheel's tick later.
+            assert all(0.9 <= gap <= 1.0 + 0.1 + 0.5 for gap in gaps), gaps
+            await ws.close()
+    finally:
+        await server.stop()
 
 
 @pytest.mark.parametrize("size", [0, 125, 126, 65_535, 65_536, 200_000])

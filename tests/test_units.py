@@ -32,6 +32,8 @@ def test_settings_read_the_environment_and_flags_win() -> None:
         "MESSENGER_MAX_BODY": "100",
         "MESSENGER_TOKEN_TTL": "60",
         "MESSENGER_CONNECT_TIMEOUT": "7.5",
+        "MESSENGER_PING_INTERVAL": "60",
+        "MESSENGER_PING_TIMEOUT": "30",
     }
     settings = Settings.from_env(env, port=9001)
     assert settings.port == 9001
@@ -39,6 +41,7 @@ def test_settings_read_the_environment_and_flags_win() -> None:
     assert settings.rate_limit == 0 and settings.max_body == 100
     assert settings.token_ttl == timedelta(seconds=60)
     assert settings.connect_timeout == 7.5
+    assert (settings.ping_interval, settings.ping_timeout) == (60, 30)
     assert Settings.from_env({}).database_url == "sqlite+aiosqlite:///./messenger.db"
 
 
@@ -56,6 +59,8 @@ def test_settings_read_the_environment_and_flags_win() -> None:
         {"MESSENGER_RATE_LIMIT": "nan"},
         {"MESSENGER_RATE_LIMIT": "inf"},
         {"MESSENGER_RESYNC_INTERVAL": "0"},
+        {"MESSENGER_PING_INTERVAL": "0.5"},
+        {"MESSENGER_PING_TIMEOUT": "nan"},
         {"MESSENGER_TOKEN_TTL": "-60"},
         {"MESSENGER_ARGON2_MEMORY_KIB": "8"},
         {"MESSENGER_CONNECTION_BUFFER": "1"},
