@@ -32,8 +32,11 @@ class FlakyHub:
         if self.resyncs == 1:
             raise RuntimeError("database away")
 
-    def connections(self) -> list[Conn]:
-        return list(self.conns)
+    def token_ids(self) -> list[int]:
+        return sorted({conn.token_id for conn in self.conns})
+
+    def connections_of_token(self, token_id: int) -> list[Conn]:
+        return [conn for conn in self.conns if conn.token_id == token_id]
 
 
 @dataclass
