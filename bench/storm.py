@@ -9,10 +9,11 @@ kernel's SYN retry timer.
 
 "Let go" is: its descriptor count is down by the resets and its CPU has dropped
 back near idle. The descriptors close first; the Socket.IO disconnect handlers run
-after, and python-socketio's cost O(sockets held) each (`basic_disconnect` copies
-the namespace's whole room table), so 10,000 of them at 20,000 held kept a core
-busy for two minutes. Timing reconnects through that would measure the disconnects,
-so `storm_release_s` reports it apart.
+after. python-socketio's cost O(sockets held) each (`basic_disconnect` copies the
+namespace's whole room table): the relay, which runs it as shipped, stays busy for
+minutes after 10,000 resets at 20,000 held (messenger leaves only a session's own
+rooms: transport/overrides/rooms.py). Timing reconnects through that would measure
+the disconnects, so `storm_release_s` reports it apart.
 """
 
 from __future__ import annotations
