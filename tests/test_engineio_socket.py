@@ -116,6 +116,29 @@ async def test_the_heartbeat_follows_the_settings(settings: Settings) -> None:
         await server.stop()
 
 
+async def test_a_compressed_session_gets_every_packet_through_its_writer(
+    server: RunningServer,
+) -> None:
+    """permessage-deflate (as browsers ask for it): frames are deflated by aiohttp, so
+    every packet goes through the queue and a writer started for it; the OPEN, a
+    CONNECT's answer and the PINGs all arrive, in order."""
+    eio = server.node.sio.eio
+    eio.ping_interval, eio.ping_timeout = INTERVAL, TIMEOUT
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(websocket_url(server.url), compress=15)
+        assert ws.compress == 15  # the server took the extension
+        opened = await ws.receive(timeout=5)
+        assert opened.type == aiohttp.WSMsgType.TEXT and opened.data.startswith("0{"), opened
+        await ws.send_str('40{"token":"not a token"}')
+        refused = await ws.receive(timeout=5)
+        assert refused.data.startswith("44"), refused
+        for _ in range(3):
+            frame = await ws.receive(timeout=5)
+            assert frame.type == aiohttp.WSMsgType.TEXT and frame.data == PING, frame
+            await ws.send_str(PONG)
+        await ws.close()
+
+
 @pytest.mark.parametrize("size", [0, 125, 126, 65_535, 65_536, 200_000])
 def test_websocket_frames_carry_their_length_as_rfc_6455_says(size: int) -> None:
     """Short lengths in the second byte, up to 65,535 in the next two (126), longer in

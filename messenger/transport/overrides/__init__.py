@@ -122,7 +122,7 @@ session, whatever `lean_websocket` says)
 transport/overrides/engineio_socket.py (`LeanSocket`, a `GuardedSocket`; only with
 `lean_websocket` on, as MESSENGER_LEAN_WEBSOCKET=0 turns it off)
 - `send`, `_websocket_handler` overrides: the websocket loops and direct frame writes;
-  the writer task runs only while packets are queued (uncompressed sessions)
+  the writer task runs only while packets are queued
 - `ws._sock` (the aiohttp `WebSocketResponse`, for `compress`) of the driver's
   websocket wrapper
 

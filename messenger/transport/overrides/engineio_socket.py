@@ -20,8 +20,9 @@ and replaces the loops around it:
   by a put and ends when the queue is empty: an idle session keeps no task, nor
   (CountingQueue) any deque, waiting.
 
-Sessions that start on long polling and upgrade keep the library's own path, and so
-do compressed (permessage-deflate) sessions, whose frames aiohttp must deflate. The
+Sessions that start on long polling and upgrade keep the library's own path; in
+compressed (permessage-deflate) sessions, whose frames aiohttp must deflate, every
+packet goes through the queue and its writer. The
 byte budget and the protocol-error closes are `GuardedSocket`'s (guarded_socket),
 which every session has, with these loops (`lean_websocket`) or without them.
 """
@@ -46,9 +47,9 @@ class LeanSocket(GuardedSocket):
     _frames: asyncio.Transport | None = None  # set while frames may be written at once
     _writer_busy = False
     # The task writing queued packets, if one runs, and the websocket it writes to
-    # while the writer is started on demand (uncompressed sessions).
+    # while the session has one.
     _writer: asyncio.Task[None] | None = None
-    _lazy_ws: Any = None
+    _ws: Any = None
 
     async def send(self, pkt: packet.Packet) -> None:
         if self._overflowed:
@@ -100,21 +101,20 @@ class LeanSocket(GuardedSocket):
         self.upgraded = True
         response = getattr(ws, "_sock", None)  # the aiohttp WebSocketResponse
         if response is not None and not response.compress:
-            # Frames are written at once; the writer runs only while packets queue.
+            # Frames are written at once. (aiohttp deflates a compressed session's
+            # frames: every packet of those goes through the writer.)
             self._frames = transport
-            self._lazy_ws = ws
-            self.queue.on_put = self._wake_writer
-            self._wake_writer()  # the handshake's OPEN is queued already
-        else:
-            # aiohttp deflates each frame: every packet goes through the writer.
-            self._writer = asyncio.ensure_future(self._write_all(ws))
+        # The writer runs only while packets are queued.
+        self._ws = ws
+        self.queue.on_put = self._wake_writer
+        self._wake_writer()  # the handshake's OPEN is queued already
         watchdog = _Watchdog(transport, self.server.ping_interval + self.server.ping_timeout)
         try:
             await self._read_all(ws, watchdog)
         finally:
             watchdog.stop()
             self._frames = None
-            self._lazy_ws = None
+            self._ws = None
             self.queue.on_put = None
         writer = self._writer
         if writer is not None:
@@ -125,8 +125,8 @@ class LeanSocket(GuardedSocket):
         await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
 
     def _wake_writer(self) -> None:
-        if self._writer is None and self._lazy_ws is not None and not self.queue.empty():
-            self._writer = asyncio.ensure_future(self._write_queued(self._lazy_ws))
+        if self._writer is None and self._ws is not None and not self.queue.empty():
+            self._writer = asyncio.ensure_future(self._write_queued(self._ws))
 
     async def _read_all(self, ws: Any, watchdog: _Watchdog) -> None:
         limit = self.server.max_http_buffer_size
@@ -166,30 +166,10 @@ class LeanSocket(GuardedSocket):
             if self.closed:
                 return  # the client's CLOSE: the websocket closes too
 
-    async def _write_all(self, ws: Any) -> None:
-        """Write what is queued, for as long as the session lasts (compressed
-        websockets, whose frames aiohttp must deflate)."""
-        try:
-            while True:
-                self._writer_busy = False
-                packets = await self.poll()
-                if not packets:
-                    break
-                # Until it is written, later packets queue behind it. An uncompressed
-                # frame reaches the transport before send() can wait, and from there
-                # it is counted as the transport's.
-                self._writer_busy = True
-                self._in_flight = 0
-                await ws.send(packets[0].encode())
-        except Exception as exc:  # the connection is gone: nothing more to write
-            log.debug("engine.io session %s: write ended: %r", self.sid, exc)
-        self._in_flight = 0
-        await ws.close()
-
     async def _write_queued(self, ws: Any) -> None:
         """Write what is queued, then end: started by a put (`_wake_writer`), so an
         idle session keeps no task waiting. Direct writes wait while it runs, so
-        order holds; the end marker (None) closes the websocket, as `_write_all`."""
+        order holds; the end marker (None) closes the websocket."""
         ended = False
         try:
             while not self.queue.empty():
@@ -198,7 +178,10 @@ class LeanSocket(GuardedSocket):
                 if not packets:
                     ended = True
                     break
-                self._in_flight = 0  # as in _write_all
+                # Until it is written, later packets queue behind it. An uncompressed
+                # frame reaches the transport before send() can wait, and from there
+                # it is counted as the transport's.
+                self._in_flight = 0
                 await ws.send(packets[0].encode())
         except Exception as exc:  # the connection is gone: nothing more to write
             log.debug("engine.io session %s: write ended: %r", self.sid, exc)
